@@ -1,0 +1,216 @@
+"""The facade: every CLI command is one call on :class:`Ibdb`.
+
+An ``Ibdb`` names a store file, a shard folder and a device; it opens the store only for as long
+as a call needs it, so sampling (which can take hours) never holds the store's lock.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ibdb import estimators
+from ibdb.errors import EstimateError, IbdbError, StoreError
+from ibdb.execute import Progress, execute_run
+from ibdb.plan import PlannedRun, load_runs
+from ibdb.shards import list_run_folders
+from ibdb.specs import Experiment, load_experiment
+from ibdb.spectrum import gp_loss_distribution
+from ibdb.store import LOSS_NAMES, IngestReport, Store
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "ibdb.duckdb"
+QUICKSTART_SPEC = Path("examples") / "quickstart.yaml"
+READ_RETRY_SECONDS = 2.0
+
+
+@dataclass
+class RunReport:
+    planned: list[PlannedRun]
+    executed: list[str] = field(default_factory=list)
+    ingest: IngestReport | None = None
+    estimates: list[dict[str, Any]] = field(default_factory=list)
+    skipped_estimates: list[str] = field(default_factory=list)
+
+
+@dataclass
+class EstimateReport:
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+
+
+class Ibdb:
+    """One store, its shard folder and a device. Cheap to make; opens nothing until asked."""
+
+    def __init__(self, db: str | Path = DEFAULT_DB, *, shards: str | Path | None = None,
+                 device: str = "auto") -> None:
+        self.db = str(db)
+        self.shard_root = Path(shards) if shards else _default_shard_root(self.db)
+        self.device = device
+
+    # -- specs ---------------------------------------------------------------------------------
+
+    def validate(self, spec_path: str | Path) -> tuple[Experiment, list[tuple[str, str]]]:
+        """Check a spec and its data; return the experiment and its (label, run_id) pairs."""
+        experiment = load_experiment(spec_path)
+        runs = load_runs(experiment.runs(), spec_dir=Path(spec_path).parent)
+        return experiment, [(spec.label, run_id) for spec, run_id, _, _ in runs]
+
+    def plan(self, spec_path: str | Path) -> list[PlannedRun]:
+        """Every run of the spec with the hypotheses the store does not hold yet."""
+        experiment = load_experiment(spec_path)
+        runs = load_runs(experiment.runs(), spec_dir=Path(spec_path).parent)
+        stored: dict[str, frozenset[int]] = {}
+        if Path(self.db).exists():
+            with self._open(read_only=True) as store:
+                stored = {run_id: store.stored_hypotheses(run_id) for _, run_id, _, _ in runs}
+        return [PlannedRun(spec=spec, run_id=run_id, identity=identity, data=data,
+                           stored_ids=stored.get(run_id, frozenset()))
+                for spec, run_id, identity, data in runs]
+
+    # -- running -------------------------------------------------------------------------------
+
+    def run(self, spec_path: str | Path, *, progress: Progress | None = None,
+            estimate: bool = True) -> RunReport:
+        """Sample what the store lacks, ingest it, and (by default) estimate at the spec's eps."""
+        planned = self.plan(spec_path)
+        report = RunReport(planned=planned)
+        folders = []
+        for run in planned:
+            if len(run.missing_ids) == 0:
+                continue
+            folders.append(execute_run(run, shard_root=self.shard_root,
+                                       device_name=self.device, progress=progress))
+            report.executed.append(run.run_id)
+        with self._open() as store:
+            if folders:
+                report.ingest = store.ingest(folders)
+            if estimate:
+                est = self._estimate(store, [r.run_id for r in planned], None, None, "test_mse")
+                report.estimates, report.skipped_estimates = est.rows, est.skipped
+        return report
+
+    def ingest(self, paths: list[str | Path]) -> IngestReport:
+        folders = list_run_folders([Path(p) for p in paths])
+        if not folders:
+            raise StoreError(f"no run folders (with run.json) under {', '.join(map(str, paths))}.")
+        with self._open() as store:
+            return store.ingest(folders)
+
+    def init(self) -> str:
+        with self._open():
+            pass
+        return self.db
+
+    # -- estimates -----------------------------------------------------------------------------
+
+    def estimate(self, *, run_ids: list[str] | None = None, methods: list[str] | None = None,
+                 eps: list[float] | None = None, loss: str = "test_mse") -> EstimateReport:
+        """Recompute estimates from stored samples (no resampling) and store them."""
+        with self._open() as store:
+            return self._estimate(store, run_ids, methods, eps, loss)
+
+    def _estimate(self, store: Store, run_ids: list[str] | None, methods: list[str] | None,
+                  eps: list[float] | None, loss: str) -> EstimateReport:
+        if loss not in LOSS_NAMES:
+            raise EstimateError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
+        unknown = sorted(set(methods or ()) - set(estimators.ALL_METHODS))
+        if unknown:
+            raise EstimateError(f"unknown method(s) {', '.join(unknown)}; choose from "
+                                f"{', '.join(estimators.ALL_METHODS)}.")
+        if eps is not None:
+            bad = [e for e in eps if not (np.isfinite(e) and e > 0)]
+            if bad or not eps:
+                raise EstimateError(f"eps must be positive numbers; got {bad or eps}.")
+        report = EstimateReport()
+        for run_id in run_ids or store.run_ids():
+            facts = store.run_facts(run_id)
+            grid = list(eps) if eps is not None else facts["eps"]
+            report.rows.extend(self._estimate_run(store, run_id, facts, grid, methods, loss,
+                                                  report.skipped))
+        store.replace_estimates(report.rows)
+        return report
+
+    def _estimate_run(self, store: Store, run_id: str, facts: dict[str, Any], grid: list[float],
+                      methods: list[str] | None, loss: str, skipped: list[str]) -> list[dict]:
+        rows: list[dict[str, Any]] = []
+        for method in methods or estimators.ALL_METHODS:
+            try:
+                if method == "exact":
+                    spectrum = store.spectrum(run_id) if loss == "test_mse" else None
+                    if spectrum is None:
+                        if methods:  # asked for explicitly: say why there is none
+                            skipped.append(f"{run_id} exact: no closed-form spectrum for "
+                                           f"{loss} of a {facts['space_kind']} run")
+                        continue
+                    dist = gp_loss_distribution(*spectrum, n_test=facts["n_test"],
+                                                n_outputs=facts["n_outputs"])
+                    ests = estimators.estimate_exact(dist, grid)
+                    digest = estimators.loss_set_hash(np.concatenate(spectrum))
+                else:
+                    values = store.losses(run_id, loss)
+                    ests = estimators.estimate_losses(values, grid, method)
+                    digest = estimators.loss_set_hash(values)
+            except EstimateError as exc:
+                skipped.append(f"{run_id} {method}: {exc}")
+                continue
+            rows.extend({"run_id": run_id, "loss": loss, "method": e.method,
+                         "method_version": e.method_version, "eps": e.eps, "bits": e.bits,
+                         "lower_bits": e.lower_bits, "upper_bits": e.upper_bits,
+                         "bound": e.bound, "n": e.n, "params": e.params,
+                         "diagnostics": e.diagnostics, "loss_set_hash": digest} for e in ests)
+        return rows
+
+    def ib_table(self, run_ids: list[str] | None = None) -> list[tuple]:
+        """Stored estimates as (run_id, label, method, eps, bits, lower, upper, bound) rows."""
+        with self._open(read_only=True) as store:
+            where = "" if run_ids is None else "WHERE run_id IN (SELECT unnest(?))"
+            return store.con.execute(
+                "SELECT run_id, experiment || '/' || task_name || '/' || space_name, method, "
+                "eps, bits, lower_bits, upper_bits, bound FROM ib_estimates "
+                f"{where} ORDER BY run_id, method, eps DESC",
+                [] if run_ids is None else [run_ids]).fetchall()
+
+    # -- SQL -----------------------------------------------------------------------------------
+
+    def sql(self, query: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
+        """Run one query; read-only unless ``write``. Returns (column names, rows)."""
+        import duckdb
+
+        with self._open(read_only=not write) as store:
+            try:
+                cursor = store.con.execute(query)
+            except duckdb.Error as exc:
+                raise IbdbError(f"SQL error: {str(exc).strip()}") from None
+            if cursor.description is None:
+                return [], []
+            return [d[0] for d in cursor.description], cursor.fetchall()
+
+    # -- quickstart ----------------------------------------------------------------------------
+
+    def quickstart(self, *, workdir: str | Path = ".", progress: Progress | None = None
+                   ) -> tuple[Path, bool, RunReport]:
+        """Write examples/quickstart.yaml if missing, run it; return (spec, written, report)."""
+        spec_path = Path(workdir) / QUICKSTART_SPEC
+        written = False
+        if not spec_path.exists():
+            spec_path.parent.mkdir(parents=True, exist_ok=True)
+            bundled = resources.files("ibdb.examples").joinpath("quickstart.yaml")
+            spec_path.write_text(bundled.read_text(encoding="utf-8"), encoding="utf-8")
+            written = True
+        return spec_path, written, self.run(spec_path, progress=progress)
+
+    def _open(self, *, read_only: bool = False) -> Store:
+        return Store.open(self.db, read_only=read_only,
+                          retry_seconds=READ_RETRY_SECONDS if read_only else 0.0)
+
+
+def _default_shard_root(db: str) -> Path:
+    path = Path(db)
+    return path.with_name(path.stem + ".shards")

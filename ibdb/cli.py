@@ -1,0 +1,271 @@
+"""The ``ibdb`` command line: each command parses options, makes one facade call, renders it.
+
+Library errors (:class:`ibdb.errors.IbdbError`) become one-paragraph messages and exit code 2;
+anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ibdb.api import DEFAULT_DB, Ibdb
+from ibdb.errors import IbdbError
+
+UNITS = "inductive bias in bits = -log2 P[test MSE <= eps]; test MSE is the mean squared error " \
+        "over test points and outputs against one-hot targets"
+
+
+class _Group(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except IbdbError as exc:
+            click.echo(f"Error: {exc}", err=True)
+            sys.exit(exc.exit_code)
+
+
+@click.group(cls=_Group)
+@click.option("--db", envvar="IBDB_DB", default=DEFAULT_DB, show_default=True,
+              help="DuckDB store file (env IBDB_DB).")
+@click.option("--shards", envvar="IBDB_SHARDS", default=None,
+              help="Folder for shard files (env IBDB_SHARDS) [default: <db name>.shards next to "
+                   "the store].")
+@click.option("--device", default="auto", show_default=True,
+              help="auto (CUDA when present, else CPU), cpu, or cuda[:N].")
+@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+@click.version_option(package_name="ibdb")
+@click.pass_context
+def main(ctx: click.Context, db: str, shards: str | None, device: str, verbose: bool) -> None:
+    """Measure the inductive bias a task requires, relative to a hypothesis space.
+
+    Write a spec (YAML), `ibdb run` it, and query the store with `ibdb sql`. Inductive bias is
+    reported in bits: -log2 of the probability that a hypothesis fitting the training data has
+    test MSE at most eps.
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
+    ctx.obj = Ibdb(db, shards=shards, device=device)
+
+
+@main.command()
+@click.pass_obj
+def init(api: Ibdb) -> None:
+    """Create an empty store (or upgrade an existing one)."""
+    click.echo(f"store ready: {api.init()}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.pass_obj
+def validate(api: Ibdb, spec: str) -> None:
+    """Check SPEC and its data without running anything."""
+    experiment, runs = api.validate(spec)
+    click.echo(f"{spec}: valid; experiment {experiment.name!r} has {len(runs)} run(s)")
+    for label, run_id in runs:
+        click.echo(f"  {run_id}  {label}")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.pass_obj
+def plan(api: Ibdb, spec: str) -> None:
+    """Show what `ibdb run SPEC` would sample (nothing for runs already stored)."""
+    planned = api.plan(spec)
+    todo = [p for p in planned if len(p.missing_ids)]
+    for p in planned:
+        n_missing = len(p.missing_ids)
+        state = f"{n_missing} of {p.spec.budget.n_hypotheses} hypotheses to sample" \
+            if n_missing else "stored, nothing to do"
+        click.echo(f"  {p.run_id}  {p.spec.label}: {state}")
+    click.echo(f"{len(todo)} of {len(planned)} run(s) to sample.")
+
+
+@main.command()
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--no-estimate", is_flag=True, help="Only sample and ingest.")
+@click.pass_obj
+def run(api: Ibdb, spec: str, no_estimate: bool) -> None:
+    """Sample SPEC's missing hypotheses, ingest them, and estimate at the spec's eps."""
+    with _ProgressBars() as bars:
+        report = api.run(spec, progress=bars.update, estimate=not no_estimate)
+    _echo_run_report(api, report)
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@click.pass_obj
+def ingest(api: Ibdb, paths: tuple[str, ...]) -> None:
+    """Load shard folders (a run folder, or a root holding run folders) into the store."""
+    report = api.ingest(list(paths))
+    click.echo(f"ingested {report.shards_ingested} shard(s), {report.rows_inserted} row(s); "
+               f"skipped {report.shards_skipped} already ingested; runs: "
+               f"{', '.join(report.runs) or 'none'}")
+
+
+@main.command()
+@click.option("--method", "methods", multiple=True,
+              help="ncx2, empirical or exact (repeatable) [default: all that apply].")
+@click.option("--eps", "eps", multiple=True, type=float,
+              help="Target test MSE (repeatable) [default: the spec's eps].")
+@click.option("--run", "run_ids", multiple=True, help="Run id (repeatable) [default: all].")
+@click.option("--loss", default="test_mse", show_default=True,
+              type=click.Choice(["test_mse", "test_error"]), help="Which recorded loss.")
+@click.pass_obj
+def estimate(api: Ibdb, methods: tuple[str, ...], eps: tuple[float, ...],
+             run_ids: tuple[str, ...], loss: str) -> None:
+    """Recompute estimates from stored samples (never resamples) and store them."""
+    report = api.estimate(run_ids=list(run_ids) or None, methods=list(methods) or None,
+                          eps=list(eps) or None, loss=loss)
+    for line in report.skipped:
+        click.echo(f"skipped: {line}", err=True)
+    click.echo(f"stored {len(report.rows)} estimate(s)")
+    _echo_ib_tables(api, sorted({r["run_id"] for r in report.rows}))
+
+
+@main.command()
+@click.argument("query")
+@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json"]), default="table",
+              show_default=True)
+@click.option("--write", is_flag=True, help="Open the store for writing (default: read-only).")
+@click.pass_obj
+def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
+    """Run QUERY on the store. Views: run_summary, ib_estimates, gp_components; functions:
+    ib_fit(losses, eps, method), ib_exact(eigenvalues, residual_sq, n_test, n_outputs, eps)."""
+    columns, rows = api.sql(query, write=write)
+    if fmt == "json":
+        click.echo(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str,
+                              indent=1))
+    elif fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf, lineterminator="\n")
+        writer.writerow(columns)
+        writer.writerows(rows)
+        click.echo(buf.getvalue(), nl=False)
+    elif columns:
+        click.echo(_table(columns, [[_cell(v) for v in r] for r in rows]))
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+@main.command()
+@click.pass_obj
+def quickstart(api: Ibdb) -> None:
+    """Run the bundled digits example (writes examples/quickstart.yaml if missing)."""
+    with _ProgressBars() as bars:
+        spec_path, written, report = api.quickstart(progress=bars.update)
+    if written:
+        click.echo(f"wrote {spec_path}")
+    _echo_run_report(api, report)
+
+
+@main.command()
+@click.option("--out", default="schemas/experiment.schema.json", show_default=True,
+              type=click.Path(dir_okay=False), help="Where to write the JSON Schema.")
+def schema(out: str) -> None:
+    """Write the JSON Schema of spec files."""
+    from ibdb.specs import experiment_json_schema
+
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(experiment_json_schema(), indent=2, sort_keys=True) + "\n")
+    click.echo(f"wrote {path}")
+
+
+# -- rendering ---------------------------------------------------------------------------------
+
+
+class _ProgressBars:
+    """Renders the facade's progress callbacks as one click progress bar per run."""
+
+    def __init__(self) -> None:
+        self._bar: Any = None
+        self._label: str | None = None
+        self._done = 0
+
+    def update(self, label: str, done: int, total: int) -> None:
+        if label != self._label:
+            self.close()
+            self._label, self._done = label, 0
+            self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
+            self._bar.__enter__()
+        self._bar.update(done - self._done)
+        self._done = done
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.__exit__(None, None, None)
+            self._bar = None
+
+    def __enter__(self) -> _ProgressBars:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _echo_run_report(api: Ibdb, report: Any) -> None:
+    n_new = len(report.executed)
+    click.echo(f"{len(report.planned)} run(s): {n_new} sampled, "
+               f"{len(report.planned) - n_new} already stored; store: {api.db}")
+    if report.ingest is not None:
+        click.echo(f"ingested {report.ingest.rows_inserted} hypotheses from "
+                   f"{report.ingest.shards_ingested} shard(s)")
+    for line in report.skipped_estimates:
+        click.echo(f"skipped: {line}", err=True)
+    _echo_ib_tables(api, [p.run_id for p in report.planned])
+
+
+def _echo_ib_tables(api: Ibdb, run_ids: list[str]) -> None:
+    if not run_ids:
+        return
+    rows = api.ib_table(run_ids)
+    by_run: dict[str, list[tuple]] = {}
+    for row in rows:
+        by_run.setdefault(row[0], []).append(row)
+    click.echo(f"\n{UNITS}; '>=' marks a lower bound (no sample at or below eps).")
+    for run_id, run_rows in by_run.items():
+        methods = sorted({r[2] for r in run_rows}, key=["exact", "ncx2", "empirical"].index)
+        grid = sorted({r[3] for r in run_rows}, reverse=True)
+        cell = {(r[2], r[3]): r for r in run_rows}
+        body = []
+        for eps in grid:
+            line = [f"{eps:.4g}"]
+            for m in methods:
+                r = cell.get((m, eps))
+                line.append("-" if r is None else _bits(r[4], r[5], r[6], r[7]))
+            body.append(line)
+        click.echo(f"\nrun {run_id}  {run_rows[0][1]}")
+        click.echo(_table(["eps (test MSE)", *[f"{m} (bits)" for m in methods]], body))
+
+
+def _bits(bits: float | None, lower: float | None, upper: float | None, bound: str) -> str:
+    if bits is None or math.isnan(bits):
+        return "n/a"
+    text = f"{bits:.3g}" if bits < 1e4 else f"{bits:.4e}"
+    if bound == "lower":
+        return ">= " + text
+    if lower is not None and upper is not None:
+        return f"{text} [{lower:.3g}, {upper:.3g}]"
+    return text
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "NULL" if value is None else str(value)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)),
+             "  ".join("-" * w for w in widths)]
+    lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    return "\n".join(lines)

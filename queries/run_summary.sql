@@ -1,0 +1,26 @@
+-- grain: one row per run.
+-- What each run is, how many hypotheses it asked for and holds, and its loss statistics
+-- (test_mse: mean squared error against one-hot targets; test_error: 0-1 error rate).
+SELECT
+    s.run_id,
+    s.experiment,
+    s.task_name,
+    s.space_name,
+    s.budget_name,
+    s.runner,
+    s.n_hypotheses AS n_requested,
+    count(l.hypothesis_id) AS n_stored,
+    count(l.hypothesis_id) >= s.n_hypotheses AS complete,
+    r.n_train,
+    r.n_test,
+    r.n_outputs,
+    r.device,
+    r.wall_seconds,
+    avg(l.test_mse) AS mean_test_mse,
+    min(l.test_mse) AS min_test_mse,
+    avg(l.test_error) AS mean_test_error,
+    min(l.test_error) AS min_test_error
+FROM specs s
+LEFT JOIN runs r USING (run_id)
+LEFT JOIN losses l USING (run_id)
+GROUP BY ALL

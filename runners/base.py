@@ -1,0 +1,55 @@
+"""What every runner provides, and the device choice they share."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+import torch
+
+from ibdb.errors import IbdbError
+from ibdb.tasks import TaskData
+
+# Every runner records these per hypothesis; the store's `losses` table has one column each.
+LOSS_COLUMNS: dict[str, str] = {
+    "test_mse": "mean squared error over test points and outputs against one-hot targets",
+    "test_error": "fraction of test points whose largest output is not the true class (0-1)",
+}
+
+
+class Runner(Protocol):
+    """A prepared sampler for one (task, space): sample any hypotheses by index and seed."""
+
+    kind: ClassVar[str]
+
+    def __init__(self, space: Any, data: TaskData, *, device: torch.device) -> None: ...
+
+    @property
+    def info(self) -> dict[str, Any]:
+        """JSON-able facts about the prepared space (chosen bandwidth, fit residuals, ...)."""
+        ...
+
+    def spectrum(self) -> dict[str, np.ndarray] | None:
+        """The loss distribution's spectrum when it is known in closed form, else None."""
+        ...
+
+    def sample(self, hypothesis_ids: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        """Losses of the given hypotheses, one float64 array per name in LOSS_COLUMNS.
+
+        Hypothesis ``i`` depends only on ``seeds[i]``: the result of one hypothesis does not
+        depend on which others share its batch.
+        """
+        ...
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' takes CUDA when present, else the CPU; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise IbdbError(f"device {name!r} was asked for but torch sees no CUDA device "
+                        f"(torch {torch.__version__}). Use --device cpu or --device auto.")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise IbdbError(f"unknown device {name!r}; use auto, cpu or cuda[:N].") from None

@@ -1,0 +1,1 @@
+"""Data files shipped inside the ibdb wheel (see pyproject.toml)."""

@@ -1,0 +1,196 @@
+"""The CLI as a user drives it: messages, exit codes, and numbers that survive recomputation."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from ibdb.cli import main
+
+from conftest import make_npz, spec_dict, write_spec
+
+
+def invoke(tmp_path, *args: str):
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "cli.duckdb"), "--shards",
+                                       str(tmp_path / "shards"), "--device", "cpu", *args])
+    return result
+
+
+def test_help_is_true_and_does_not_import_torch():
+    code = ("import sys; from click.testing import CliRunner; from ibdb.cli import main; "
+            "r = CliRunner().invoke(main, ['--help']); assert r.exit_code == 0, r.output; "
+            "assert 'quickstart' in r.output and 'sql' in r.output; "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_validate_lists_runs(tmp_path, toy_spec):
+    result = invoke(tmp_path, "validate", str(toy_spec))
+    assert result.exit_code == 0, result.output
+    assert "valid; experiment 'tiny' has 1 run(s)" in result.output
+    assert "tiny/toy/gp/b" in result.output
+    assert not (tmp_path / "cli.duckdb").exists()
+
+
+BAD_INPUTS = [
+    ("unknown field", lambda s: s["spaces"][0].update(colour=1), "spaces.0.colour: Extra inputs"),
+    ("negative count", lambda s: s["budgets"][0].update(n_hypotheses=-1),
+     "budgets.0.n_hypotheses: Input should be greater than 0 (got -1)"),
+    ("too many points", lambda s: s["tasks"][0].update(n_train=35, n_test=20),
+     "n_test = 20, but"),
+    ("eps <= 0", lambda s: s["tasks"][0].update(eps=[-0.1]), "tasks.0.eps.0: Input should be "
+                                                             "greater than 0 (got -0.1)"),
+    ("missing npz", lambda s: s["tasks"][0]["source"].update(path="nope.npz"),
+     "source.path"),
+    ("npz without arrays", lambda s: s["tasks"][0]["source"].update(path="partial.npz"),
+     "missing arrays X_test, y_test"),
+]
+
+
+@pytest.mark.parametrize("command", ["validate", "plan", "run"])
+@pytest.mark.parametrize(("case", "mutate", "message"), BAD_INPUTS, ids=[b[0] for b in BAD_INPUTS])
+def test_bad_input_is_a_short_error_and_writes_nothing(tmp_path, command, case, mutate, message):
+    make_npz(tmp_path / "toy.npz", n_test=30)
+    np.savez(tmp_path / "partial.npz", X_train=np.zeros((40, 2)), y_train=np.zeros(40, int))
+    spec = spec_dict()
+    mutate(spec)
+    path = write_spec(tmp_path, spec)
+    result = invoke(tmp_path, command, str(path))
+    assert result.exit_code == 2, result.output
+    assert result.output.startswith("Error: ")
+    assert message in result.output
+    assert "Traceback" not in result.output
+    assert not (tmp_path / "cli.duckdb").exists()
+    assert not (tmp_path / "shards").exists()
+
+
+@pytest.mark.parametrize("content", [None, "name: [unclosed\n"], ids=["missing", "malformed"])
+def test_missing_or_malformed_spec_file(tmp_path, content):
+    path = tmp_path / "spec.yaml"
+    if content is not None:
+        path.write_text(content)
+    result = invoke(tmp_path, "run", str(path))
+    assert result.exit_code == 2
+    assert "spec.yaml" in result.output and result.output.startswith("Error: ")
+    assert not (tmp_path / "cli.duckdb").exists()
+
+
+def _estimates(tmp_path) -> list[dict]:
+    result = invoke(tmp_path, "sql", "SELECT run_id, method, eps, bits, lower_bits, upper_bits, "
+                    "bound, n FROM estimates ORDER BY ALL", "--format", "json")
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_run_plan_estimate_and_recompute_without_resampling(tmp_path, toy_spec):
+    result = invoke(tmp_path, "run", str(toy_spec))
+    assert result.exit_code == 0, result.output
+    assert "1 run(s): 1 sampled, 0 already stored" in result.output
+    assert "ingested 200 hypotheses from 4 shard(s)" in result.output
+    for header in ("exact (bits)", "ncx2 (bits)", "empirical (bits)", "eps (test MSE)"):
+        assert header in result.output
+    first = _estimates(tmp_path)
+    assert {r["method"] for r in first} == {"exact", "ncx2", "empirical"}
+    assert len(first) == 9  # 3 methods x 3 eps
+
+    plan = invoke(tmp_path, "plan", str(toy_spec))
+    assert "stored, nothing to do" in plan.output and "0 of 1 run(s) to sample" in plan.output
+    again = invoke(tmp_path, "run", str(toy_spec))
+    assert "0 sampled, 1 already stored" in again.output
+
+    deleted = invoke(tmp_path, "sql", "DELETE FROM estimates", "--write")
+    assert deleted.exit_code == 0, deleted.output
+    assert _estimates(tmp_path) == []
+    recomputed = invoke(tmp_path, "estimate")
+    assert recomputed.exit_code == 0 and "stored 9 estimate(s)" in recomputed.output
+    assert _estimates(tmp_path) == first
+
+
+def test_sql_functions_reproduce_stored_estimates(tmp_path, toy_spec):
+    assert invoke(tmp_path, "run", str(toy_spec)).exit_code == 0
+    stored = {(r["method"], r["eps"]): r["bits"] for r in _estimates(tmp_path)}
+    fit = invoke(tmp_path, "sql", """
+        SELECT m.method, e.eps,
+               ib_fit(list(l.test_mse ORDER BY l.hypothesis_id), e.eps, m.method).bits AS bits
+        FROM losses l, (SELECT unnest([0.3, 0.2, 0.1]) AS eps) e,
+             (SELECT unnest(['ncx2', 'empirical']) AS method) m
+        GROUP BY ALL ORDER BY ALL""", "--format", "json")
+    assert fit.exit_code == 0, fit.output
+    exact = invoke(tmp_path, "sql", """
+        SELECT 'exact' AS method, e.eps,
+               ib_exact(list(c.eigenvalue ORDER BY c.component),
+                        list(c.residual_sq ORDER BY c.component),
+                        any_value(r.n_test), any_value(r.n_outputs), e.eps).bits AS bits
+        FROM gp_components c JOIN runs r USING (run_id), (SELECT unnest([0.3, 0.2, 0.1]) AS eps) e
+        GROUP BY ALL""", "--format", "json")
+    assert exact.exit_code == 0, exact.output
+    rows = json.loads(fit.output) + json.loads(exact.output)
+    assert len(rows) == 9
+    for row in rows:
+        assert row["bits"] == stored[(row["method"], row["eps"])], row
+
+
+def test_estimate_with_other_eps_and_method(tmp_path, toy_spec):
+    assert invoke(tmp_path, "run", str(toy_spec), "--no-estimate").exit_code == 0
+    assert _estimates(tmp_path) == []
+    result = invoke(tmp_path, "estimate", "--method", "exact", "--eps", "0.25", "--eps", "0.15")
+    assert result.exit_code == 0, result.output
+    rows = _estimates(tmp_path)
+    assert [(r["method"], r["eps"]) for r in rows] == [("exact", 0.15), ("exact", 0.25)]
+    assert rows[0]["bits"] > rows[1]["bits"] > 0  # a smaller target error needs more bits
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["estimate", "--method", "magic"], "unknown method(s) magic"),
+    (["estimate", "--eps", "0"], "eps must be positive"),
+    (["estimate", "--run", "deadbeef"], "run 'deadbeef' is not in"),
+    (["sql", "SELECT * FROM nowhere"], "SQL error: Catalog Error"),
+    (["sql", "DELETE FROM losses"], "SQL error"),
+])
+def test_estimate_and_sql_errors(tmp_path, toy_spec, args, message):
+    assert invoke(tmp_path, "run", str(toy_spec), "--no-estimate").exit_code == 0
+    result = invoke(tmp_path, *args)
+    assert result.exit_code == 2, result.output
+    assert message in result.output
+
+
+def test_sql_csv(tmp_path, toy_spec):
+    assert invoke(tmp_path, "run", str(toy_spec), "--no-estimate").exit_code == 0
+    result = invoke(tmp_path, "sql", "SELECT n_stored, complete FROM run_summary",
+                    "--format", "csv")
+    assert result.output == "n_stored,complete\n200,True\n"
+
+
+def test_run_against_a_locked_store(tmp_path, toy_spec):
+    db = tmp_path / "cli.duckdb"
+    assert invoke(tmp_path, "init").exit_code == 0
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('ready', flush=True); time.sleep(30)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        result = invoke(tmp_path, "run", str(toy_spec))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert result.exit_code == 2
+    assert f"the store is locked by process {holder.pid}" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_quickstart_writes_its_spec_and_prints_all_methods(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--device", "cpu", "quickstart"])
+    assert result.exit_code == 0, result.output
+    assert "wrote examples/quickstart.yaml" in result.output
+    assert (tmp_path / "ibdb.duckdb").exists()
+    for header in ("exact (bits)", "ncx2 (bits)", "empirical (bits)"):
+        assert header in result.output
+    second = CliRunner().invoke(main, ["--device", "cpu", "quickstart"])
+    assert "wrote" not in second.output and "0 sampled, 1 already stored" in second.output

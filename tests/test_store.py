@@ -1,0 +1,128 @@
+"""The DuckDB store: schema, views, idempotent and all-or-nothing ingest, locking."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import duckdb
+import pytest
+
+from ibdb.api import Ibdb
+from ibdb.errors import ShardError, StoreError, StoreLockedError
+from ibdb.store import Store, view_definitions
+
+from conftest import make_npz, spec_dict, write_spec
+
+
+def _sample_only(tmp_path, spec: dict, name: str = "spec.yaml"):
+    """Run a spec's sampling into shard folders without ingesting (the runner's half)."""
+    from ibdb.execute import execute_run
+
+    api = Ibdb(tmp_path / "unused.duckdb", shards=tmp_path / "shards")
+    return [execute_run(p, shard_root=api.shard_root, device_name="cpu")
+            for p in api.plan(write_spec(tmp_path, spec, name))]
+
+
+def _counts(store: Store) -> tuple[int, int, int]:
+    return store.con.execute("SELECT (SELECT count(*) FROM losses), (SELECT count(*) FROM "
+                             "spectra), (SELECT count(*) FROM shards)").fetchone()
+
+
+def test_new_store_has_tables_and_views(store):
+    assert store.schema_version() == 1
+    tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
+    assert {"specs", "runs", "losses", "spectra", "estimates", "shards"} <= tables
+    views = {r[0] for r in store.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT "
+                                             "internal").fetchall()}
+    assert {name for name, _ in view_definitions()} <= views
+    assert {"run_summary", "ib_estimates", "gp_components"} <= views
+
+
+def test_every_view_file_states_its_grain():
+    for name, body in view_definitions():
+        assert body.lstrip().startswith("-- grain: one row per"), name
+
+
+def test_ingest_is_idempotent(tmp_path):
+    make_npz(tmp_path / "toy.npz")
+    (folder,) = _sample_only(tmp_path, spec_dict(n_hypotheses=150, chunk_size=64))
+    with Store.open(tmp_path / "s.duckdb") as store:
+        first = store.ingest([folder])
+        assert (first.rows_inserted, first.shards_ingested) == (150 + 20, 4)  # 3 loss shards
+        counts = _counts(store)
+        again = store.ingest([folder])
+        assert (again.rows_inserted, again.shards_ingested, again.shards_skipped) == (0, 0, 4)
+        assert _counts(store) == counts == (150, 20, 4)
+        ids = store.con.execute("SELECT min(hypothesis_id), max(hypothesis_id), "
+                                "count(DISTINCT seed) FROM losses").fetchone()
+        assert ids == (0, 149, 150)
+
+
+def test_a_corrupt_shard_aborts_the_whole_ingest(tmp_path):
+    make_npz(tmp_path / "toy.npz")
+    (good,) = _sample_only(tmp_path, spec_dict(seed=1), "a.yaml")
+    (bad,) = _sample_only(tmp_path, spec_dict(seed=2), "b.yaml")
+    victim = sorted(bad.glob("losses-*.parquet"))[1]
+    victim.write_bytes(victim.read_bytes()[:100])
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with pytest.raises(ShardError, match=f"{victim.name}: unreadable shard"):
+            store.ingest([good, bad])
+        assert _counts(store) == (0, 0, 0)
+        assert store.con.execute("SELECT count(*) FROM specs").fetchone()[0] == 0
+
+
+def test_a_shard_from_another_run_is_rejected(tmp_path):
+    make_npz(tmp_path / "toy.npz")
+    (one,) = _sample_only(tmp_path, spec_dict(seed=1), "a.yaml")
+    (two,) = _sample_only(tmp_path, spec_dict(seed=2), "b.yaml")
+    stray = sorted(one.glob("losses-*.parquet"))[0]
+    (two / stray.name).write_bytes(stray.read_bytes())
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with pytest.raises(ShardError, match="rows belong to another run"):
+            store.ingest([two])
+
+
+def test_plain_duckdb_reads_the_store_and_its_views(tmp_path, toy_spec):
+    db = tmp_path / "plain.duckdb"
+    Ibdb(db, shards=tmp_path / "sh").run(toy_spec, estimate=False)
+    con = duckdb.connect(str(db), read_only=True)
+    n_req, n_stored, complete = con.execute(
+        "SELECT n_requested, n_stored, complete FROM run_summary").fetchone()
+    assert (n_req, n_stored, complete) == (200, 200, True)
+    assert con.execute("SELECT count(*) FROM gp_components WHERE weight > 0").fetchone()[0] == 20
+    con.close()
+
+
+def test_second_writer_gets_a_message_naming_the_holder(tmp_path):
+    db = tmp_path / "locked.duckdb"
+    Store.open(db).close()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import duckdb, sys, time; c = duckdb.connect(sys.argv[1]); "
+         "print('ready', flush=True); time.sleep(30)", str(db)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "ready"
+        with pytest.raises(StoreLockedError, match=rf"locked by process {holder.pid} \(.*python"):
+            Store.open(db)
+        t0 = time.monotonic()
+        with pytest.raises(StoreLockedError):
+            Store.open(db, read_only=True, retry_seconds=0.5)
+        assert time.monotonic() - t0 >= 0.5  # readers retry before giving up
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_read_only_open_of_a_missing_or_foreign_file(tmp_path):
+    with pytest.raises(StoreError, match="no such store"):
+        Store.open(tmp_path / "none.duckdb", read_only=True)
+    other = tmp_path / "other.duckdb"
+    duckdb.connect(str(other)).close()
+    with pytest.raises(StoreError, match="not an ibdb store"):
+        Store.open(other, read_only=True)
+    text = tmp_path / "text.duckdb"
+    text.write_text("not a database at all" * 100)
+    with pytest.raises(StoreError, match="text.duckdb"):
+        Store.open(text)

@@ -1,0 +1,78 @@
+"""Task data loading: digits, the user's npz arrays, and clear errors for bad data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ibdb.errors import DataError, SpecError
+from ibdb.specs import Task
+from ibdb.tasks import load_task
+
+from conftest import make_npz
+
+
+def _task(**kw) -> Task:
+    base = {"name": "t", "source": {"kind": "npz", "path": "d.npz"}, "n_train": 10,
+            "n_test": 8, "eps": [0.1]}
+    base.update(kw)
+    return Task.model_validate(base)
+
+
+def test_digits_split_scaled_one_hot_and_disjoint():
+    data = load_task(_task(source={"kind": "digits"}, n_train=100, n_test=50, split_seed=3),
+                     spec_dir=".")
+    assert data.x_train.shape == (100, 64) and data.x_test.shape == (50, 64)
+    assert data.x_train.min() >= 0 and data.x_train.max() <= 1 and data.x_train.max() > 0.9
+    assert data.y_train.shape == (100, 10)
+    np.testing.assert_array_equal(data.y_train.sum(1), 1)
+    np.testing.assert_array_equal(data.y_test.argmax(1), data.labels_test)
+    train_rows = {r.tobytes() for r in data.x_train}
+    assert sum(r.tobytes() in train_rows for r in data.x_test) <= 2  # digits has a few duplicates
+    again = load_task(_task(source={"kind": "digits"}, n_train=100, n_test=50, split_seed=3),
+                      spec_dir=".")
+    np.testing.assert_array_equal(again.x_test, data.x_test)
+
+
+def test_digits_too_many_points():
+    with pytest.raises(SpecError, match=r"n_train \+ n_test = 1500 \+ 400 = 1900, but the "
+                                        r"digits data has only 1797"):
+        load_task(_task(source={"kind": "digits"}, n_train=1500, n_test=400), spec_dir=".")
+
+
+@pytest.mark.parametrize("one_hot", [False, True])
+def test_npz_labels_integer_or_one_hot(tmp_path, one_hot):
+    make_npz(tmp_path / "d.npz", one_hot=one_hot, n_classes=4)
+    data = load_task(_task(), spec_dir=tmp_path)
+    assert data.y_train.shape == (10, 4) and data.n_outputs == 4
+    assert data.fingerprint.startswith("npz:")
+
+
+def test_npz_missing_arrays_named(tmp_path):
+    np.savez(tmp_path / "d.npz", X_train=np.zeros((3, 2)), y_train=np.zeros(3, int))
+    with pytest.raises(DataError, match="missing arrays X_test, y_test"):
+        load_task(_task(), spec_dir=tmp_path)
+
+
+def test_npz_missing_file(tmp_path):
+    with pytest.raises(DataError, match=r"source.path '.*d.npz': no such file"):
+        load_task(_task(), spec_dir=tmp_path)
+
+
+def test_npz_not_an_npz(tmp_path):
+    (tmp_path / "d.npz").write_text("hello")
+    with pytest.raises(DataError, match="not a readable .npz file"):
+        load_task(_task(), spec_dir=tmp_path)
+
+
+def test_npz_n_train_beyond_data(tmp_path):
+    make_npz(tmp_path / "d.npz", n_train=6)
+    with pytest.raises(SpecError, match="n_train = 10, but .* holds only 6 train examples"):
+        load_task(_task(), spec_dir=tmp_path)
+
+
+def test_npz_float_labels_rejected(tmp_path):
+    np.savez(tmp_path / "d.npz", X_train=np.zeros((12, 2)), y_train=np.full(12, 0.5),
+             X_test=np.zeros((9, 2)), y_test=np.zeros(9, int))
+    with pytest.raises(DataError, match="y_train must hold non-negative integer class labels"):
+        load_task(_task(), spec_dir=tmp_path)
