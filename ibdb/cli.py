@@ -7,6 +7,7 @@ anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import csv
+import decimal
 import io
 import json
 import logging
@@ -106,8 +107,9 @@ def run(api: Ibdb, spec: str, no_estimate: bool) -> None:
 def ingest(api: Ibdb, paths: tuple[str, ...]) -> None:
     """Load shard folders (a run folder, or a root holding run folders) into the store."""
     report = api.ingest(list(paths))
-    click.echo(f"ingested {report.shards_ingested} shard(s), {report.rows_inserted} row(s); "
-               f"skipped {report.shards_skipped} already ingested; runs: "
+    click.echo(f"ingested {report.hypotheses_inserted} hypotheses from "
+               f"{report.shards_ingested} shard file(s); skipped {report.shards_skipped} "
+               f"already ingested; runs: "
                f"{', '.join(report.runs) or 'none'}")
 
 
@@ -142,8 +144,8 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
     ib_fit(losses, eps, method), ib_exact(eigenvalues, residual_sq, n_test, n_outputs, eps)."""
     columns, rows = api.sql(query, write=write)
     if fmt == "json":
-        click.echo(json.dumps([dict(zip(columns, r, strict=True)) for r in rows], default=str,
-                              indent=1))
+        click.echo(json.dumps([dict(zip(columns, r, strict=True)) for r in rows],
+                              default=_json_value, indent=1))
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -183,14 +185,19 @@ def schema(out: str) -> None:
 
 
 class _ProgressBars:
-    """Renders the facade's progress callbacks as one click progress bar per run."""
+    """Renders the facade's progress callbacks: a bar per run on a terminal, else one line."""
 
     def __init__(self) -> None:
         self._bar: Any = None
         self._label: str | None = None
         self._done = 0
+        self._interactive = sys.stderr.isatty()
 
     def update(self, label: str, done: int, total: int) -> None:
+        if not self._interactive:
+            if done == total:
+                click.echo(f"sampled {label}: {total} hypotheses", err=True)
+            return
         if label != self._label:
             self.close()
             self._label, self._done = label, 0
@@ -216,8 +223,8 @@ def _echo_run_report(api: Ibdb, report: Any) -> None:
     click.echo(f"{len(report.planned)} run(s): {n_new} sampled, "
                f"{len(report.planned) - n_new} already stored; store: {api.db}")
     if report.ingest is not None:
-        click.echo(f"ingested {report.ingest.rows_inserted} hypotheses from "
-                   f"{report.ingest.shards_ingested} shard(s)")
+        click.echo(f"ingested {report.ingest.hypotheses_inserted} hypotheses from "
+                   f"{report.ingest.shards_ingested} shard file(s)")
     for line in report.skipped_estimates:
         click.echo(f"skipped: {line}", err=True)
     _echo_ib_tables(api, [p.run_id for p in report.planned])
@@ -255,6 +262,11 @@ def _bits(bits: float | None, lower: float | None, upper: float | None, bound: s
     if lower is not None and upper is not None:
         return f"{text} [{lower:.3g}, {upper:.3g}]"
     return text
+
+
+def _json_value(value: Any) -> Any:
+    # DuckDB hands back Decimal for numeric literals, and dates/UUIDs as objects.
+    return float(value) if isinstance(value, decimal.Decimal) else str(value)
 
 
 def _cell(value: Any) -> str:

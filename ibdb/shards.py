@@ -129,7 +129,7 @@ def _write_parquet(target: Path, select: str, cols: dict[str, np.ndarray], *,
         try:
             con.execute(
                 f"COPY ({select}) TO '{_sql_path(tmp)}' "
-                f"(FORMAT parquet, COMPRESSION zstd, KV_METADATA {{ibdb: '{kv}'}})",
+                f"(FORMAT parquet, COMPRESSION snappy, KV_METADATA {{ibdb: '{kv}'}})",
                 params,
             )
         finally:

@@ -33,7 +33,7 @@ class IngestReport:
     runs: list[str] = field(default_factory=list)
     shards_ingested: int = 0
     shards_skipped: int = 0
-    rows_inserted: int = 0
+    hypotheses_inserted: int = 0
 
 
 class Store:
@@ -261,7 +261,8 @@ class Store:
             [digest, run_id, kind, str(path.resolve()), foreign[1], first, last,
              json.dumps(meta)])
         report.shards_ingested += 1
-        report.rows_inserted += inserted
+        if kind == "losses":
+            report.hypotheses_inserted += inserted
 
     def _shard_metadata(self, path: Path) -> dict[str, Any]:
         rows = self.con.execute(

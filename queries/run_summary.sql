@@ -9,18 +9,27 @@ SELECT
     s.budget_name,
     s.runner,
     s.n_hypotheses AS n_requested,
-    count(l.hypothesis_id) AS n_stored,
-    count(l.hypothesis_id) >= s.n_hypotheses AS complete,
+    coalesce(l.n_stored, 0) AS n_stored,
+    coalesce(l.n_stored, 0) >= s.n_hypotheses AS complete,
     r.n_train,
     r.n_test,
     r.n_outputs,
     r.device,
     r.wall_seconds,
-    avg(l.test_mse) AS mean_test_mse,
-    min(l.test_mse) AS min_test_mse,
-    avg(l.test_error) AS mean_test_error,
-    min(l.test_error) AS min_test_error
+    l.mean_test_mse,
+    l.min_test_mse,
+    l.mean_test_error,
+    l.min_test_error
 FROM specs s
 LEFT JOIN runs r USING (run_id)
-LEFT JOIN losses l USING (run_id)
-GROUP BY ALL
+LEFT JOIN (
+    SELECT
+        run_id,
+        count(*) AS n_stored,
+        avg(test_mse) AS mean_test_mse,
+        min(test_mse) AS min_test_mse,
+        avg(test_error) AS mean_test_error,
+        min(test_error) AS min_test_error
+    FROM losses
+    GROUP BY run_id
+) l USING (run_id)

@@ -64,7 +64,7 @@ def test_losses_equal_explicit_predictions(data):
     ids = np.arange(7)
     seeds = hypothesis_seeds(11, ids)
     got = runner.sample(ids, seeds)
-    z = _standard_normals(seeds, data.y_test.shape).double().numpy()
+    z = _standard_normals(seeds, data.y_test.shape).double().numpy().transpose(1, 0, 2)
     mean, cov = _numpy_posterior(data, 1.3, 1e-8)
     # Any factor F with F F^T = S gives valid hypotheses; check the runner's factor is one,
     # then build the predictions explicitly with it.

@@ -34,6 +34,17 @@ def test_digits_split_scaled_one_hot_and_disjoint():
     np.testing.assert_array_equal(again.x_test, data.x_test)
 
 
+def test_digits_file_equals_scikit_learns_loader():
+    from sklearn.datasets import load_digits
+
+    from ibdb.tasks import _load_digits
+
+    x, labels, _ = _load_digits()
+    bunch = load_digits()
+    np.testing.assert_array_equal(x, bunch.data / 16.0)
+    np.testing.assert_array_equal(labels, bunch.target)
+
+
 def test_digits_too_many_points():
     with pytest.raises(SpecError, match=r"n_train \+ n_test = 1500 \+ 400 = 1900, but the "
                                         r"digits data has only 1797"):

@@ -1,0 +1,223 @@
+"""Estimators of inductive bias, I(eps) = -log2 P[L <= eps], producing estimate rows.
+
+Estimates are rows, never bare floats: each :class:`Estimate` carries its method and version,
+eps, the value in bits, an interval where one exists, the sample size, the fit parameters and
+diagnostics. Methods:
+
+- ``ncx2``: the paper's estimator, a maximum-likelihood scaled non-central chi-squared
+  (location 0) fitted once to the losses and read at every eps (:mod:`ibdb.ncx2fit`).
+- ``empirical``: the fraction k/n of losses <= eps with an exact Clopper-Pearson interval;
+  with k = 0 only a lower bound on the bits exists.
+- ``exact``: a kernel space's loss is a generalised chi-squared, whose CDF is computed
+  without sampling (:mod:`ibdb.genchi2`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+from ibdb.errors import EstimateError
+from ibdb.genchi2 import GenChi2
+from ibdb.ncx2fit import fit_scaled_ncx2
+
+__all__ = [
+    "ALL_METHODS",
+    "METHOD_VERSIONS",
+    "SAMPLE_METHODS",
+    "Estimate",
+    "estimate_exact",
+    "estimate_losses",
+    "loss_set_hash",
+]
+
+SAMPLE_METHODS = ("ncx2", "empirical")
+ALL_METHODS = ("ncx2", "empirical", "exact")
+# Bump a method's version whenever its numbers can change, so stored rows show as stale.
+METHOD_VERSIONS = {"ncx2": "1", "empirical": "1", "exact": "1"}
+_LN2 = math.log(2.0)
+
+
+@dataclass(frozen=True)
+class Estimate:
+    """One estimate of inductive bias at one eps."""
+
+    method: str  # 'ncx2' | 'empirical' | 'exact'
+    method_version: str
+    eps: float
+    bits: float  # point estimate in bits; for bound == 'lower', the lower bound itself
+    lower_bits: float | None  # interval in bits (None where not available)
+    upper_bits: float | None
+    bound: str  # 'point', or 'lower' when bits is only a lower bound
+    n: int  # number of losses used (0 for exact)
+    params: dict[str, Any] = field(default_factory=dict)  # JSON-able fit parameters
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # JSON-able
+
+
+def _bits(log_p: float) -> float:
+    """-log2 of a probability given as a natural log; +0.0 rather than -0.0 at P = 1."""
+    return 0.0 - log_p / _LN2
+
+
+def _check_eps(eps: Sequence[float] | float) -> list[float]:
+    values = np.atleast_1d(np.asarray(eps, dtype=np.float64))
+    if values.ndim != 1 or values.size == 0:
+        raise EstimateError(
+            f"eps must be one number or a non-empty list of numbers, got {eps!r}; e.g. "
+            "eps=[0.01, 0.05, 0.1] (target test MSEs)."
+        )
+    bad = [float(v) for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise EstimateError(
+            f"eps must be finite and > 0 (a target test MSE), got {bad[0]!r}; pass positive "
+            "targets such as eps=[0.01, 0.05]."
+        )
+    return [float(v) for v in values]
+
+
+def _check_method(method: str, known: tuple[str, ...]) -> str:
+    if method not in known:
+        raise EstimateError(
+            f"unknown estimation method {method!r}; the known methods here are "
+            f"{', '.join(known)}."
+        )
+    return method
+
+
+def loss_set_hash(losses: Sequence[float] | np.ndarray) -> str:
+    """sha256 hex digest of the losses as little-endian float64, in the given order.
+
+    Stored with every estimate, so an estimate computed from another loss set shows as stale.
+    """
+    return hashlib.sha256(np.ascontiguousarray(losses, dtype="<f8").ravel().tobytes()).hexdigest()
+
+
+def estimate_losses(
+    losses: Sequence[float] | np.ndarray,
+    eps: Sequence[float] | float,
+    method: str,
+    *,
+    confidence: float = 0.95,
+) -> list[Estimate]:
+    """Estimates of I(eps) in bits from sampled test losses, one per eps, in eps order.
+
+    Non-finite losses (NaN, inf: failed hypotheses) are excluded and counted in
+    diagnostics['n_excluded_nonfinite']. ``confidence`` is the level of the empirical
+    method's Clopper-Pearson interval.
+    """
+    _check_method(method, SAMPLE_METHODS)
+    eps_list = _check_eps(eps)
+    confidence = float(confidence)
+    if not 0.0 < confidence < 1.0:
+        raise EstimateError(f"confidence must lie in (0, 1), got {confidence!r}; e.g. 0.95.")
+    raw = np.asarray(losses, dtype=np.float64).ravel()
+    finite = np.isfinite(raw)
+    x = raw[finite]
+    n_excluded = int(raw.size - x.size)
+    if x.size == 0:
+        raise EstimateError(
+            f"no finite losses to estimate from ({raw.size} given, {n_excluded} non-finite); "
+            "check that the runs produced losses."
+        )
+    if (x < 0).any():
+        i = int(np.flatnonzero(x < 0)[0])
+        raise EstimateError(
+            f"losses include a negative value, {x[i]!r}; test MSEs are >= 0. Check the loss "
+            "column that was passed."
+        )
+    if method == "ncx2":
+        return _estimate_ncx2(x, eps_list, n_excluded)
+    return _estimate_empirical(x, eps_list, n_excluded, confidence)
+
+
+def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int) -> list[Estimate]:
+    fit = fit_scaled_ncx2(x)
+    params = fit.as_params()
+    rows = []
+    for e in eps_list:
+        log_p, how = fit.logcdf_with_method(e)
+        rows.append(Estimate(
+            method="ncx2", method_version=METHOD_VERSIONS["ncx2"], eps=e, bits=_bits(log_p),
+            lower_bits=None, upper_bits=None, bound="point", n=int(x.size), params=dict(params),
+            diagnostics={
+                "converged": fit.converged,
+                "approximation": how,
+                "n_excluded_nonfinite": n_excluded,
+                "optimizer_message": fit.message,
+            },
+        ))
+    return rows
+
+
+def _clopper_pearson(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Exact two-sided (equal-tailed) Clopper-Pearson interval for a binomial proportion."""
+    alpha = 1.0 - confidence
+    lo = 0.0 if k == 0 else float(stats.beta.ppf(alpha / 2.0, k, n - k + 1))
+    hi = 1.0 if k == n else float(stats.beta.ppf(1.0 - alpha / 2.0, k + 1, n - k))
+    return lo, hi
+
+
+def _estimate_empirical(
+    x: np.ndarray, eps_list: list[float], n_excluded: int, confidence: float
+) -> list[Estimate]:
+    n = int(x.size)
+    xs = np.sort(x)
+    rows = []
+    for e in eps_list:
+        k = int(np.searchsorted(xs, e, side="right"))  # losses <= eps
+        p_lo, p_hi = _clopper_pearson(k, n, confidence)
+        diagnostics: dict[str, Any] = {
+            "k_below": k,
+            "n_excluded_nonfinite": n_excluded,
+            "confidence": confidence,
+            "interval": "clopper-pearson",
+        }
+        # more probability means fewer bits: the upper probability bound gives the lower bits
+        lower_bits = _bits(math.log(p_hi))
+        if k == 0:
+            # no loss reached eps: P can be arbitrarily small, so only a lower bound exists
+            bits, bound, upper_bits = lower_bits, "lower", None
+            diagnostics["note"] = (
+                f"no loss <= eps among {n}: bits is the lower bound -log2 of the "
+                f"{confidence:g} Clopper-Pearson upper limit of P"
+            )
+        else:
+            bits, bound, upper_bits = _bits(math.log(k / n)), "point", _bits(math.log(p_lo))
+        rows.append(Estimate(
+            method="empirical", method_version=METHOD_VERSIONS["empirical"], eps=e, bits=bits,
+            lower_bits=lower_bits, upper_bits=upper_bits, bound=bound, n=n,
+            params={"k": k, "n": n}, diagnostics=diagnostics,
+        ))
+    return rows
+
+
+def estimate_exact(dist: GenChi2, eps: Sequence[float] | float) -> list[Estimate]:
+    """I(eps) in bits of a generalised chi-squared loss (a kernel space), one row per eps."""
+    if not isinstance(dist, GenChi2):
+        raise EstimateError(
+            f"estimate_exact needs a GenChi2 distribution, got {type(dist).__name__}; build one "
+            "with GenChi2.from_arrays(weights, dofs, noncentralities, offset)."
+        )
+    eps_list = _check_eps(eps)
+    params = {
+        "n_components": dist.n_components,
+        "total_dof": dist.total_dof,
+        "mean": dist.mean(),
+        "var": dist.var(),
+        "offset": dist.offset,
+    }
+    return [
+        Estimate(
+            method="exact", method_version=METHOD_VERSIONS["exact"], eps=e,
+            bits=dist.bits_below(e), lower_bits=None, upper_bits=None, bound="point", n=0,
+            params=dict(params),
+            diagnostics={"approximation": "saddlepoint-lugannani-rice-daniels"},
+        )
+        for e in eps_list
+    ]

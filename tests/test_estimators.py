@@ -1,0 +1,172 @@
+"""Tests of the estimator registry and its estimate rows (ibdb.estimators)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import struct
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from ibdb.errors import EstimateError
+from ibdb.estimators import (
+    ALL_METHODS,
+    SAMPLE_METHODS,
+    Estimate,
+    estimate_exact,
+    estimate_losses,
+    loss_set_hash,
+)
+from ibdb.genchi2 import GenChi2
+
+
+@pytest.fixture(scope="module")
+def losses() -> np.ndarray:
+    rng = np.random.default_rng(7)
+    return stats.ncx2.rvs(6.0, 4.0, size=500, random_state=rng) * 0.01
+
+
+def _bits(p: float) -> float:
+    return -math.log2(p)
+
+
+def test_method_registry():
+    assert SAMPLE_METHODS == ("ncx2", "empirical")
+    assert ALL_METHODS == ("ncx2", "empirical", "exact")
+
+
+def test_empirical_matches_clopper_pearson(losses):
+    eps = [0.03, 0.06, 0.1, 0.2]
+    rows = estimate_losses(losses, eps, "empirical")
+    assert [r.eps for r in rows] == eps
+    for row in rows:
+        k = int(np.sum(losses <= row.eps))
+        ci = stats.binomtest(k, losses.size).proportion_ci(confidence_level=0.95, method="exact")
+        assert 0 < k < losses.size
+        assert row.bound == "point"
+        assert row.n == losses.size
+        assert row.diagnostics["k_below"] == k
+        assert row.bits == pytest.approx(_bits(k / losses.size), rel=1e-12)
+        # more probability means fewer bits: the upper P limit gives the lower bits
+        assert row.lower_bits == pytest.approx(_bits(ci.high), rel=1e-9)
+        assert row.upper_bits == pytest.approx(_bits(ci.low), rel=1e-9)
+        assert row.lower_bits < row.bits < row.upper_bits
+
+
+def test_empirical_confidence_level_is_used(losses):
+    row90 = estimate_losses(losses, [0.06], "empirical", confidence=0.9)[0]
+    k = row90.diagnostics["k_below"]
+    ci = stats.binomtest(k, losses.size).proportion_ci(confidence_level=0.9, method="exact")
+    assert row90.lower_bits == pytest.approx(_bits(ci.high), rel=1e-9)
+    with pytest.raises(EstimateError, match="confidence"):
+        estimate_losses(losses, [0.06], "empirical", confidence=1.0)
+
+
+def test_empirical_with_no_loss_below_eps_is_a_lower_bound(losses):
+    eps = float(losses.min()) / 2
+    (row,) = estimate_losses(losses, [eps], "empirical")
+    ci = stats.binomtest(0, losses.size).proportion_ci(confidence_level=0.95, method="exact")
+    assert row.bound == "lower"
+    assert row.diagnostics["k_below"] == 0
+    assert row.bits == pytest.approx(_bits(ci.high), rel=1e-9)
+    assert row.lower_bits == row.bits
+    assert row.upper_bits is None
+    assert "lower bound" in row.diagnostics["note"]
+
+
+def test_empirical_counts_ties_as_below():
+    x = np.array([0.1, 0.2, 0.2, 0.3])
+    (row,) = estimate_losses(x, [0.2], "empirical")
+    assert row.diagnostics["k_below"] == 3
+    (row,) = estimate_losses(x, [1.0], "empirical")
+    assert row.bits == 0.0 and row.lower_bits == 0.0
+
+
+def test_nonfinite_losses_are_excluded_and_counted(losses):
+    dirty = np.r_[losses, np.nan, np.inf, -np.inf]
+    for method in SAMPLE_METHODS:
+        (row,) = estimate_losses(dirty, [0.06], method)
+        (clean,) = estimate_losses(losses, [0.06], method)
+        assert row.diagnostics["n_excluded_nonfinite"] == 3
+        assert clean.diagnostics["n_excluded_nonfinite"] == 0
+        assert row.n == losses.size
+        assert row.bits == pytest.approx(clean.bits, rel=1e-12)
+
+
+@pytest.mark.parametrize("bad_eps", [0.0, -0.1, math.nan, math.inf])
+def test_bad_eps_raises(losses, bad_eps):
+    for method in SAMPLE_METHODS:
+        with pytest.raises(EstimateError, match="eps must be finite and > 0"):
+            estimate_losses(losses, [0.05, bad_eps], method)
+    with pytest.raises(EstimateError, match="eps"):
+        estimate_exact(GenChi2.from_arrays([1.0], 2.0), [bad_eps])
+
+
+def test_unknown_method_lists_known_ones(losses):
+    with pytest.raises(EstimateError, match="'kde'.*ncx2, empirical"):
+        estimate_losses(losses, [0.05], "kde")
+
+
+def test_negative_or_missing_losses_raise():
+    with pytest.raises(EstimateError, match="negative"):
+        estimate_losses([0.1, -0.2, 0.3], [0.1], "empirical")
+    with pytest.raises(EstimateError, match="no finite losses"):
+        estimate_losses([math.nan, math.nan], [0.1], "empirical")
+
+
+def test_ncx2_rows(losses):
+    eps = [0.02, 0.05, 0.1]
+    rows = estimate_losses(losses, eps, "ncx2")
+    assert [r.eps for r in rows] == eps
+    fit_params = rows[0].params
+    for row in rows:
+        assert isinstance(row, Estimate)
+        assert row.method == "ncx2" and row.method_version == "1" and row.bound == "point"
+        assert row.lower_bits is None and row.upper_bits is None
+        assert row.params == fit_params  # one fit serves every eps
+        assert row.diagnostics["converged"] is True
+        assert row.diagnostics["approximation"] == "scipy"
+        json.dumps({"params": row.params, "diagnostics": row.diagnostics})
+        # bits agree with the fitted distribution's CDF, as scipy computes it
+        p = fit_params
+        ref = stats.ncx2.logcdf(row.eps / p["scale"], p["df"], p["nc"]) / -math.log(2)
+        assert row.bits == pytest.approx(ref, rel=1e-9)
+    assert rows[0].bits > rows[1].bits > rows[2].bits > 0
+
+
+def test_ncx2_above_every_sample_is_near_zero_bits(losses):
+    (row,) = estimate_losses(losses, [float(losses.max()) * 1.5], "ncx2")
+    assert 0.0 <= row.bits < 0.01
+
+
+def test_ncx2_deep_tail_uses_the_saddlepoint(losses):
+    (row,) = estimate_losses(losses, [1e-200], "ncx2")  # P ~ eps^(df/2): far below 1e-308
+    assert row.diagnostics["approximation"] == "saddlepoint"
+    assert math.isfinite(row.bits) and row.bits > 1000
+
+
+def test_exact_matches_genchi2():
+    dist = GenChi2.from_arrays([0.02, 0.05, 0.01], 10.0, [1.0, 0.0, 3.0], offset=0.001)
+    eps = [0.05, 0.2, 1.0]
+    rows = estimate_exact(dist, eps)
+    for row in rows:
+        assert row.method == "exact" and row.n == 0 and row.bound == "point"
+        assert row.lower_bits is None and row.upper_bits is None
+        assert row.bits == pytest.approx(-dist.logcdf(row.eps) / math.log(2), rel=1e-14)
+        assert row.diagnostics == {"approximation": "saddlepoint-lugannani-rice-daniels"}
+        assert row.params["n_components"] == 3
+        assert row.params["mean"] == pytest.approx(dist.mean())
+        json.dumps(row.params)
+    with pytest.raises(EstimateError, match="GenChi2"):
+        estimate_exact([0.1, 0.2], eps)
+
+
+def test_loss_set_hash():
+    x = [0.5, 0.25, 1e-3]
+    expected = hashlib.sha256(struct.pack("<3d", *x)).hexdigest()
+    assert loss_set_hash(x) == expected
+    assert loss_set_hash(np.array(x, dtype=np.float32).astype(np.float64)) != expected
+    assert loss_set_hash(x[::-1]) != expected  # order matters
