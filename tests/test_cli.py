@@ -195,3 +195,29 @@ def test_quickstart_writes_its_spec_and_prints_all_methods(tmp_path, monkeypatch
         assert header in result.output
     second = CliRunner().invoke(main, ["--device", "cpu", "quickstart"])
     assert "wrote" not in second.output and "0 sampled, 1 already stored" in second.output
+
+
+def test_ibdb_db_environment_variable_names_the_store(tmp_path, toy_spec, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    env_db = tmp_path / "from-env.duckdb"
+    result = CliRunner().invoke(main, ["--device", "cpu", "run", str(toy_spec)],
+                                env={"IBDB_DB": str(env_db)})
+    assert result.exit_code == 0, result.output
+    assert env_db.exists() and not (tmp_path / "ibdb.duckdb").exists()
+    assert (tmp_path / "from-env.shards").is_dir()  # shards sit beside the store
+
+
+def test_readme_quickstart_table_matches_what_quickstart_prints(tmp_path, monkeypatch):
+    """The README states the quickstart's numbers; the exact column is deterministic."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```text\n", 1)[1].split("```", 1)[0]
+    documented = {line.split()[0]: line.split()[1] for line in block.splitlines()[3:]}
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--device", "cpu", "quickstart"])
+    printed = result.output.split(block.splitlines()[0], 1)[1].splitlines()[3:9]
+    assert {line.split()[0]: line.split()[1] for line in printed} == documented
+    for line in printed:  # the fitted and empirical columns agree with the exact one
+        exact, ncx2 = float(line.split()[1]), float(line.split()[2])
+        assert abs(ncx2 - exact) < 0.1 * exact
