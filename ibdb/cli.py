@@ -153,7 +153,9 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
         writer.writerows(rows)
         click.echo(buf.getvalue(), nl=False)
     elif columns:
-        click.echo(_table(columns, [[_cell(v) for v in r] for r in rows]))
+        numeric = [all(isinstance(r[i], int | float | decimal.Decimal) or r[i] is None
+                       for r in rows) for i in range(len(columns))]
+        click.echo(_table(columns, [[_cell(v) for v in r] for r in rows], numeric=numeric))
         click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
@@ -275,9 +277,13 @@ def _cell(value: Any) -> str:
     return "NULL" if value is None else str(value)
 
 
-def _table(header: list[str], rows: list[list[str]]) -> str:
+def _table(header: list[str], rows: list[list[str]], numeric: list[bool] | None = None) -> str:
+    """Plain-text table; numeric columns align right, others left."""
+    numeric = numeric or [True] * len(header)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
              "  ".join("-" * w for w in widths)]
-    lines += ["  ".join(str(c).rjust(w) for c, w in zip(r, widths, strict=True)) for r in rows]
+    lines += ["  ".join((str(c).rjust(w) if num else str(c).ljust(w))
+                        for c, w, num in zip(r, widths, numeric, strict=True)).rstrip()
+              for r in rows]
     return "\n".join(lines)

@@ -25,7 +25,10 @@ from ibdb.errors import ShardError, StoreError, StoreLockedError
 from ibdb.sqlfunctions import register_functions
 
 SCHEMA_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-LOSS_NAMES = ("test_mse", "test_error")
+LOSS_NAMES = ("test_mse", "test_error")  # the losses estimates can be asked for
+# Per-hypothesis columns a loss shard may carry besides test_mse and test_error; a shard
+# without one of them (a gp run has no training loss) stores NULL there.
+OPTIONAL_COLUMNS = ("train_mse", "train_error", "epochs", "fitted")
 
 
 @dataclass
@@ -156,11 +159,13 @@ class Store:
         return {"eps": list(row[0]), "space_kind": row[1], "n_test": row[2], "n_outputs": row[3]}
 
     def losses(self, run_id: str, loss: str = "test_mse") -> np.ndarray:
+        """A run's ``loss`` column, by hypothesis id, for the hypotheses that fit the training
+        data (the definition conditions on fitting; ``fitted`` NULL means fit by construction)."""
         if loss not in LOSS_NAMES:
             raise StoreError(f"unknown loss {loss!r}; recorded losses: {', '.join(LOSS_NAMES)}.")
         out = self.con.execute(
-            f"SELECT {loss} FROM losses WHERE run_id = ? ORDER BY hypothesis_id",
-            [run_id]).fetchnumpy()[loss]
+            f"SELECT {loss} FROM losses WHERE run_id = ? AND fitted IS NOT FALSE "
+            "ORDER BY hypothesis_id", [run_id]).fetchnumpy()[loss]
         return np.asarray(out, dtype=np.float64)
 
     def spectrum(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
@@ -250,10 +255,14 @@ class Store:
             if (first, last) != span or foreign[1] != last - first + 1:
                 raise ShardError(f"{path}: holds hypotheses {span} in {foreign[1]} rows, but its "
                                  f"metadata says {first}..{last}; nothing was ingested.")
+            present = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
+            optional = ", ".join(c if c in present else f"NULL AS {c}" for c in OPTIONAL_COLUMNS)
             before = self._count("losses", run_id)
             self.con.execute(
-                f"INSERT INTO losses SELECT run_id, hypothesis_id, seed, test_mse, test_error, "
-                f"? FROM {src} ON CONFLICT DO NOTHING", [digest])
+                f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
+                f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT run_id, hypothesis_id, "
+                f"seed, test_mse, test_error, {optional}, ? FROM {src} ON CONFLICT DO NOTHING",
+                [digest])
             inserted = self._count("losses", run_id) - before
         self.con.execute(
             "INSERT INTO shards (sha256, run_id, kind, path, n_rows, first_hypothesis, "

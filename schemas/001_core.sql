@@ -54,13 +54,19 @@ CREATE TABLE shards (
 );
 
 -- One row per hypothesis: its raw losses (test_mse: mean squared error over test points and
--- outputs against one-hot targets; test_error: 0-1 error rate on the test points).
+-- outputs against one-hot targets; test_error: 0-1 error rate on the test points; train_*: the
+-- same on the training set). Runners that fit by construction (gp) leave train_*, epochs and
+-- fitted NULL; trained networks record whether they met the spec's fit criterion.
 CREATE TABLE losses (
     run_id         VARCHAR NOT NULL,
     hypothesis_id  BIGINT  NOT NULL,
     seed           BIGINT  NOT NULL,
     test_mse       DOUBLE,
     test_error     DOUBLE,
+    train_mse      DOUBLE,
+    train_error    DOUBLE,
+    epochs         INTEGER,
+    fitted         BOOLEAN,
     shard_sha256   VARCHAR NOT NULL,
     PRIMARY KEY (run_id, hypothesis_id)
 );
