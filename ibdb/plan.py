@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ibdb.runners import runner_entry
+from ibdb.runners import check_space, runner_entry
 from ibdb.specs import RunSpec
 from ibdb.tasks import TaskData, load_task
 
@@ -72,6 +72,7 @@ def load_runs(specs: list[RunSpec], *, spec_dir: Path) -> list[tuple[RunSpec, st
         if key not in loaded:
             loaded[key] = load_task(spec.task, spec_dir=spec_dir)
         data = loaded[key]
+        check_space(spec.space, data)
         identity = run_identity(spec, data)
         out.append((spec, run_id_of(identity), identity, data))
     return out

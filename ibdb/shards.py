@@ -85,7 +85,9 @@ def write_loss_shard(folder: Path, run_id: str, hypothesis_ids: np.ndarray, seed
     if len(ids) == 0 or (np.diff(ids) != 1).any():
         raise ValueError("a loss shard holds one contiguous, ascending range of hypotheses")
     columns = {"hypothesis_id": ids, "seed": np.asarray(seeds, dtype=np.int64)}
-    columns.update({name: np.asarray(v, dtype=np.float64) for name, v in losses.items()})
+    # losses are float64; counts (epochs) and flags (fitted) keep their integer / bool type
+    columns.update({name: np.asarray(v) if np.asarray(v).dtype.kind in "biu"
+                    else np.asarray(v, dtype=np.float64) for name, v in losses.items()})
     meta = {"run_id": run_id, "first_hypothesis": int(ids[0]), "last_hypothesis": int(ids[-1]),
             "n_rows": len(ids), **metadata}
     return _write_parquet(

@@ -9,10 +9,20 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from ibdb.errors import SpecError
 
@@ -74,7 +84,131 @@ class GPSpace(_Spec):
     jitter: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 1e-8
 
 
-HypothesisSpace = GPSpace
+Activation = Literal["relu", "tanh", "gelu", "sigmoid"]
+
+
+class _OptimizerBase(_Spec):
+    lr: PositiveFloat = Field(description="Learning rate.")
+    weight_decay: Annotated[float, Field(ge=0, allow_inf_nan=False)] = Field(
+        0.0, description="L2 penalty added to the gradient (as torch.optim's weight_decay).")
+    epochs: PositiveInt = Field(
+        description="The most epochs a network trains (fewer when fit.stop_when_fit stops it).")
+    batch_size: PositiveInt | Literal["full"] = Field(
+        description="Training points per step, or 'full' for full-batch gradient descent. Each "
+        "network visits the training set in its own random order every epoch; the last batch of "
+        "an epoch holds the remainder.")
+
+
+class SGD(_OptimizerBase):
+    """Stochastic gradient descent as ``torch.optim.SGD`` (momentum without dampening)."""
+
+    kind: Literal["sgd"]
+    momentum: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 0.0
+
+
+class Adam(_OptimizerBase):
+    """Adam as ``torch.optim.Adam`` (epsilon 1e-8; weight decay as an L2 gradient term)."""
+
+    kind: Literal["adam"]
+    betas: Annotated[list[Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)]],
+                     Field(min_length=2, max_length=2)] = Field(
+        default=[0.9, 0.999], description="Decay rates of the first and second moments.")
+
+
+Optimizer = Annotated[SGD | Adam, Field(discriminator="kind")]
+
+
+class FitCriterion(_Spec):
+    """When a trained network counts as fitting the training set (the definition conditions on it).
+
+    ``train_accuracy``: every training point's largest output is its class. ``train_mse``: the
+    training MSE (over points and outputs, against one-hot targets) is at most ``train_mse_max``.
+    The criterion is checked at the end of each epoch; with ``stop_when_fit`` a network stops
+    training at the first epoch that meets it, otherwise every network trains all epochs and is
+    judged at the end. Networks that never fit are stored with ``fitted = false``.
+    """
+
+    criterion: Literal["train_accuracy", "train_mse"] = "train_accuracy"
+    train_mse_max: PositiveFloat | None = None
+    stop_when_fit: bool = True
+
+    @model_validator(mode="after")
+    def _threshold_matches_criterion(self) -> FitCriterion:
+        if self.criterion == "train_mse" and self.train_mse_max is None:
+            raise ValueError("criterion 'train_mse' needs train_mse_max (e.g. 0.01)")
+        if self.criterion == "train_accuracy" and self.train_mse_max is not None:
+            raise ValueError(f"train_mse_max = {self.train_mse_max} applies only to criterion "
+                             "'train_mse'; remove it or set criterion: train_mse")
+        return self
+
+
+class _NetworkSpace(_Spec):
+    name: Name
+    kind: str  # narrowed to its literal by each space
+    activation: Activation = "relu"
+    init_scale: PositiveFloat = Field(
+        1.0, description="Weights and biases start uniform on +-init_scale/sqrt(fan_in) "
+        "(PyTorch's default initialisation at 1.0).")
+    optimizer: Optimizer
+    fit: FitCriterion = FitCriterion()
+
+
+class MLPSpace(_NetworkSpace):
+    """Fully connected networks trained on the MSE against one-hot targets, from random inits.
+
+    ``depth`` hidden layers of ``width`` units (depth 0 is a linear model), the activation after
+    each hidden layer, a linear output layer with one unit per class.
+    """
+
+    kind: Literal["mlp"]
+    width: PositiveInt
+    depth: NonNegativeInt
+
+
+class CNNSpace(_NetworkSpace):
+    """Small convolutional networks for image tasks, trained like :class:`MLPSpace`.
+
+    ``layers`` convolutions of ``channels`` output channels and a square ``kernel_size`` (odd,
+    zero-padded to keep the image size), each followed by the activation and, unless ``pooling``
+    is ``none``, a 2x2 pooling of stride 2; then a linear layer from the flattened feature maps
+    to one output per class. The task's inputs must be images (see ``TaskData.image_shape``).
+    """
+
+    kind: Literal["cnn"]
+    channels: PositiveInt
+    layers: PositiveInt
+    kernel_size: PositiveInt = 3
+    pooling: Literal["max", "avg", "none"] = "max"
+
+    @field_validator("kernel_size")
+    @classmethod
+    def _odd_kernel(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("kernel_size must be odd, so that zero padding keeps the image size")
+        return value
+
+
+def _space_kind(value: Any) -> str | None:
+    # A space without `kind` is a gp space, as it was before networks existed.
+    if isinstance(value, dict):
+        return value.get("kind", "gp")
+    return getattr(value, "kind", None)
+
+
+SPACE_KINDS = ("gp", "mlp", "cnn")
+
+HypothesisSpace = Annotated[
+    Annotated[GPSpace, Tag("gp")] | Annotated[MLPSpace, Tag("mlp")]
+    | Annotated[CNNSpace, Tag("cnn")],
+    Discriminator(_space_kind, custom_error_type="space_kind",
+                  custom_error_message=f"Input should be one of {', '.join(SPACE_KINDS)}"),
+]
+_SPACE_ADAPTER: TypeAdapter[Any] = TypeAdapter(HypothesisSpace)
+
+
+def parse_space(data: dict[str, Any]) -> GPSpace | MLPSpace | CNNSpace:
+    """Validate one hypothesis space given as a mapping (as in a spec's ``spaces`` list)."""
+    return _SPACE_ADAPTER.validate_python(data)
 
 
 class Budget(_Spec):
@@ -155,14 +289,40 @@ def _describe_validation_error(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid spec ({exc.error_count()} problem"
              f"{'s' if exc.error_count() != 1 else ''}):"]
     for err in exc.errors()[:10]:
-        # pydantic adds the union member's name to the location (e.g. 'float' or
-        # "literal['median']"); a user thinks in field names, so keep only those and indices.
-        loc = ".".join(str(p) for p in err["loc"] if isinstance(p, int) or "[" not in str(p)
-                       and str(p) not in {"float", "int", "str", "function-after"})
-        shown = f" (got {err['input']!r})" if err["type"] != "missing" else ""
+        path, value = _field_path(err["loc"]), err["input"]
+        if err["type"] in {"space_kind", "union_tag_invalid"} and isinstance(value, dict):
+            path, value = [*path, "kind"], value.get("kind")  # name the tag, not the mapping
+        loc = ".".join(path)
+        # a mapping's own checks name their fields and values in the message already
+        shown = "" if err["type"] == "missing" or isinstance(value, dict) else f" (got {value!r})"
         lines.append(f"  - {loc or '<top level>'}: {err['msg']}{shown}")
     lines.append("Fix these fields, then run `ibdb validate` on the file again.")
     return "\n".join(lines)
+
+
+# Tagged unions (spaces, optimizers, sources) put the chosen member's tag in an error's location.
+_UNION_SLOTS = {"space", "optimizer", "source"}
+_UNION_TAGS = {*SPACE_KINDS, "sgd", "adam", "digits", "npz"}
+
+
+def _field_path(loc: tuple[Any, ...]) -> list[str]:
+    """An error location as the field names a user wrote, e.g. ``spaces.0.optimizer.lr``.
+
+    pydantic adds union members' names to the location ('float', "literal['median']", or the
+    tag of a tagged union such as 'mlp'); a user thinks in field names, so keep only those.
+    """
+    parts: list[str] = []
+    prev: Any = None
+    for part in loc:
+        after_slot = prev in _UNION_SLOTS or (isinstance(prev, int) and parts[-2:-1] == ["spaces"])
+        skip = isinstance(part, str) and (
+            "[" in part or part in {"float", "int", "str", "bool"}
+            or part.startswith(("function-", "constrained-"))
+            or (after_slot and part in _UNION_TAGS))
+        if not skip:
+            parts.append(str(part))
+            prev = part
+    return parts
 
 
 def experiment_json_schema() -> dict:

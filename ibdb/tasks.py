@@ -1,7 +1,8 @@
 """Task data: load a task's source, split it, and hand runners plain float64 arrays.
 
 Targets are one-hot rows (k outputs = number of classes); losses compare predictions with them.
-Loading never touches torch or the store.
+Features are always flat rows; image tasks also keep the shape of one example, so that a
+convolutional runner can restore it. Loading never touches torch or the store.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ibdb.errors import DataError, SpecError
 from ibdb.specs import DigitsSource, NpzSource, Task
 
 NPZ_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
+DIGITS_IMAGE_SHAPE = (1, 8, 8)  # one grey channel, 8 x 8 pixels, stored row by row
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class TaskData:
     y_test: np.ndarray  # (n_test, k) one-hot
     labels_test: np.ndarray  # (n_test,) integer class of each test point
     fingerprint: str  # sha256 of the source's content, part of the run identity
+    # (channels, height, width) of one example when the features are an image, else None;
+    # x_*[i].reshape(image_shape) is example i as an image.
+    image_shape: tuple[int, ...] | None = None
 
     @property
     def n_outputs(self) -> int:
@@ -45,7 +50,7 @@ def load_task(task: Task, *, spec_dir: Path) -> TaskData:
     """Load and split ``task``; errors name the task, the field and the offending value."""
     if isinstance(task.source, DigitsSource):
         x_pool, labels_pool, fingerprint = _load_digits()
-        return _split_pool(task, x_pool, labels_pool, fingerprint)
+        return _split_pool(task, x_pool, labels_pool, fingerprint, DIGITS_IMAGE_SHAPE)
     path = resolve_source_path(task.source, spec_dir)
     return _load_npz(task, path)
 
@@ -75,7 +80,8 @@ def _read_digits_file() -> np.ndarray:
     return np.column_stack([bunch.data, bunch.target]).astype(np.float64)
 
 
-def _split_pool(task: Task, x: np.ndarray, labels: np.ndarray, fingerprint: str) -> TaskData:
+def _split_pool(task: Task, x: np.ndarray, labels: np.ndarray, fingerprint: str,
+                image_shape: tuple[int, ...] | None) -> TaskData:
     available = len(x)
     if task.n_train + task.n_test > available:
         raise SpecError(
@@ -93,6 +99,7 @@ def _split_pool(task: Task, x: np.ndarray, labels: np.ndarray, fingerprint: str)
         y_test=_one_hot(labels[test], n_classes),
         labels_test=labels[test],
         fingerprint=fingerprint,
+        image_shape=image_shape,
     )
 
 
@@ -122,6 +129,10 @@ def _load_npz(task: Task, path: Path) -> TaskData:
     if x_train.shape[1] != x_test.shape[1]:
         raise DataError(f"{where}: X_train has {x_train.shape[1]} features but X_test has "
                         f"{x_test.shape[1]}; they must match.")
+    shapes = [arrays[n].shape[1:] for n in ("X_train", "X_test")]
+    if shapes[0] != shapes[1]:
+        raise DataError(f"{where}: X_train's examples have shape {shapes[0]} but X_test's have "
+                        f"{shapes[1]}; save both with the same per-example shape.")
     labels_train = _labels(arrays["y_train"], "y_train", len(x_train), where)
     labels_test = _labels(arrays["y_test"], "y_test", len(x_test), where)
     n_classes = int(max(labels_train.max(), labels_test.max())) + 1
@@ -140,7 +151,17 @@ def _load_npz(task: Task, path: Path) -> TaskData:
         y_test=_one_hot(labels_test[test], n_classes),
         labels_test=labels_test[test],
         fingerprint="npz:" + hashlib.sha256(content).hexdigest(),
+        image_shape=_image_shape(arrays["X_train"]),
     )
+
+
+def _image_shape(array: np.ndarray) -> tuple[int, ...] | None:
+    """(channels, height, width) for X of shape (n, h, w) or (n, c, h, w); None otherwise."""
+    if array.ndim == 3:
+        return (1, *array.shape[1:])
+    if array.ndim == 4:
+        return tuple(array.shape[1:])
+    return None
 
 
 def _features(array: np.ndarray, name: str, where: str) -> np.ndarray:

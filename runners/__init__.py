@@ -1,7 +1,9 @@
 """Hypothesis samplers, one module per family, registered by the space ``kind`` they serve.
 
 Importing this package does not import torch: a runner's module loads only when a run needs it.
-Each entry carries tiny "sane" parameters that the runner contract test runs on CPU.
+Each entry carries tiny "sane" parameters that the runner contract test runs on CPU, the loss
+columns its ``sample`` returns, and a torch-free check of a space against a loaded task that the
+plan calls before anything runs.
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ibdb.runners.base import Runner
+    from ibdb.tasks import TaskData
+
+_NETWORK_COLUMNS = ("test_mse", "test_error", "train_mse", "train_error", "epochs", "fitted")
 
 
 @dataclass(frozen=True)
@@ -20,10 +25,23 @@ class RunnerEntry:
     module: str
     version: str  # bump when a change alters any hypothesis's losses: it enters the run id
     sane_space: dict[str, Any] = field(default_factory=dict)
+    loss_columns: tuple[str, ...] = ("test_mse", "test_error")  # names in base.LOSS_COLUMNS
+    check: str | None = None  # "module:function(space, data)" raising SpecError; no torch
 
     def load(self) -> type[Runner]:
         return importlib.import_module(self.module).RUNNER
 
+    def check_space(self, space: Any, data: TaskData) -> None:
+        """Raise :class:`SpecError` when ``space`` cannot run on ``data`` (e.g. a CNN on flat
+        features); the spec alone cannot tell, the loaded task can."""
+        if self.check is not None:
+            module, name = self.check.split(":")
+            getattr(importlib.import_module(module), name)(space, data)
+
+
+# Tiny, but some networks fit before the last epoch, so that the contract test covers
+# networks leaving a batch early.
+_SANE_OPTIMIZER = {"kind": "adam", "lr": 0.01, "epochs": 4, "batch_size": 8}
 
 RUNNERS: dict[str, RunnerEntry] = {
     "gp": RunnerEntry(
@@ -31,6 +49,25 @@ RUNNERS: dict[str, RunnerEntry] = {
         module="ibdb.runners.gp",
         version="1",
         sane_space={"name": "sane-gp", "kind": "gp", "bandwidth": 1.0, "jitter": 1e-8},
+    ),
+    "mlp": RunnerEntry(
+        kind="mlp",
+        module="ibdb.runners.mlp",
+        version="1",
+        sane_space={"name": "sane-mlp", "kind": "mlp", "width": 8, "depth": 2,
+                    "optimizer": _SANE_OPTIMIZER},
+        loss_columns=_NETWORK_COLUMNS,
+        check="ibdb.runners.checks:check_network",
+    ),
+    "cnn": RunnerEntry(
+        kind="cnn",
+        module="ibdb.runners.cnn",
+        version="1",
+        sane_space={"name": "sane-cnn", "kind": "cnn", "channels": 3, "layers": 2,
+                    "kernel_size": 3, "pooling": "max",
+                    "optimizer": {**_SANE_OPTIMIZER, "lr": 0.03, "epochs": 5}},
+        loss_columns=_NETWORK_COLUMNS,
+        check="ibdb.runners.checks:check_network",
     ),
 }
 
@@ -43,3 +80,8 @@ def runner_entry(kind: str) -> RunnerEntry:
 
         raise SpecError(f"no runner for hypothesis-space kind {kind!r}; known kinds: "
                         f"{', '.join(sorted(RUNNERS))}.") from None
+
+
+def check_space(space: Any, data: TaskData) -> None:
+    """Check a space against a loaded task with its runner's hook (see RunnerEntry.check)."""
+    runner_entry(space.kind).check_space(space, data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
@@ -10,10 +11,25 @@ import torch
 from ibdb.errors import IbdbError
 from ibdb.tasks import TaskData
 
-# Every runner records these per hypothesis; the store's `losses` table has one column each.
-LOSS_COLUMNS: dict[str, str] = {
-    "test_mse": "mean squared error over test points and outputs against one-hot targets",
-    "test_error": "fraction of test points whose largest output is not the true class (0-1)",
+
+@dataclass(frozen=True)
+class LossColumn:
+    dtype: str  # numpy dtype of the array `sample` returns
+    required: bool  # every runner returns it; optional ones are NULL in the store when absent
+    description: str
+
+
+# What runners record per hypothesis; the store's `losses` table has one column each.
+LOSS_COLUMNS: dict[str, LossColumn] = {
+    "test_mse": LossColumn("float64", True, "mean squared error over test points and outputs "
+                           "against one-hot targets"),
+    "test_error": LossColumn("float64", True, "fraction of test points whose largest output "
+                             "is not the true class (0-1 error)"),
+    "train_mse": LossColumn("float64", False, "the same mean squared error on the training set"),
+    "train_error": LossColumn("float64", False, "the 0-1 error on the training set"),
+    "epochs": LossColumn("int64", False, "epochs the network trained"),
+    "fitted": LossColumn("bool", False, "whether the network met the space's fit criterion; "
+                         "runners whose hypotheses fit by construction (gp) omit it"),
 }
 
 
@@ -34,7 +50,8 @@ class Runner(Protocol):
         ...
 
     def sample(self, hypothesis_ids: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
-        """Losses of the given hypotheses, one float64 array per name in LOSS_COLUMNS.
+        """Losses of the given hypotheses: one array per name in the runner entry's
+        ``loss_columns``, each of the dtype LOSS_COLUMNS declares and of length ``len(seeds)``.
 
         Hypothesis ``i`` depends only on ``seeds[i]``: the result of one hypothesis does not
         depend on which others share its batch.

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from ibdb.plan import hypothesis_seeds
-from ibdb.runners import RUNNERS
+from ibdb.runners import RUNNERS, check_space
 from ibdb.runners.base import LOSS_COLUMNS
-from ibdb.specs import Task
+from ibdb.specs import Task, parse_space
 from ibdb.tasks import load_task
 
 from conftest import make_npz
@@ -17,35 +17,54 @@ from conftest import make_npz
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
+    """Small two-channel 4x4 images: every runner can use them (gp and mlp see 32 features)."""
     folder = tmp_path_factory.mktemp("contract")
-    make_npz(folder / "d.npz", n_train=20, n_test=15, n_classes=3)
+    make_npz(folder / "flat.npz", n_train=20, n_test=15, n_classes=3, n_features=32)
+    with np.load(folder / "flat.npz") as flat:
+        arrays = {k: flat[k] for k in flat.files}
+    for name in ("X_train", "X_test"):
+        arrays[name] = arrays[name].reshape(-1, 2, 4, 4)
+    np.savez(folder / "d.npz", **arrays)
     task = Task.model_validate({"name": "t", "source": {"kind": "npz", "path": "d.npz"},
                                 "n_train": 20, "n_test": 15, "eps": [0.1]})
-    return load_task(task, spec_dir=folder)
+    data = load_task(task, spec_dir=folder)
+    assert data.image_shape == (2, 4, 4)
+    return data
 
 
 @pytest.mark.parametrize("kind", sorted(RUNNERS))
 def test_runner_contract(kind, tiny_data):
     entry = RUNNERS[kind]
     cls = entry.load()
-    from ibdb.specs import HypothesisSpace
-
-    space = HypothesisSpace.model_validate(entry.sane_space)
+    space = parse_space(entry.sane_space)
+    assert space.kind == kind
+    check_space(space, tiny_data)  # the sane parameters pass the plan's check
+    assert set(entry.loss_columns) <= set(LOSS_COLUMNS)
+    assert {n for n, c in LOSS_COLUMNS.items() if c.required} <= set(entry.loss_columns)
     runner = cls(space, tiny_data, device=torch.device("cpu"))
     ids = np.arange(10, 26)
     seeds = hypothesis_seeds(3, ids)
     batch = runner.sample(ids, seeds)
-    assert set(batch) == set(LOSS_COLUMNS)
+    assert set(batch) == set(entry.loss_columns)
     for name, values in batch.items():
-        assert values.dtype == np.float64 and values.shape == (len(ids),), name
-        assert np.isfinite(values).all(), name
+        assert values.dtype == np.dtype(LOSS_COLUMNS[name].dtype), name
+        assert values.shape == (len(ids),), name
+        if values.dtype.kind == "f":
+            assert np.isfinite(values).all(), name
     # deterministic per seed, and hypothesis i alone equals hypothesis i inside a batch
     again = cls(space, tiny_data, device=torch.device("cpu")).sample(ids, seeds)
     for name in batch:
         np.testing.assert_array_equal(batch[name], again[name])
-    alone = runner.sample(ids[5:6], seeds[5:6])
-    for name in batch:
-        np.testing.assert_allclose(alone[name], batch[name][5:6], rtol=1e-12)
+    for i in (0, 5, 15):
+        alone = runner.sample(ids[i:i + 1], seeds[i:i + 1])
+        for name in batch:
+            np.testing.assert_allclose(alone[name], batch[name][i:i + 1], rtol=1e-12,
+                                       err_msg=f"{name} of hypothesis {i}")
     # different seeds give different hypotheses
     assert len(np.unique(batch["test_mse"])) == len(ids)
-    assert 0 <= batch["test_error"].min() and batch["test_error"].max() <= 1
+    for name in ("test_error", "train_error"):
+        if name in batch:
+            assert 0 <= batch[name].min() and batch[name].max() <= 1
+    if "epochs" in batch:
+        assert (batch["epochs"] >= 1).all()
+        assert (batch["epochs"] <= space.optimizer.epochs).all()

@@ -23,9 +23,46 @@ def test_valid_spec_expands_to_runs(tmp_path):
     assert exp.tasks[0].eps == [0.3, 0.2, 0.1]
 
 
+def _net(kind="mlp", **kw):
+    arch = {"width": 16, "depth": 1} if kind == "mlp" else {"channels": 4, "layers": 2}
+    space = {"name": "net", "kind": kind, **arch,
+             "optimizer": {"kind": "adam", "lr": 1e-3, "epochs": 5, "batch_size": 8}}
+    for key, value in kw.items():
+        target = space["optimizer"] if key in {"lr", "batch_size", "momentum", "betas"} else space
+        target[key] = value
+    return space
+
+
+def _set_space(spec, space):
+    spec["spaces"][0] = space
+
+
 @pytest.mark.parametrize(
     ("mutate", "expected"),
     [
+        (lambda s: _set_space(s, _net(width=0)), "spaces.0.width: Input should be greater than 0 "
+                                                 "(got 0)"),
+        (lambda s: _set_space(s, _net(depth=-1)), "spaces.0.depth: Input should be greater than "
+                                                  "or equal to 0 (got -1)"),
+        (lambda s: _set_space(s, _net(batch_size=0)), "spaces.0.optimizer.batch_size: Input "
+                                                      "should be greater than 0 (got 0)"),
+        (lambda s: _set_space(s, _net(batch_size="all")), "spaces.0.optimizer.batch_size: Input "
+                                                          "should be 'full' (got 'all')"),
+        (lambda s: _set_space(s, _net(lr=-0.1)), "spaces.0.optimizer.lr: Input should be "
+                                                 "greater than 0 (got -0.1)"),
+        (lambda s: _set_space(s, _net(momentum=0.9)), "spaces.0.optimizer.momentum: Extra "
+                                                      "inputs are not permitted (got 0.9)"),
+        (lambda s: _set_space(s, _net(activation="swish")), "spaces.0.activation: Input should "
+                                                            "be 'relu', 'tanh', 'gelu' or "
+                                                            "'sigmoid' (got 'swish')"),
+        (lambda s: _set_space(s, _net("cnn", kernel_size=4)), "spaces.0.kernel_size: Value "
+                                                              "error, kernel_size must be odd"),
+        (lambda s: _set_space(s, _net(kind="svm")), "spaces.0.kind: Input should be one of gp, "
+                                                    "mlp, cnn (got 'svm')"),
+        (lambda s: _set_space(s, _net(fit={"criterion": "train_mse"})),
+         "spaces.0.fit: Value error, criterion 'train_mse' needs train_mse_max"),
+        (lambda s: _set_space(s, _net(fit={"train_mse_max": 0.1})),
+         "train_mse_max = 0.1 applies only to criterion 'train_mse'"),
         (lambda s: s["tasks"][0].update(colour="red"), "tasks.0.colour: Extra inputs are not "
                                                        "permitted (got 'red')"),
         (lambda s: s["budgets"][0].update(n_hypotheses=-5), "budgets.0.n_hypotheses: Input "
@@ -47,6 +84,24 @@ def test_bad_fields_are_named_with_their_value(tmp_path, mutate, expected):
         load_experiment(path)
     assert str(path) in str(err.value)
     assert expected in str(err.value)
+
+
+def test_network_spaces_parse_with_defaults(tmp_path):
+    spec = spec_dict()
+    spec["spaces"] = [
+        {"name": "gp-no-kind", "bandwidth": 2.0},  # a space without kind is a gp space
+        _net(betas=[0.8, 0.99]),
+        _net("cnn", name="conv", pooling="avg", batch_size="full"),
+    ]
+    gp, mlp, cnn = (run.space for run in load_experiment(write_spec(tmp_path, spec)).runs())
+    assert gp.kind == "gp" and gp.bandwidth == 2.0
+    assert (mlp.kind, mlp.width, mlp.depth, mlp.activation, mlp.init_scale) == (
+        "mlp", 16, 1, "relu", 1.0)
+    assert mlp.optimizer.kind == "adam" and mlp.optimizer.betas == [0.8, 0.99]
+    assert mlp.optimizer.weight_decay == 0.0
+    assert (mlp.fit.criterion, mlp.fit.stop_when_fit, mlp.fit.train_mse_max) == (
+        "train_accuracy", True, None)
+    assert (cnn.kernel_size, cnn.pooling, cnn.optimizer.batch_size) == (3, "avg", "full")
 
 
 def test_missing_file(tmp_path):

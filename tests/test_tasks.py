@@ -87,3 +87,41 @@ def test_npz_float_labels_rejected(tmp_path):
              X_test=np.zeros((9, 2)), y_test=np.zeros(9, int))
     with pytest.raises(DataError, match="y_train must hold non-negative integer class labels"):
         load_task(_task(), spec_dir=tmp_path)
+
+
+def test_digits_keep_their_image_shape():
+    from sklearn.datasets import load_digits
+
+    data = load_task(_task(source={"kind": "digits"}, n_train=50, n_test=20), spec_dir=".")
+    assert data.image_shape == (1, 8, 8) and data.x_train.shape == (50, 64)
+    # each flat row is the 8x8 image read row by row, as scikit-learn's `images` holds it
+    images = load_digits().images / 16.0
+    for row in data.x_test[:5]:
+        image = row.reshape(data.image_shape)[0]
+        assert any(np.array_equal(image, candidate) for candidate in images)
+
+
+@pytest.mark.parametrize(("shape", "image_shape"), [
+    ((5,), None), ((4, 3), (1, 4, 3)), ((2, 3, 3), (2, 3, 3)), ((2, 2, 2, 2), None),
+])
+def test_npz_image_shape_from_the_arrays(tmp_path, shape, image_shape):
+    rng = np.random.default_rng(0)
+    np.savez(tmp_path / "d.npz", X_train=rng.normal(size=(12, *shape)),
+             y_train=np.arange(12) % 3, X_test=rng.normal(size=(9, *shape)),
+             y_test=np.arange(9) % 3)
+    data = load_task(_task(), spec_dir=tmp_path)
+    assert data.image_shape == image_shape
+    features = int(np.prod(shape))
+    assert data.x_train.shape == (10, features) and data.x_train.dtype == np.float64
+    # the flat rows are the examples flattened in C order, so reshaping restores them
+    with np.load(tmp_path / "d.npz") as npz:
+        originals = npz["X_train"].reshape(12, -1)
+    assert all(any(np.array_equal(row, o) for o in originals) for row in data.x_train)
+
+
+def test_npz_train_and_test_example_shapes_must_match(tmp_path):
+    np.savez(tmp_path / "d.npz", X_train=np.zeros((12, 4, 4)), y_train=np.arange(12) % 3,
+             X_test=np.zeros((9, 16)), y_test=np.arange(9) % 3)
+    with pytest.raises(DataError, match=r"X_train's examples have shape \(4, 4\) but X_test's "
+                                        r"have \(16,\)"):
+        load_task(_task(), spec_dir=tmp_path)

@@ -1,0 +1,309 @@
+"""Training many small networks at once, shared by the network runners (mlp, cnn).
+
+B independent networks of one architecture are trained as one computation: each parameter is a
+tensor with a leading axis of B (one slice per network) and every layer is a batched matrix
+product (``baddbmm``), so the B networks never mix. The optimiser is torch's own Adam or SGD
+applied to the stacked tensors: both are elementwise, so each slice follows exactly the update
+its network would get alone.
+
+All of one network's parameters live in one row of a (B, P) tensor, P padded to a multiple of
+PAD elements; the layers see views into it. The optimiser thus updates one tensor whose rows
+all start on a vector boundary, so every element takes the same (vectorised) arithmetic path
+whatever B is (a row length that is not a multiple of the SIMD width would send some elements
+through a scalar tail whose rounding differs by one ulp).
+
+Hypothesis ``i`` owns a CPU ``torch.Generator`` seeded with its seed. It draws the network's
+initial weights first, then one permutation of the training set per epoch (its data order), so
+a network's training does not depend on which others share its batch: on the CPU a network
+trained alone is bit-for-bit the same network (the batched products, the reductions and the
+optimiser are per-network computations), on a GPU the same up to floating-point rounding.
+
+Training runs in float32 (as networks usually are trained); the recorded losses are evaluated
+in float64 from the trained float32 weights, so they equal a float64 evaluation of the same
+weights by any other implementation to rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ibdb.tasks import TaskData
+
+PAD = 64  # elements; a multiple of every SIMD width and of a 64-byte cache line
+
+# Elements of activations held at once when evaluating many networks on a whole data set
+# (~128 MiB in float64); evaluation walks through the networks in groups that fit it.
+EVAL_ELEMENTS = 2**24
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu,
+    "tanh": torch.tanh,
+    "gelu": F.gelu,  # the exact (erf) form, as torch.nn.GELU()
+    "sigmoid": torch.sigmoid,
+}
+
+
+@dataclass(frozen=True)
+class ParamShape:
+    shape: tuple[int, ...]  # of one network's tensor; the stacked tensor is (B, *shape)
+    fan_in: int  # initialisation bound is init_scale / sqrt(fan_in)
+
+
+class BatchedNetwork:
+    """An architecture whose forward pass runs B networks with stacked parameters at once."""
+
+    input_shape: tuple[int, ...]  # of one example, e.g. (d,) or (channels, height, width)
+
+    def parameter_shapes(self) -> list[ParamShape]:
+        raise NotImplementedError
+
+    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Outputs (B, n, k) of B networks on their inputs x of shape (B, n, *input_shape)."""
+        raise NotImplementedError
+
+    def elements_per_example(self) -> int:
+        """Activation elements one example needs in the largest layer (to size evaluation)."""
+        raise NotImplementedError
+
+
+@dataclass
+class _LiveNetworks:
+    flat: torch.Tensor  # (B, P) parameter rows, updated in place by the optimiser
+    leaves: list[torch.Tensor]  # per-parameter tensors sharing flat's memory
+    grad_views: list[torch.Tensor]  # the same views of flat.grad
+    optimizer: torch.optim.Optimizer
+
+
+@dataclass
+class TrainedNetworks:
+    """B trained networks: their float32 parameter rows (B, P) and the epochs each trained."""
+
+    flat: torch.Tensor
+    params: list[torch.Tensor]  # views into `flat`, one (B, *shape) tensor per parameter
+    epochs: np.ndarray  # int64, (B,)
+
+
+class NetworkRunner:
+    """Shared runner of trained-network spaces; subclasses only build the architecture.
+
+    ``sample`` trains one network per seed, all of them at once, and records the test and train
+    MSE (over points and outputs, against one-hot targets) and 0-1 errors, the epochs each
+    trained and whether it met the space's fit criterion. Networks train in float32; losses are
+    evaluated in float64.
+    """
+
+    kind: ClassVar[str]
+
+    def __init__(self, space: Any, data: TaskData, *, device: torch.device) -> None:
+        self.space = space
+        self._device = device
+        self.net = self.build_network(space, data)
+        self._shapes = self.net.parameter_shapes()
+        sizes = [math.prod(p.shape) for p in self._shapes]
+        self._offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
+        self._row = -(-self._offsets[-1] // PAD) * PAD  # P: parameters per row, padded
+        shape = (-1, *self.net.input_shape)
+        f32 = {"dtype": torch.float32, "device": device}
+        self._x_train = torch.as_tensor(data.x_train.reshape(shape), **f32)
+        self._y_train = torch.as_tensor(data.y_train, **f32)
+        self._x_test = torch.as_tensor(data.x_test.reshape(shape), **f32)
+        self._y_test = torch.as_tensor(data.y_test, **f32)
+        self._labels_train = torch.as_tensor(data.y_train.argmax(axis=1), device=device)
+        self._labels_test = torch.as_tensor(data.labels_test, dtype=torch.int64, device=device)
+        self._fused = self._fused_supported()
+        self._info = {
+            "parameters_per_network": int(self._offsets[-1]),
+            "input_shape": list(self.net.input_shape),
+            "n_outputs": int(data.y_train.shape[1]),
+            "train_dtype": "float32",
+            "loss_dtype": "float64",
+            "training_loss": "mse against one-hot targets, mean over batch points and outputs",
+            "optimizer_implementation": "fused" if self._fused else "default",
+        }
+
+    def build_network(self, space: Any, data: TaskData) -> BatchedNetwork:
+        raise NotImplementedError
+
+    @property
+    def info(self) -> dict[str, Any]:
+        return dict(self._info)
+
+    def spectrum(self) -> None:
+        return None  # a trained network's loss has no closed form
+
+    # -- sampling ------------------------------------------------------------------------------
+
+    def sample(self, hypothesis_ids: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        trained = self.train(seeds)
+        losses = self.evaluate(trained.params)
+        fit = self.space.fit
+        if fit.criterion == "train_mse":
+            fitted = losses["train_mse"] <= fit.train_mse_max
+        else:
+            fitted = losses["train_error"] == 0.0
+        # `fitted` is judged on the recorded float64 values, so SQL over the store can re-check
+        # it; the float32 check that stops training can disagree only within rounding of the
+        # threshold.
+        return {**losses, "epochs": trained.epochs, "fitted": np.asarray(fitted, dtype=bool)}
+
+    def generators(self, seeds: np.ndarray) -> list[torch.Generator]:
+        """Each hypothesis's own CPU generator (identical draws on every device)."""
+        return [torch.Generator().manual_seed(int(s)) for s in np.asarray(seeds).tolist()]
+
+    def views(self, flat: torch.Tensor) -> list[torch.Tensor]:
+        """The parameters of networks stored as rows of ``flat`` (B, P): (B, *shape) views."""
+        return [flat[:, start:stop].view(flat.shape[0], *p.shape) for start, stop, p
+                in zip(self._offsets[:-1], self._offsets[1:], self._shapes, strict=True)]
+
+    def initial_parameters(self, generators: Sequence[torch.Generator]) -> torch.Tensor:
+        """Float32 rows (B, P) of initial parameters: uniform on +-init_scale/sqrt(fan_in),
+        each network's tensors drawn in order from its own generator (PyTorch's default
+        initialisation for Linear and Conv2d at init_scale 1); the padding stays 0."""
+        flat = torch.zeros((len(generators), self._row), dtype=torch.float32)
+        views = self.views(flat)
+        for i, gen in enumerate(generators):
+            for view, p in zip(views, self._shapes, strict=True):
+                bound = self.space.init_scale / math.sqrt(p.fan_in)
+                view[i].uniform_(-bound, bound, generator=gen)
+        return flat.to(self._device)
+
+    def train(self, seeds: np.ndarray) -> TrainedNetworks:
+        """Train one network per seed, all at once; return their final float32 parameters."""
+        opt_spec, fit = self.space.optimizer, self.space.fit
+        gens = self.generators(seeds)
+        live_nets = self._start(self.initial_parameters(gens))
+        n = len(self._x_train)
+        batch = n if opt_spec.batch_size == "full" else opt_spec.batch_size
+        total = len(gens)
+        live = np.arange(total)  # original positions of the networks still training
+        final = torch.empty_like(live_nets.flat)
+        epochs = np.full(total, opt_spec.epochs, dtype=np.int64)
+        for epoch in range(1, opt_spec.epochs + 1):
+            order = self._data_order([gens[i] for i in live], full=opt_spec.batch_size == "full")
+            for start in range(0, n, batch):
+                idx = order[:, start:start + batch]
+                out = self.net.forward(live_nets.leaves, self._x_train[idx])
+                # Sum of the networks' own MSEs: each network's gradient is that of its own
+                # loss, exactly what torch.nn.MSELoss gives it alone.
+                loss = (out - self._y_train[idx]).square().mean(dim=(1, 2)).sum()
+                grads = torch.autograd.grad(loss, live_nets.leaves)
+                for view, grad in zip(live_nets.grad_views, grads, strict=True):
+                    view.copy_(grad)
+                live_nets.optimizer.step()
+            if not fit.stop_when_fit or epoch == opt_spec.epochs:
+                continue
+            done = self._meets_criterion(self.views(live_nets.flat))
+            if done.any():
+                epochs[live[done]] = epoch
+                final[self._index(live[done])] = live_nets.flat[self._index(np.flatnonzero(done))]
+                live = live[~done]
+                if len(live) == 0:
+                    break
+                live_nets = self._keep(live_nets, np.flatnonzero(~done))
+        if len(live):
+            final[self._index(live)] = live_nets.flat
+        return TrainedNetworks(flat=final, params=self.views(final), epochs=epochs)
+
+    def evaluate(self, params: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+        """Test and train MSE and 0-1 error of stacked networks, evaluated in float64."""
+        params64 = [p.detach().to(torch.float64) for p in params]
+        out: dict[str, np.ndarray] = {}
+        for split, x, y, labels in (("test", self._x_test, self._y_test, self._labels_test),
+                                    ("train", self._x_train, self._y_train, self._labels_train)):
+            preds = self.predict(params64, x.to(torch.float64))
+            mse = (preds - y.to(torch.float64)).square().mean(dim=(1, 2))
+            error = (preds.argmax(dim=2) != labels).to(torch.float64).mean(dim=1)
+            out[f"{split}_mse"] = mse.cpu().numpy()
+            out[f"{split}_error"] = error.cpu().numpy()
+        return out
+
+    def predict(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+        """Outputs (B, n, k) of B networks on the same inputs x (n, *input_shape), walking
+        through the networks in groups so that activations stay within EVAL_ELEMENTS."""
+        total, n = params[0].shape[0], x.shape[0]
+        group = max(1, EVAL_ELEMENTS // max(1, n * self.net.elements_per_example()))
+        outs = []
+        with torch.no_grad():
+            for start in range(0, total, group):
+                part = [p[start:start + group] for p in params]
+                inputs = x.unsqueeze(0).expand(part[0].shape[0], *x.shape)
+                outs.append(self.net.forward(part, inputs))
+        return torch.cat(outs)
+
+    # -- internals -----------------------------------------------------------------------------
+
+    def _data_order(self, gens: Sequence[torch.Generator], *, full: bool) -> torch.Tensor:
+        n = len(self._x_train)
+        if full:  # full-batch gradients do not depend on an order; draw nothing
+            return torch.arange(n, device=self._device).expand(len(gens), n)
+        return torch.stack([torch.randperm(n, generator=g) for g in gens]).to(self._device)
+
+    def _meets_criterion(self, params: Sequence[torch.Tensor]) -> np.ndarray:
+        """The fit criterion on the training set after an epoch (float32), per live network."""
+        preds = self.predict(params, self._x_train)
+        fit = self.space.fit
+        if fit.criterion == "train_mse":
+            mse = (preds.to(torch.float64) - self._y_train.to(torch.float64)).square()
+            met = mse.mean(dim=(1, 2)) <= fit.train_mse_max
+        else:
+            met = (preds.argmax(dim=2) == self._labels_train).all(dim=1)
+        return met.cpu().numpy()
+
+    def _index(self, rows: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(rows, dtype=torch.int64, device=self._device)
+
+    def _start(self, flat: torch.Tensor) -> _LiveNetworks:
+        # The layers differentiate leaf tensors that share memory with `flat` (so that the
+        # optimiser's in-place update of `flat` is what they compute with next); their
+        # gradients are copied into the rows of `flat.grad`. Differentiating views of `flat`
+        # itself would build a zero-filled (B, P) gradient per parameter and step.
+        flat.grad = torch.zeros_like(flat)
+        return _LiveNetworks(flat=flat, leaves=[v.detach().requires_grad_()
+                                                for v in self.views(flat)],
+                             grad_views=self.views(flat.grad),
+                             optimizer=self._make_optimizer(flat))
+
+    def _keep(self, nets: _LiveNetworks, rows: np.ndarray) -> _LiveNetworks:
+        """Drop the networks that stopped: slice parameters and optimiser state to ``rows``,
+        so that the remaining epochs cost only what the live networks need."""
+        index = self._index(rows)
+        kept = self._start(nets.flat[index])
+        # Per-network state (moments, momentum buffers) has the networks' leading axis; the
+        # step count is shared by all live networks (they all step together).
+        kept.optimizer.state[kept.flat] = {
+            key: value[index] if torch.is_tensor(value) and value.dim() > 0 else value
+            for key, value in nets.optimizer.state[nets.flat].items()
+        }
+        return kept
+
+    def _optimizer_kwargs(self) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
+        spec = self.space.optimizer
+        if spec.kind == "adam":
+            return torch.optim.Adam, {"lr": spec.lr, "betas": tuple(spec.betas),
+                                      "weight_decay": spec.weight_decay}
+        return torch.optim.SGD, {"lr": spec.lr, "momentum": spec.momentum,
+                                 "weight_decay": spec.weight_decay}
+
+    def _make_optimizer(self, flat: torch.Tensor) -> torch.optim.Optimizer:
+        cls, kwargs = self._optimizer_kwargs()
+        if self._fused:
+            return cls([flat], fused=True, **kwargs)
+        return cls([flat], **kwargs)
+
+    def _fused_supported(self) -> bool:
+        # The fused kernels do the whole update in one pass (about twice as fast on a CPU as the
+        # per-tensor loop); older torch builds lack them for some devices and optimisers.
+        cls, kwargs = self._optimizer_kwargs()
+        probe = torch.zeros(1, device=self._device, requires_grad=True)
+        try:
+            cls([probe], fused=True, **kwargs)
+        except (RuntimeError, TypeError, ValueError):
+            return False
+        return True
