@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from ibdb import estimators
+from ibdb.bound import TaskStatistics
 from ibdb.errors import EstimateError, IbdbError, StoreError
 from ibdb.execute import Progress, execute_run
 from ibdb.plan import PlannedRun, load_runs
@@ -111,13 +112,19 @@ class Ibdb:
     # -- estimates -----------------------------------------------------------------------------
 
     def estimate(self, *, run_ids: list[str] | None = None, methods: list[str] | None = None,
-                 eps: list[float] | None = None, loss: str = "test_mse") -> EstimateReport:
-        """Recompute estimates from stored samples (no resampling) and store them."""
+                 eps: list[float] | None = None, loss: str = "test_mse",
+                 check_exact: bool = False) -> EstimateReport:
+        """Recompute estimates from stored samples (no resampling) and store them.
+
+        ``methods`` defaults to every default method that applies to the run and loss;
+        ``check_exact`` adds an importance-sampling check (with standard error) to ``exact``.
+        """
         with self._open() as store:
-            return self._estimate(store, run_ids, methods, eps, loss)
+            return self._estimate(store, run_ids, methods, eps, loss, check_exact)
 
     def _estimate(self, store: Store, run_ids: list[str] | None, methods: list[str] | None,
-                  eps: list[float] | None, loss: str) -> EstimateReport:
+                  eps: list[float] | None, loss: str, check_exact: bool = False
+                  ) -> EstimateReport:
         if loss not in LOSS_NAMES:
             raise EstimateError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
         unknown = sorted(set(methods or ()) - set(estimators.ALL_METHODS))
@@ -132,50 +139,62 @@ class Ibdb:
         for run_id in run_ids or store.run_ids():
             facts = store.run_facts(run_id)
             grid = list(eps) if eps is not None else facts["eps"]
-            report.rows.extend(self._estimate_run(store, run_id, facts, grid, methods, loss,
-                                                  report.skipped))
+            for method in methods or estimators.DEFAULT_METHODS:
+                try:
+                    report.rows.extend(self._estimate_one(store, run_id, facts, method, grid,
+                                                          loss, check_exact))
+                except _NotApplicable as why:
+                    if methods:  # asked for explicitly: say why there is none
+                        report.skipped.append(f"{run_id} {method}: {why}")
+                except EstimateError as exc:
+                    report.skipped.append(f"{run_id} {method}: {exc}")
         store.replace_estimates(report.rows)
         return report
 
-    def _estimate_run(self, store: Store, run_id: str, facts: dict[str, Any], grid: list[float],
-                      methods: list[str] | None, loss: str, skipped: list[str]) -> list[dict]:
-        rows: list[dict[str, Any]] = []
-        for method in methods or estimators.ALL_METHODS:
-            try:
-                if method == "exact":
-                    spectrum = store.spectrum(run_id) if loss == "test_mse" else None
-                    if spectrum is None:
-                        if methods:  # asked for explicitly: say why there is none
-                            skipped.append(f"{run_id} exact: no closed-form spectrum for "
-                                           f"{loss} of a {facts['space_kind']} run")
-                        continue
-                    dist = gp_loss_distribution(*spectrum, n_test=facts["n_test"],
-                                                n_outputs=facts["n_outputs"])
-                    ests = estimators.estimate_exact(dist, grid)
-                    digest = estimators.loss_set_hash(np.concatenate(spectrum))
-                else:
-                    values = store.losses(run_id, loss)
-                    ests = estimators.estimate_losses(values, grid, method)
-                    digest = estimators.loss_set_hash(values)
-            except EstimateError as exc:
-                skipped.append(f"{run_id} {method}: {exc}")
-                continue
-            rows.extend({"run_id": run_id, "loss": loss, "method": e.method,
-                         "method_version": e.method_version, "eps": e.eps, "bits": e.bits,
-                         "lower_bits": e.lower_bits, "upper_bits": e.upper_bits,
-                         "bound": e.bound, "n": e.n, "params": e.params,
-                         "diagnostics": e.diagnostics, "loss_set_hash": digest} for e in ests)
-        return rows
+    def _estimate_one(self, store: Store, run_id: str, facts: dict[str, Any], method: str,
+                      grid: list[float], loss: str, check_exact: bool) -> list[dict[str, Any]]:
+        if method == "exact":
+            spectrum = store.spectrum(run_id) if loss == "test_mse" else None
+            if spectrum is None:
+                raise _NotApplicable(f"no closed-form law for the {loss} of a "
+                                     f"{facts['space_kind']} run")
+            dist = gp_loss_distribution(*spectrum, n_test=facts["n_test"],
+                                        n_outputs=facts["n_outputs"])
+            ests = estimators.estimate_exact(dist, grid, check=check_exact)
+            digest = store.loss_set_digest(run_id, "spectrum")
+        elif method == "bound":
+            if loss != "test_mse" or facts["task_statistics"] is None:
+                raise _NotApplicable("the 2023 bound needs the run's task statistics and "
+                                     "applies to test_mse")
+            ests = estimators.estimate_bound(TaskStatistics(**facts["task_statistics"]), grid)
+            digest = "task-statistics"
+        else:
+            values = store.losses(run_id, loss)
+            ests = estimators.estimate_losses(values, grid, method)
+            digest = store.loss_set_digest(run_id, loss)
+        return [{"run_id": run_id, "loss": loss, "method": e.method,
+                 "method_version": e.method_version, "eps": e.eps, "bits": e.bits,
+                 "lower_bits": e.lower_bits, "upper_bits": e.upper_bits, "bound": e.bound,
+                 "n": e.n, "params": e.params, "diagnostics": e.diagnostics,
+                 "loss_set_hash": digest} for e in ests]
 
-    def ib_table(self, run_ids: list[str] | None = None) -> list[tuple]:
-        """Stored estimates as (run_id, label, method, eps, bits, lower, upper, bound) rows."""
+    def fit_counts(self, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """(hypotheses stored, hypotheses that did not fit the training data) per run."""
         with self._open(read_only=True) as store:
-            where = "" if run_ids is None else "WHERE run_id IN (SELECT unnest(?))"
+            rows = store.con.execute("SELECT run_id, n_stored, n_not_fitted FROM run_summary "
+                                     "WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def ib_table(self, run_ids: list[str] | None = None, loss: str = "test_mse") -> list[tuple]:
+        """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,
+        bound) rows."""
+        with self._open(read_only=True) as store:
+            where = "" if run_ids is None else "AND run_id IN (SELECT unnest(?))"
             return store.con.execute(
                 "SELECT run_id, experiment || '/' || task_name || '/' || space_name, method, "
-                "eps, bits, lower_bits, upper_bits, bound FROM ib_estimates "
+                f"eps, bits, lower_bits, upper_bits, bound FROM ib_estimates WHERE loss = ? "
                 f"{where} ORDER BY run_id, method, eps DESC",
-                [] if run_ids is None else [run_ids]).fetchall()
+                [loss] if run_ids is None else [loss, run_ids]).fetchall()
 
     # -- SQL -----------------------------------------------------------------------------------
 
@@ -209,6 +228,10 @@ class Ibdb:
     def _open(self, *, read_only: bool = False) -> Store:
         return Store.open(self.db, read_only=read_only,
                           retry_seconds=READ_RETRY_SECONDS if read_only else 0.0)
+
+
+class _NotApplicable(Exception):
+    """A method that does not apply to a run (e.g. exact for a network space)."""
 
 
 def _default_shard_root(db: str) -> Path:

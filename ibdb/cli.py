@@ -21,8 +21,11 @@ import click
 from ibdb.api import DEFAULT_DB, Ibdb
 from ibdb.errors import IbdbError
 
-UNITS = "inductive bias in bits = -log2 P[test MSE <= eps]; test MSE is the mean squared error " \
-        "over test points and outputs against one-hot targets"
+UNITS = {
+    "test_mse": "inductive bias in bits = -log2 P[test MSE <= eps]; test MSE is the mean squared "
+                "error over test points and outputs against one-hot targets",
+    "test_error": "inductive bias in bits = -log2 P[test 0-1 error <= eps]",
+}
 
 
 class _Group(click.Group):
@@ -115,22 +118,27 @@ def ingest(api: Ibdb, paths: tuple[str, ...]) -> None:
 
 @main.command()
 @click.option("--method", "methods", multiple=True,
-              help="ncx2, empirical or exact (repeatable) [default: all that apply].")
+              type=click.Choice(["exact", "ncx2", "empirical", "paper", "bound"]),
+              help="Repeatable [default: exact, ncx2, empirical and bound where they apply; "
+                   "paper (scipy's fit, seconds per run) only when asked].")
 @click.option("--eps", "eps", multiple=True, type=float,
               help="Target test MSE (repeatable) [default: the spec's eps].")
 @click.option("--run", "run_ids", multiple=True, help="Run id (repeatable) [default: all].")
 @click.option("--loss", default="test_mse", show_default=True,
-              type=click.Choice(["test_mse", "test_error"]), help="Which recorded loss.")
+              type=click.Choice(["test_mse", "test_error"]),
+              help="Which recorded loss: test MSE against one-hot targets, or the 0-1 error.")
+@click.option("--check-exact", is_flag=True,
+              help="Check each exact value by importance sampling; stores its standard error.")
 @click.pass_obj
 def estimate(api: Ibdb, methods: tuple[str, ...], eps: tuple[float, ...],
-             run_ids: tuple[str, ...], loss: str) -> None:
+             run_ids: tuple[str, ...], loss: str, check_exact: bool) -> None:
     """Recompute estimates from stored samples (never resamples) and store them."""
     report = api.estimate(run_ids=list(run_ids) or None, methods=list(methods) or None,
-                          eps=list(eps) or None, loss=loss)
+                          eps=list(eps) or None, loss=loss, check_exact=check_exact)
     for line in report.skipped:
         click.echo(f"skipped: {line}", err=True)
     click.echo(f"stored {len(report.rows)} estimate(s)")
-    _echo_ib_tables(api, sorted({r["run_id"] for r in report.rows}))
+    _echo_ib_tables(api, sorted({r["run_id"] for r in report.rows}), loss)
 
 
 @main.command()
@@ -232,16 +240,19 @@ def _echo_run_report(api: Ibdb, report: Any) -> None:
     _echo_ib_tables(api, [p.run_id for p in report.planned])
 
 
-def _echo_ib_tables(api: Ibdb, run_ids: list[str]) -> None:
+def _echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> None:
     if not run_ids:
         return
-    rows = api.ib_table(run_ids)
+    rows = api.ib_table(run_ids, loss)
+    counts = api.fit_counts(run_ids)
     by_run: dict[str, list[tuple]] = {}
     for row in rows:
         by_run.setdefault(row[0], []).append(row)
-    click.echo(f"\n{UNITS}; '>=' marks a lower bound (no sample at or below eps).")
+    click.echo(f"\n{UNITS[loss]}; '>=' marks a lower bound (no sample at or below eps), '<=' the "
+               "2023 upper bound; [a, b]: 95% interval.")
     for run_id, run_rows in by_run.items():
-        methods = sorted({r[2] for r in run_rows}, key=["exact", "ncx2", "empirical"].index)
+        methods = sorted({r[2] for r in run_rows},
+                         key=["exact", "ncx2", "paper", "empirical", "bound"].index)
         grid = sorted({r[3] for r in run_rows}, reverse=True)
         cell = {(r[2], r[3]): r for r in run_rows}
         body = []
@@ -251,8 +262,12 @@ def _echo_ib_tables(api: Ibdb, run_ids: list[str]) -> None:
                 r = cell.get((m, eps))
                 line.append("-" if r is None else _bits(r[4], r[5], r[6], r[7]))
             body.append(line)
-        click.echo(f"\nrun {run_id}  {run_rows[0][1]}")
-        click.echo(_table(["eps (test MSE)", *[f"{m} (bits)" for m in methods]], body))
+        n_stored, n_not_fitted = counts.get(run_id, (0, 0))
+        fit_note = (f"; {n_not_fitted} did not fit the training data and are excluded"
+                    if n_not_fitted else "")
+        click.echo(f"\nrun {run_id}  {run_rows[0][1]}  ({n_stored} hypotheses{fit_note})")
+        eps_label = "eps (test MSE)" if loss == "test_mse" else "eps (0-1 error)"
+        click.echo(_table([eps_label, *[f"{m} (bits)" for m in methods]], body))
 
 
 def _bits(bits: float | None, lower: float | None, upper: float | None, bound: str) -> str:
@@ -261,6 +276,8 @@ def _bits(bits: float | None, lower: float | None, upper: float | None, bound: s
     text = f"{bits:.3g}" if bits < 1e4 else f"{bits:.4e}"
     if bound == "lower":
         return ">= " + text
+    if bound == "upper":
+        return "<= " + text
     if lower is not None and upper is not None:
         return f"{text} [{lower:.3g}, {upper:.3g}]"
     return text

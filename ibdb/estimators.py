@@ -4,17 +4,22 @@ Estimates are rows, never bare floats: each :class:`Estimate` carries its method
 eps, the value in bits, an interval where one exists, the sample size, the fit parameters and
 diagnostics. Methods:
 
-- ``ncx2``: the paper's estimator, a maximum-likelihood scaled non-central chi-squared
-  (location 0) fitted once to the losses and read at every eps (:mod:`ibdb.ncx2fit`).
+- ``ncx2``: the paper's model done properly: a maximum-likelihood scaled non-central
+  chi-squared (location 0) fitted once and read at every eps in log space
+  (:mod:`ibdb.ncx2fit`), with a bootstrap interval (:mod:`ibdb.bootstrap`) and goodness of fit.
+- ``paper``: the published procedure as written (scipy's fit, natural-log CDF, Sankaran's
+  normal approximation when the CDF underflows), converted to bits (:mod:`ibdb.paper`).
 - ``empirical``: the fraction k/n of losses <= eps with an exact Clopper-Pearson interval;
   with k = 0 only a lower bound on the bits exists.
 - ``exact``: a kernel space's loss is a generalised chi-squared, whose CDF is computed
-  without sampling (:mod:`ibdb.genchi2`).
+  without sampling (:mod:`ibdb.genchi2`); optionally checked by importance sampling.
+- ``bound``: the ICML 2023 upper bound on inductive-bias complexity from task statistics
+  (:mod:`ibdb.bound`); a comparison, not an estimate of the sampled space.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -23,25 +28,33 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ibdb.bootstrap import ncx2_bits_interval
+from ibdb.bound import TaskStatistics, bound_bits
+from ibdb.diagnostics import eps_position, goodness_of_fit
 from ibdb.errors import EstimateError
 from ibdb.genchi2 import GenChi2
-from ibdb.ncx2fit import fit_scaled_ncx2
+from ibdb.ncx2fit import MIN_LOSSES, fit_scaled_ncx2
+from ibdb.paper import paper_fit, paper_neg_log_cdf_nats
 
 __all__ = [
     "ALL_METHODS",
+    "DEFAULT_METHODS",
     "METHOD_VERSIONS",
     "SAMPLE_METHODS",
     "Estimate",
+    "estimate_bound",
     "estimate_exact",
     "estimate_losses",
-    "loss_set_hash",
 ]
 
-SAMPLE_METHODS = ("ncx2", "empirical")
-ALL_METHODS = ("ncx2", "empirical", "exact")
-# Bump a method's version whenever its numbers can change, so stored rows show as stale.
-METHOD_VERSIONS = {"ncx2": "1", "empirical": "1", "exact": "1"}
+SAMPLE_METHODS = ("ncx2", "empirical", "paper")
+ALL_METHODS = ("exact", "ncx2", "empirical", "paper", "bound")
+# `paper` runs scipy's fit (seconds per run), so it is computed only when asked for.
+DEFAULT_METHODS = ("exact", "ncx2", "empirical", "bound")
+# Bump a method's version whenever its numbers can change, so stored rows can be told apart.
+METHOD_VERSIONS = {"ncx2": "2", "empirical": "2", "exact": "2", "paper": "1", "bound": "1"}
 _LN2 = math.log(2.0)
+_Z95 = 1.959963984540054
 
 
 @dataclass(frozen=True)
@@ -90,26 +103,20 @@ def _check_method(method: str, known: tuple[str, ...]) -> str:
     return method
 
 
-def loss_set_hash(losses: Sequence[float] | np.ndarray) -> str:
-    """sha256 hex digest of the losses as little-endian float64, in the given order.
-
-    Stored with every estimate, so an estimate computed from another loss set shows as stale.
-    """
-    return hashlib.sha256(np.ascontiguousarray(losses, dtype="<f8").ravel().tobytes()).hexdigest()
-
-
 def estimate_losses(
     losses: Sequence[float] | np.ndarray,
     eps: Sequence[float] | float,
     method: str,
     *,
     confidence: float = 0.95,
+    interval: bool = True,
+    seed: int = 0,
 ) -> list[Estimate]:
     """Estimates of I(eps) in bits from sampled test losses, one per eps, in eps order.
 
     Non-finite losses (NaN, inf: failed hypotheses) are excluded and counted in
-    diagnostics['n_excluded_nonfinite']. ``confidence`` is the level of the empirical
-    method's Clopper-Pearson interval.
+    diagnostics['n_excluded_nonfinite']. ``confidence`` is the level of every interval;
+    ``interval=False`` skips the ncx2 bootstrap; ``seed`` makes the bootstrap repeatable.
     """
     _check_method(method, SAMPLE_METHODS)
     eps_list = _check_eps(eps)
@@ -118,39 +125,74 @@ def estimate_losses(
         raise EstimateError(f"confidence must lie in (0, 1), got {confidence!r}; e.g. 0.95.")
     raw = np.asarray(losses, dtype=np.float64).ravel()
     finite = np.isfinite(raw)
-    x = raw[finite]
+    x = np.sort(raw[finite])
     n_excluded = int(raw.size - x.size)
     if x.size == 0:
         raise EstimateError(
             f"no finite losses to estimate from ({raw.size} given, {n_excluded} non-finite); "
             "check that the runs produced losses."
         )
-    if (x < 0).any():
-        i = int(np.flatnonzero(x < 0)[0])
+    if x[0] < 0:
         raise EstimateError(
-            f"losses include a negative value, {x[i]!r}; test MSEs are >= 0. Check the loss "
-            "column that was passed."
+            f"losses include a negative value, {float(x[0])!r}; losses here are >= 0. Check "
+            "the loss column that was passed."
+        )
+    if method == "empirical":
+        return _estimate_empirical(x, eps_list, n_excluded, confidence)
+    if x.size < MIN_LOSSES:
+        raise EstimateError(
+            f"{method}: refusing to fit a 3-parameter model to {x.size} finite losses (fewer "
+            f"than {MIN_LOSSES}); sample more hypotheses, or use the empirical method."
+        )
+    if x[0] == x[-1]:
+        raise EstimateError(
+            f"{method}: all {x.size} losses equal {float(x[0])!r}, so no continuous model fits; "
+            "the empirical method gives 0 bits at eps >= that value and a lower bound below it."
         )
     if method == "ncx2":
-        return _estimate_ncx2(x, eps_list, n_excluded)
-    return _estimate_empirical(x, eps_list, n_excluded, confidence)
+        return _estimate_ncx2(x, eps_list, n_excluded, confidence, interval, seed)
+    return _estimate_paper(x, eps_list, n_excluded)
 
 
-def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int) -> list[Estimate]:
+def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int, confidence: float,
+                   interval: bool, seed: int) -> list[Estimate]:
     fit = fit_scaled_ncx2(x)
     params = fit.as_params()
+    frozen = stats.ncx2(fit.df, fit.nc, scale=fit.scale)
+    gof = goodness_of_fit(x, frozen.logcdf, frozen.logsf)
+    bounds = (ncx2_bits_interval(x, fit, eps_list, confidence=confidence, seed=seed)
+              if interval else [(None, None)] * len(eps_list))
     rows = []
-    for e in eps_list:
+    for e, (lo, hi) in zip(eps_list, bounds, strict=True):
         log_p, how = fit.logcdf_with_method(e)
         rows.append(Estimate(
             method="ncx2", method_version=METHOD_VERSIONS["ncx2"], eps=e, bits=_bits(log_p),
-            lower_bits=None, upper_bits=None, bound="point", n=int(x.size), params=dict(params),
+            lower_bits=lo, upper_bits=hi, bound="point", n=int(x.size), params=dict(params),
             diagnostics={
                 "converged": fit.converged,
                 "approximation": how,
                 "n_excluded_nonfinite": n_excluded,
                 "optimizer_message": fit.message,
+                "interval": f"bootstrap, {confidence:g}" if interval else "none",
+                **gof,
+                **eps_position(x, e),
             },
+        ))
+    return rows
+
+
+def _estimate_paper(x: np.ndarray, eps_list: list[float], n_excluded: int) -> list[Estimate]:
+    fit = paper_fit(x)
+    params = {"df": fit.df, "nc": fit.nc, "scale": fit.scale, "loc": 0.0,
+              "loglik": fit.loglik, "fit_seconds": fit.seconds}
+    rows = []
+    for e in eps_list:
+        nats, how = paper_neg_log_cdf_nats(fit, e)
+        rows.append(Estimate(
+            method="paper", method_version=METHOD_VERSIONS["paper"], eps=e, bits=nats / _LN2,
+            lower_bits=None, upper_bits=None, bound="point", n=int(x.size), params=dict(params),
+            diagnostics={"approximation": how, "nats": nats, "n_excluded_nonfinite": n_excluded,
+                         **eps_position(x, e)},
         ))
     return rows
 
@@ -167,7 +209,7 @@ def _estimate_empirical(
     x: np.ndarray, eps_list: list[float], n_excluded: int, confidence: float
 ) -> list[Estimate]:
     n = int(x.size)
-    xs = np.sort(x)
+    xs = x  # already sorted
     rows = []
     for e in eps_list:
         k = int(np.searchsorted(xs, e, side="right"))  # losses <= eps
@@ -177,6 +219,7 @@ def _estimate_empirical(
             "n_excluded_nonfinite": n_excluded,
             "confidence": confidence,
             "interval": "clopper-pearson",
+            **eps_position(xs, e),
         }
         # more probability means fewer bits: the upper probability bound gives the lower bits
         lower_bits = _bits(math.log(p_hi))
@@ -197,8 +240,14 @@ def _estimate_empirical(
     return rows
 
 
-def estimate_exact(dist: GenChi2, eps: Sequence[float] | float) -> list[Estimate]:
-    """I(eps) in bits of a generalised chi-squared loss (a kernel space), one row per eps."""
+def estimate_exact(dist: GenChi2, eps: Sequence[float] | float, *, check: bool = False,
+                   check_samples: int = 20000, seed: int = 0) -> list[Estimate]:
+    """I(eps) in bits of a generalised chi-squared loss (a kernel space), one row per eps.
+
+    With ``check``, each value is re-estimated by importance sampling from the law tilted at
+    the saddlepoint; its estimate and standard error are stored, and the interval is the
+    importance-sampling estimate +- 1.96 standard errors.
+    """
     if not isinstance(dist, GenChi2):
         raise EstimateError(
             f"estimate_exact needs a GenChi2 distribution, got {type(dist).__name__}; build one "
@@ -212,12 +261,41 @@ def estimate_exact(dist: GenChi2, eps: Sequence[float] | float) -> list[Estimate
         "var": dist.var(),
         "offset": dist.offset,
     }
-    return [
-        Estimate(
+    rows = []
+    for e in eps_list:
+        diagnostics: dict[str, Any] = {"approximation": "saddlepoint-lugannani-rice-daniels"}
+        lower = upper = None
+        if check:
+            log_p, se_bits = dist.importance_logcdf(e, n=check_samples, seed=seed)
+            is_bits = _bits(log_p)
+            diagnostics.update({"is_bits": is_bits, "is_stderr_bits": se_bits,
+                                "is_samples": check_samples,
+                                "interval": "importance sampling +- 1.96 SE"})
+            lower, upper = max(is_bits - _Z95 * se_bits, 0.0), is_bits + _Z95 * se_bits
+        rows.append(Estimate(
             method="exact", method_version=METHOD_VERSIONS["exact"], eps=e,
-            bits=dist.bits_below(e), lower_bits=None, upper_bits=None, bound="point", n=0,
-            params=dict(params),
-            diagnostics={"approximation": "saddlepoint-lugannani-rice-daniels"},
-        )
-        for e in eps_list
-    ]
+            bits=dist.bits_below(e), lower_bits=lower, upper_bits=upper, bound="point", n=0,
+            params=dict(params), diagnostics=diagnostics,
+        ))
+    return rows
+
+
+def estimate_bound(task: TaskStatistics, eps: Sequence[float] | float) -> list[Estimate]:
+    """The ICML 2023 upper bound on inductive-bias complexity, in bits, at each eps."""
+    rows = []
+    for e in _check_eps(eps):
+        bits, parts = bound_bits(task, e)
+        rows.append(Estimate(
+            method="bound", method_version=METHOD_VERSIONS["bound"], eps=e, bits=bits,
+            lower_bits=None, upper_bits=None, bound="upper", n=task.n,
+            params={**dataclasses.asdict(task),  # the inputs, stored beside the value
+                    **{k: v for k, v in parts.items() if _jsonable(v)}},
+            diagnostics={"note": "upper bound for band-limited functions on the data manifold "
+                                 "(Boopathy et al., ICML 2023); not an estimate of this space"},
+        ))
+    return rows
+
+
+def _jsonable(value: Any) -> bool:
+    return isinstance(value, str | bool | int) or (isinstance(value, float)
+                                                   and math.isfinite(value))

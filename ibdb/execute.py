@@ -6,6 +6,7 @@ opens the store: its output is a run folder (see :mod:`ibdb.shards`).
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.metadata
 import logging
 import socket
@@ -19,6 +20,8 @@ import duckdb
 import numpy as np
 
 from ibdb import shards as shardfiles
+from ibdb.bound import task_statistics
+from ibdb.errors import EstimateError
 from ibdb.plan import PlannedRun, hypothesis_seeds
 from ibdb.runners import runner_entry
 
@@ -87,13 +90,20 @@ def execute_run(planned: PlannedRun, *, shard_root: Path, device_name: str = "au
 def _manifest(planned: PlannedRun, runner_info: dict[str, Any], *, device: str, started_at: str,
               torch_version: str) -> dict[str, Any]:
     data = planned.data
+    try:  # the 2023 bound's inputs; a task they cannot be computed for still runs
+        statistics = dataclasses.asdict(task_statistics(data.x_train,
+                                                        data.y_train.argmax(axis=1)))
+    except EstimateError as exc:
+        log.warning("run %s: no task statistics for the 2023 bound: %s", planned.run_id, exc)
+        statistics = None
     return {
         "run_id": planned.run_id,
         "runner": planned.runner_tag,
         "spec": planned.spec.model_dump(mode="json"),
         "identity": planned.identity,
         "task": {"n_train": len(data.x_train), "n_test": len(data.x_test),
-                 "n_outputs": data.n_outputs, "fingerprint": data.fingerprint},
+                 "n_outputs": data.n_outputs, "fingerprint": data.fingerprint,
+                 "statistics": statistics},
         "runner_info": runner_info,
         "provenance": {
             "ibdb_version": importlib.metadata.version("ibdb"),

@@ -3,14 +3,16 @@
 DuckDB has no Python aggregate functions, so a function receives a whole loss set as a list::
 
     SELECT run_id, ib_fit(list(test_mse ORDER BY hypothesis_id), 0.05, 'ncx2') AS est
-    FROM losses GROUP BY run_id;
+    FROM losses WHERE fitted IS NOT FALSE GROUP BY run_id;      -- also 'empirical', 'paper'
 
     SELECT run_id, ib_exact(list(eigenvalue ORDER BY component),
                             list(residual_sq ORDER BY component),
                             any_value(n_test), any_value(dof), 0.05) AS est
     FROM gp_components JOIN runs USING (run_id) GROUP BY run_id;
 
-Both return the same STRUCT as a row of the ``estimates`` table (params and diagnostics as JSON
+    SELECT run_id, ib_bound(task_statistics::VARCHAR, 0.05) AS est FROM runs;
+
+All return the same STRUCT as a row of the ``estimates`` table (params and diagnostics as JSON
 text). They call the very functions ``ibdb estimate`` uses, so the numbers are identical.
 """
 
@@ -23,7 +25,8 @@ import duckdb
 import numpy as np
 from duckdb import sqltypes
 
-from ibdb.estimators import Estimate, estimate_exact, estimate_losses
+from ibdb.bound import TaskStatistics
+from ibdb.estimators import Estimate, estimate_bound, estimate_exact, estimate_losses
 from ibdb.spectrum import gp_loss_distribution
 
 ESTIMATE_STRUCT = {
@@ -68,8 +71,13 @@ def _ib_exact(eigenvalues: list[float], residual_sq: list[float], n_test: int, n
     return estimate_struct(est)
 
 
+def _ib_bound(task_statistics: str, eps: float) -> dict[str, Any]:
+    (est,) = estimate_bound(TaskStatistics(**json.loads(task_statistics)), [eps])
+    return estimate_struct(est)
+
+
 def register_functions(con: duckdb.DuckDBPyConnection) -> None:
-    """Make ``ib_fit`` and ``ib_exact`` callable from SQL on ``con``."""
+    """Make ``ib_fit``, ``ib_exact`` and ``ib_bound`` callable from SQL on ``con``."""
     result = duckdb.struct_type(ESTIMATE_STRUCT)
     doubles = duckdb.list_type(sqltypes.DOUBLE)
     con.create_function("ib_fit", _ib_fit, [doubles, sqltypes.DOUBLE, sqltypes.VARCHAR], result,
@@ -77,3 +85,5 @@ def register_functions(con: duckdb.DuckDBPyConnection) -> None:
     con.create_function("ib_exact", _ib_exact,
                         [doubles, doubles, sqltypes.BIGINT, sqltypes.BIGINT, sqltypes.DOUBLE],
                         result, side_effects=False)
+    con.create_function("ib_bound", _ib_bound, [sqltypes.VARCHAR, sqltypes.DOUBLE], result,
+                        side_effects=False)

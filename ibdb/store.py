@@ -135,8 +135,18 @@ class Store:
     def _create_views(self) -> None:
         # Read-only stores cannot change their catalog; temporary views serve the session.
         scope = "TEMP " if self.read_only else ""
-        for name, body in view_definitions():
-            self.con.execute(f"CREATE OR REPLACE {scope}VIEW {name} AS {body}")
+        pending = view_definitions()
+        while pending:  # a view can name another: create in dependency order, by retrying
+            failed = []
+            for name, body in pending:
+                try:
+                    self.con.execute(f"CREATE OR REPLACE {scope}VIEW {name} AS {body}")
+                except duckdb.CatalogException:
+                    failed.append((name, body))
+            if len(failed) == len(pending):
+                name, body = failed[0]
+                self.con.execute(f"CREATE OR REPLACE {scope}VIEW {name} AS {body}")  # raises
+            pending = failed
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -151,12 +161,20 @@ class Store:
 
     def run_facts(self, run_id: str) -> dict[str, Any]:
         row = self.con.execute(
-            "SELECT s.eps, s.space_kind, r.n_test, r.n_outputs FROM specs s "
+            "SELECT s.eps, s.space_kind, r.n_test, r.n_outputs, r.task_statistics FROM specs s "
             "LEFT JOIN runs r USING (run_id) WHERE run_id = ?", [run_id]).fetchone()
         if row is None:
             raise StoreError(f"run {run_id!r} is not in {self.path}. List the runs with "
                              "`ibdb sql \"SELECT * FROM run_summary\"`.")
-        return {"eps": list(row[0]), "space_kind": row[1], "n_test": row[2], "n_outputs": row[3]}
+        statistics = json.loads(row[4]) if row[4] else None
+        return {"eps": list(row[0]), "space_kind": row[1], "n_test": row[2], "n_outputs": row[3],
+                "task_statistics": statistics}
+
+    def loss_set_digest(self, run_id: str, loss: str) -> str | None:
+        """The digest of a run's loss set ('test_mse', 'test_error' or 'spectrum')."""
+        row = self.con.execute("SELECT digest FROM loss_sets WHERE run_id = ? AND loss = ?",
+                               [run_id, loss]).fetchone()
+        return row[0] if row else None
 
     def losses(self, run_id: str, loss: str = "test_mse") -> np.ndarray:
         """A run's ``loss`` column, by hypothesis id, for the hypotheses that fit the training
@@ -213,10 +231,11 @@ class Store:
              spec["budget"]["n_hypotheses"], spec["task"]["eps"], json.dumps(spec),
              json.dumps(manifest["identity"], sort_keys=True)])
         self.con.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [run_id, task["n_train"], task["n_test"], task["n_outputs"], task["fingerprint"],
-             json.dumps(manifest["runner_info"]), prov["ibdb_version"], prov["torch_version"],
-             prov["duckdb_version"], prov["device"], prov["host"], prov["started_at"],
+             json.dumps(task.get("statistics")), json.dumps(manifest["runner_info"]),
+             prov["ibdb_version"], prov["torch_version"], prov["duckdb_version"],
+             prov["device"], prov["host"], prov["started_at"],
              prov.get("finished_at"), prov.get("wall_seconds")])
         report.runs.append(run_id)
         spectrum = folder / shardfiles.SPECTRUM

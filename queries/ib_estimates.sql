@@ -1,7 +1,7 @@
--- grain: one row per run, loss column, method and eps.
--- Inductive bias in bits (-log2 P[loss <= eps]) with the run's labels; `bound` says whether
--- `bits` is a point estimate or only a lower bound; `stale` marks estimates computed from a
--- different number of hypotheses than the run now holds.
+-- grain: one row per run, loss column, method and eps: the IB-vs-eps curve of each run and
+-- method. Inductive bias in bits (-log2 P[loss <= eps]); `bound` says whether `bits` is a point
+-- estimate, only a lower bound (empirical, no sample <= eps) or an upper bound (method bound); `stale` marks estimates whose loss set (or spectrum) has
+-- changed since they were computed (see loss_sets).
 SELECT
     e.run_id,
     s.experiment,
@@ -16,10 +16,15 @@ SELECT
     e.upper_bits,
     e.bound,
     e.n,
-    e.method <> 'exact' AND e.n <> coalesce(c.n_stored, 0) AS stale,
+    CASE WHEN e.method = 'bound' THEN false  -- from task statistics, not from samples
+         ELSE e.loss_set_hash IS DISTINCT FROM ls.digest END AS stale,
     e.params,
     e.diagnostics,
     e.computed_at
 FROM estimates e
 JOIN specs s USING (run_id)
-LEFT JOIN (SELECT run_id, count(*) AS n_stored FROM losses GROUP BY run_id) c USING (run_id)
+LEFT JOIN loss_sets ls
+    ON ls.run_id = e.run_id
+    AND ls.loss = CASE WHEN e.method = 'exact' THEN 'spectrum'
+                       WHEN e.method = 'bound' THEN NULL
+                       ELSE e.loss END

@@ -1,6 +1,7 @@
 -- grain: one row per run.
 -- What each run is, how many hypotheses it asked for and holds, and its loss statistics
 -- (test_mse: mean squared error against one-hot targets; test_error: 0-1 error rate).
+-- n_not_fitted counts trained networks that missed the fit criterion: estimates exclude them.
 SELECT
     s.run_id,
     s.experiment,
@@ -11,6 +12,7 @@ SELECT
     s.n_hypotheses AS n_requested,
     coalesce(l.n_stored, 0) AS n_stored,
     coalesce(l.n_stored, 0) >= s.n_hypotheses AS complete,
+    coalesce(l.n_not_fitted, 0) AS n_not_fitted,
     r.n_train,
     r.n_test,
     r.n_outputs,
@@ -26,6 +28,7 @@ LEFT JOIN (
     SELECT
         run_id,
         count(*) AS n_stored,
+        count(*) FILTER (fitted = false) AS n_not_fitted,
         avg(test_mse) AS mean_test_mse,
         min(test_mse) AS min_test_mse,
         avg(test_error) AS mean_test_error,

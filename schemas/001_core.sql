@@ -29,6 +29,7 @@ CREATE TABLE runs (
     n_test            INTEGER NOT NULL,
     n_outputs         INTEGER NOT NULL,
     data_fingerprint  VARCHAR NOT NULL,
+    task_statistics   JSON,              -- n, intrinsic dimension, radius, separation, classes
     runner_info       JSON    NOT NULL,
     ibdb_version      VARCHAR NOT NULL,
     torch_version     VARCHAR NOT NULL,

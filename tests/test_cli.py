@@ -95,8 +95,8 @@ def test_run_plan_estimate_and_recompute_without_resampling(tmp_path, toy_spec):
     for header in ("exact (bits)", "ncx2 (bits)", "empirical (bits)", "eps (test MSE)"):
         assert header in result.output
     first = _estimates(tmp_path)
-    assert {r["method"] for r in first} == {"exact", "ncx2", "empirical"}
-    assert len(first) == 9  # 3 methods x 3 eps
+    assert {r["method"] for r in first} == {"exact", "ncx2", "empirical", "bound"}
+    assert len(first) == 12  # 4 default methods x 3 eps
 
     plan = invoke(tmp_path, "plan", str(toy_spec))
     assert "stored, nothing to do" in plan.output and "0 of 1 run(s) to sample" in plan.output
@@ -107,7 +107,7 @@ def test_run_plan_estimate_and_recompute_without_resampling(tmp_path, toy_spec):
     assert deleted.exit_code == 0, deleted.output
     assert _estimates(tmp_path) == []
     recomputed = invoke(tmp_path, "estimate")
-    assert recomputed.exit_code == 0 and "stored 9 estimate(s)" in recomputed.output
+    assert recomputed.exit_code == 0 and "stored 12 estimate(s)" in recomputed.output
     assert _estimates(tmp_path) == first
 
 
@@ -147,7 +147,7 @@ def test_estimate_with_other_eps_and_method(tmp_path, toy_spec):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["estimate", "--method", "magic"], "unknown method(s) magic"),
+    (["estimate", "--method", "magic"], "Invalid value for '--method': 'magic' is not one of"),
     (["estimate", "--eps", "0"], "eps must be positive"),
     (["estimate", "--run", "deadbeef"], "run 'deadbeef' is not in"),
     (["sql", "SELECT * FROM nowhere"], "SQL error: Catalog Error"),
@@ -221,3 +221,45 @@ def test_readme_quickstart_table_matches_what_quickstart_prints(tmp_path, monkey
     for line in printed:  # the fitted and empirical columns agree with the exact one
         exact, ncx2 = float(line.split()[1]), float(line.split()[2])
         assert abs(ncx2 - exact) < 0.1 * exact
+
+
+def test_changed_losses_make_estimates_stale_until_recomputed(tmp_path, toy_spec):
+    assert invoke(tmp_path, "run", str(toy_spec)).exit_code == 0
+    stale = "SELECT method, count(*) AS n FROM stale_estimates GROUP BY method ORDER BY method"
+    assert json.loads(invoke(tmp_path, "sql", stale, "--format", "json").output) == []
+    changed = invoke(tmp_path, "sql", "UPDATE losses SET test_mse = test_mse * 1.001 "
+                     "WHERE hypothesis_id = 7", "--write")
+    assert changed.exit_code == 0, changed.output
+    rows = json.loads(invoke(tmp_path, "sql", stale, "--format", "json").output)
+    # sample-based estimates are stale; exact (from the spectrum) and bound are not
+    assert rows == [{"method": "empirical", "n": 3}, {"method": "ncx2", "n": 3}]
+    assert invoke(tmp_path, "estimate").exit_code == 0
+    assert json.loads(invoke(tmp_path, "sql", stale, "--format", "json").output) == []
+
+
+def test_method_agreement_and_the_other_methods(tmp_path, toy_spec):
+    assert invoke(tmp_path, "run", str(toy_spec)).exit_code == 0
+    paper = invoke(tmp_path, "estimate", "--method", "paper")
+    assert paper.exit_code == 0, paper.output
+    assert "paper (bits)" in paper.output
+    rows = json.loads(invoke(tmp_path, "sql", "SELECT * FROM method_agreement ORDER BY eps",
+                             "--format", "json").output)
+    assert [r["eps"] for r in rows] == [0.1, 0.2, 0.3]
+    for r in rows:
+        assert r["ncx2_minus_exact"] == pytest.approx(r["ncx2_bits"] - r["exact_bits"])
+        assert r["paper_bits"] is not None and r["bound_bits"] > r["exact_bits"]
+    bound = json.loads(invoke(tmp_path, "sql", "SELECT bound, params FROM ib_estimates "
+                              "WHERE method = 'bound' LIMIT 1", "--format", "json").output)
+    assert bound[0]["bound"] == "upper" and "intrinsic_dim" in bound[0]["params"]
+
+
+def test_estimates_on_the_zero_one_error(tmp_path, toy_spec):
+    assert invoke(tmp_path, "run", str(toy_spec), "--no-estimate").exit_code == 0
+    result = invoke(tmp_path, "estimate", "--loss", "test_error", "--eps", "0.3",
+                    "--method", "empirical", "--method", "exact")
+    assert result.exit_code == 0, result.output
+    assert "exact: no closed-form law for the test_error of a gp run" in result.output
+    assert "eps (0-1 error)" in result.output
+    rows = json.loads(invoke(tmp_path, "sql", "SELECT loss, method, n FROM estimates",
+                             "--format", "json").output)
+    assert rows == [{"loss": "test_error", "method": "empirical", "n": 200}]

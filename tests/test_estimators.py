@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
-import struct
 
 import numpy as np
 import pytest
@@ -18,7 +16,6 @@ from ibdb.estimators import (
     Estimate,
     estimate_exact,
     estimate_losses,
-    loss_set_hash,
 )
 from ibdb.genchi2 import GenChi2
 
@@ -34,8 +31,8 @@ def _bits(p: float) -> float:
 
 
 def test_method_registry():
-    assert SAMPLE_METHODS == ("ncx2", "empirical")
-    assert ALL_METHODS == ("ncx2", "empirical", "exact")
+    assert SAMPLE_METHODS == ("ncx2", "empirical", "paper")
+    assert ALL_METHODS == ("exact", "ncx2", "empirical", "paper", "bound")
 
 
 def test_empirical_matches_clopper_pearson(losses):
@@ -124,8 +121,8 @@ def test_ncx2_rows(losses):
     fit_params = rows[0].params
     for row in rows:
         assert isinstance(row, Estimate)
-        assert row.method == "ncx2" and row.method_version == "1" and row.bound == "point"
-        assert row.lower_bits is None and row.upper_bits is None
+        assert row.method == "ncx2" and row.method_version == "2" and row.bound == "point"
+        assert row.lower_bits < row.bits < row.upper_bits  # the bootstrap interval
         assert row.params == fit_params  # one fit serves every eps
         assert row.diagnostics["converged"] is True
         assert row.diagnostics["approximation"] == "scipy"
@@ -148,6 +145,15 @@ def test_ncx2_deep_tail_uses_the_saddlepoint(losses):
     assert math.isfinite(row.bits) and row.bits > 1000
 
 
+def test_exact_check_by_importance_sampling_brackets_the_saddlepoint():
+    dist = GenChi2.from_arrays(np.linspace(0.01, 0.05, 20), 10.0, np.linspace(0, 3, 20))
+    (row,) = estimate_exact(dist, [0.3 * dist.mean()], check=True, check_samples=20000)
+    se = row.diagnostics["is_stderr_bits"]
+    assert 0 < se < 0.05
+    assert abs(row.diagnostics["is_bits"] - row.bits) < 5 * se
+    assert row.lower_bits < row.diagnostics["is_bits"] < row.upper_bits
+
+
 def test_exact_matches_genchi2():
     dist = GenChi2.from_arrays([0.02, 0.05, 0.01], 10.0, [1.0, 0.0, 3.0], offset=0.001)
     eps = [0.05, 0.2, 1.0]
@@ -164,9 +170,32 @@ def test_exact_matches_genchi2():
         estimate_exact([0.1, 0.2], eps)
 
 
-def test_loss_set_hash():
-    x = [0.5, 0.25, 1e-3]
-    expected = hashlib.sha256(struct.pack("<3d", *x)).hexdigest()
-    assert loss_set_hash(x) == expected
-    assert loss_set_hash(np.array(x, dtype=np.float32).astype(np.float64)) != expected
-    assert loss_set_hash(x[::-1]) != expected  # order matters
+def test_edge_cases_say_why():
+    equal = np.full(50, 0.3)
+    for method in ("ncx2", "paper"):
+        with pytest.raises(EstimateError, match="all 50 losses equal 0.3"):
+            estimate_losses(equal, [0.2], method)
+        with pytest.raises(EstimateError, match="refusing to fit .* to 9 finite losses"):
+            estimate_losses(np.linspace(0.1, 0.9, 9), [0.2], method)
+    below, at = estimate_losses(equal, [0.2, 0.3], "empirical")
+    assert below.bound == "lower" and at.bits == 0.0
+
+
+def test_rows_say_where_eps_lies(losses):
+    inside, outside = estimate_losses(losses, [float(np.median(losses)),
+                                              float(losses.min()) / 2], "ncx2", interval=False)
+    assert inside.diagnostics["eps_position"] == "within the samples"
+    assert inside.diagnostics["eps_sample_quantile"] == pytest.approx(0.5, abs=0.01)
+    assert outside.diagnostics["eps_position"] == "below all samples (extrapolated)"
+    assert outside.diagnostics["eps_over_sample_min"] == pytest.approx(0.5)
+    assert 0 <= inside.diagnostics["ks_pvalue_nominal"] <= 1
+
+
+def test_ncx2_fits_its_own_model_and_flags_a_wrong_one():
+    rng = np.random.default_rng(3)
+    good = stats.ncx2.rvs(5.0, 2.0, size=3000, random_state=rng) * 0.1
+    bimodal = np.r_[rng.uniform(1.0, 1.1, 1500), rng.uniform(3.0, 3.1, 1500)]
+    (fit_good,) = estimate_losses(good, [0.3], "ncx2", interval=False)
+    (fit_bad,) = estimate_losses(bimodal, [1.0], "ncx2", interval=False)
+    assert fit_good.diagnostics["ks_pvalue_nominal"] > 0.01
+    assert fit_bad.diagnostics["ks_pvalue_nominal"] < 1e-6

@@ -1,21 +1,25 @@
 """Tests of the maximum-likelihood scaled non-central chi-squared fit (ibdb.ncx2fit).
 
 Oracles: the generating parameters (with standard errors from the observed information of
-scipy's own ncx2 log-density), and scipy.stats.ncx2.fit(floc=0)'s log-likelihood.
+scipy's own ncx2 log-density), scipy.stats.ncx2.fit(floc=0)'s log-likelihood, scipy's
+ncx2.logpdf summed directly, and mpmath (Bessel functions; the CDF as a Poisson mixture of
+regularised incomplete gammas) at 40 digits.
 """
 
 from __future__ import annotations
 
 import math
+import statistics
 import time
 
+import mpmath as mp
 import numpy as np
 import pytest
 from scipy import stats
 
 from ibdb.errors import EstimateError
 from ibdb.genchi2 import GenChi2
-from ibdb.ncx2fit import Ncx2Fit, fit_scaled_ncx2, ncx2_logpdf
+from ibdb.ncx2fit import Compressed, Ncx2Fit, _chi, fit_scaled_ncx2, ncx2_logpdf, unpack
 
 LN2 = math.log(2.0)
 
@@ -64,32 +68,97 @@ def test_recovers_known_parameters():
     assert fit.loglik == pytest.approx(_scipy_loglik(x, *got), rel=1e-10)
 
 
+def _normal_like(n: int, seed: int) -> np.ndarray:
+    """GP-like test MSEs: nearly normal, mean 0.5, sd 0.02 (the fit runs to df -> 0)."""
+    return np.abs(np.random.default_rng(seed).normal(0.5, 0.02, size=n))
+
+
 @pytest.mark.parametrize(
     ("df", "nc", "scale", "seed"),
-    [(5.0, 3.0, 0.1, 1), (1.0, 50.0, 0.01, 2)],
+    [(5.0, 3.0, 0.1, 1), (1.0, 50.0, 0.01, 2), (0.3, 2.0, 1.0, 5), (None, None, None, 6)],
 )
 def test_loglik_at_least_scipy_fit(df, nc, scale, seed):
     rng = np.random.default_rng(seed)
-    x = stats.ncx2.rvs(df, nc, size=2000, random_state=rng) * scale
+    if df is None:
+        x = _normal_like(2000, seed)
+    else:
+        x = stats.ncx2.rvs(df, nc, size=2000, random_state=rng) * scale
     fit = fit_scaled_ncx2(x)
     s_df, s_nc, _, s_scale = stats.ncx2.fit(x, floc=0)
     ref = _scipy_loglik(x, s_df, s_nc, s_scale)
+    assert fit.converged, fit.message
     assert fit.loglik >= ref - 1e-6 * abs(ref)
+    # the reported log-likelihood is the direct sum of scipy's log-densities
+    assert fit.loglik == pytest.approx(_scipy_loglik(x, fit.df, fit.nc, fit.scale), rel=1e-10)
 
 
 @pytest.mark.slow
-def test_loglik_at_least_scipy_fit_1e4_and_faster():
+def test_loglik_at_least_scipy_fit_1e4_and_50_times_faster():
     rng = np.random.default_rng(3)
     x = stats.ncx2.rvs(3.0, 20.0, size=10_000, random_state=rng) * 0.003
-    t0 = time.perf_counter()
-    fit = fit_scaled_ncx2(x)
-    ours = time.perf_counter() - t0
+    times = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        fit = fit_scaled_ncx2(x)
+        times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     s_df, s_nc, _, s_scale = stats.ncx2.fit(x, floc=0)
     theirs = time.perf_counter() - t0
     ref = _scipy_loglik(x, s_df, s_nc, s_scale)
     assert fit.loglik >= ref - 1e-6 * abs(ref)
-    assert ours < theirs
+    # measured ~200-800x on a 2-core VM (benchmarks/bench_ncx2_fit.py); 50x is the target
+    assert theirs / statistics.median(times) >= 50.0
+
+
+# --------------------------------------------------------------------- the log-likelihood pieces
+def _chi_mp(nu: float, z: float) -> float:
+    nu, z = mp.mpf(nu), mp.mpf(z)
+    return float(mp.log(mp.besseli(nu, z)) - nu * mp.log(z / 2) - z)
+
+
+@pytest.mark.parametrize(
+    ("nu", "z"),
+    [
+        (-0.999, 1e-8), (-0.999, 0.3), (-0.5, 1e-3), (0.5, 2.0), (1.3, 40.0),  # series, ive
+        (3.0, 1e4), (40.0, 1e-3), (40.0, 15.0), (300.0, 1e-200), (300.0, 50.0),  # series, ive
+        (800.0, 100.0), (2000.0, 900.0), (2000.0, 5000.0),  # Debye (ive underflows) and ive
+    ],
+)
+def test_chi_matches_mpmath(nu, z):
+    mp.mp.dps = 40
+    got = float(_chi(nu, np.array([z]))[0])
+    want = _chi_mp(nu, z)
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-12)
+
+
+def test_logpdf_finite_where_scipy_underflows():
+    # df = 1200, nc = 0.5 at y = 20: the density is ~e^-2800; ive(599, 2.2) underflows
+    mp.mp.dps = 40
+    df, nc, y = 1200.0, 0.5, 20.0
+    nu = mp.mpf(df) / 2 - 1
+    want = float(-mp.log(2) - (y + nc) / 2 + nu / 2 * mp.log(mp.mpf(y) / nc)
+                 + mp.log(mp.besseli(nu, mp.sqrt(nc * y))))
+    got = float(ncx2_logpdf(np.array([y]), df, nc)[0])
+    assert math.isfinite(got)
+    assert got == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize(("df", "nc", "seed"), [(0.2, 1.0, 7), (4.0, 30.0, 8), (600.0, 90.0, 9)])
+def test_surrogate_loglik_matches_direct_sum(df, nc, seed):
+    rng = np.random.default_rng(seed)
+    y = stats.ncx2.rvs(df, nc, size=3000, random_state=rng)
+    y = y / y.mean()
+    comp = Compressed(y)
+    # parameters around the data's own, including rho = 0 (central) and rho near 1
+    for theta in ([0.0, math.log((df + nc) / 2), nc / (df + nc)], [0.1, 1.0, 0.0],
+                  [-0.1, 2.0, 0.999], [0.0, 0.5, 0.5]):
+        theta = np.array(theta)
+        d, n_, s = (float(v) for v in unpack(theta))
+        direct = _scipy_loglik(y, d, n_, s)
+        got = float(comp.loglik(theta))
+        assert got == pytest.approx(direct, rel=1e-11, abs=1e-6)
+        # the error estimate the fit relies on bounds the realised error (plus rounding)
+        assert abs(got - direct) <= y.size * comp.interpolation_error(theta) + 1e-9 * abs(direct)
 
 
 def test_central_data_fits_near_zero_noncentrality():
@@ -150,3 +219,74 @@ def test_logcdf_of_central_fit_and_edges():
     assert fit.logcdf_with_method(1e-300)[1] == "saddlepoint"
     assert fit.logcdf(0.0) == -math.inf
     assert fit.logcdf(math.inf) == 0.0
+
+
+# ------------------------------------------------------------ the log-CDF against an mpmath oracle
+def _oracle_log2_cdf(log_y: float, df: float, nc: float) -> float:
+    """log2 P[chi2'(df, nc) <= e^log_y] at 40 digits: sum_j Pois(j; nc/2) P(df/2 + j, y/2).
+
+    Terms are added until past the Poisson mode and below 1e-45 of the sum.
+    """
+    mp.mp.dps = 40
+    y = mp.exp(mp.mpf(log_y))
+    a, h = mp.mpf(df) / 2, mp.mpf(nc) / 2
+    total, j = mp.mpf(0), 0
+    while True:
+        log_w = -h + j * mp.log(h) - mp.loggamma(j + 1)
+        term = mp.exp(log_w) * mp.gammainc(a + j, 0, y / 2, regularized=True)
+        total += term
+        if j > h and term < total * mp.mpf(10) ** -45:
+            return float(mp.log(total) / mp.log(2))
+        j += 1
+
+
+def _x_at_depth(dist: GenChi2, bits: float) -> float:
+    """x with -log2 P[L <= x] = bits (by bisection in log x on the method under test; the
+    oracle then checks the value there)."""
+    lo, hi = -744.0, math.log(dist.mean())
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if -dist.logcdf(math.exp(mid)) / LN2 > bits:
+            lo = mid
+        else:
+            hi = mid
+    return math.exp(0.5 * (lo + hi))
+
+
+# (df, nc, depths in bits): the deepest depth reachable with x >= 1e-300 grows with df
+_ORACLE_CASES = [
+    (2.5, 3.7, (10, 100, 1000)),
+    (7.3, 0.9, (10, 100, 1000, 3000)),
+    (400.5, 25.5, (10, 100, 1000, 10_000, 100_000)),
+    (1.0, 2.0, (10, 100)),
+]
+
+
+@pytest.mark.parametrize(("df", "nc", "depths"), _ORACLE_CASES)
+def test_logcdf_deep_path_matches_mpmath_oracle(df, nc, depths):
+    # The non-scipy path of Ncx2Fit.logcdf_with_method is GenChi2 with one component. Measured
+    # against the oracle: < 1e-9 bits at every depth here (GenChi2 sums the Poisson mixture
+    # exactly for equal weights). The bound asserted is the 0.01 bits the saddlepoint itself
+    # meets for df >= 2.5, and 0.1 bits at df = 1, so the test holds for either method.
+    dist = GenChi2.from_arrays([1.0], [df], [nc])
+    tol = 0.01 if df >= 2.5 else 0.1
+    for bits in depths:
+        x = _x_at_depth(dist, bits)
+        want = -_oracle_log2_cdf(math.log(x), df, nc)
+        got = -dist.logcdf(x) / LN2
+        assert got == pytest.approx(want, abs=tol), (bits, x)
+        fit = _fit(df=df, nc=nc, scale=1.0)
+        value, how = fit.logcdf_with_method(x)
+        assert -value / LN2 == pytest.approx(want, abs=tol)
+        assert how == ("saddlepoint" if want > 1010 else "scipy")
+
+
+def test_logcdf_never_underflows():
+    fit = _fit(df=400.5, nc=25.5, scale=1.0)
+    previous = 0.0
+    for x in (1.0, 1e-10, 1e-100, 1e-300, 5e-324):  # down to the smallest subnormal
+        value, how = fit.logcdf_with_method(x)
+        assert math.isfinite(value) and value < previous
+        previous = value
+    # at the smallest double: ~ (df/2) log2(x/2) - ... ~ 2e5 bits, finite
+    assert -previous / LN2 > 1.5e5
