@@ -8,26 +8,24 @@ with the eps's sample quantile, so that a user can tell a measured number from a
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
 
-def goodness_of_fit(sorted_losses: np.ndarray, logcdf: Callable[[np.ndarray], np.ndarray],
-                    logsf: Callable[[np.ndarray], np.ndarray]) -> dict[str, Any]:
+def goodness_of_fit(log_cdf: np.ndarray, log_sf: np.ndarray) -> dict[str, Any]:
     """Kolmogorov-Smirnov statistic and p-value, and the Anderson-Darling statistic, of a fitted
-    continuous model against ascending samples.
+    continuous model against ascending samples, given the model's log CDF and log survival
+    function at those samples.
 
     The p-value is the nominal one for a fully specified model: with parameters fitted to the
     same samples the true p-value is larger, so a small nominal p-value is still a warning, but
     a large one is weaker evidence of fit than it looks.
     """
-    x = np.asarray(sorted_losses, dtype=np.float64)
-    n = len(x)
-    log_f = np.asarray(logcdf(x), dtype=np.float64)
-    log_s = np.asarray(logsf(x), dtype=np.float64)
+    log_f = np.asarray(log_cdf, dtype=np.float64)
+    log_s = np.asarray(log_sf, dtype=np.float64)
+    n = len(log_f)
     cdf = np.exp(log_f)
     ranks = np.arange(1, n + 1)
     d_plus = float(np.max(ranks / n - cdf))

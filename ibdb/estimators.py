@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from ibdb.bootstrap import ncx2_bits_interval
 from ibdb.bound import TaskStatistics, bound_bits
@@ -158,8 +158,11 @@ def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int, confid
                    interval: bool, seed: int) -> list[Estimate]:
     fit = fit_scaled_ncx2(x)
     params = fit.as_params()
-    frozen = stats.ncx2(fit.df, fit.nc, scale=fit.scale)
-    gof = goodness_of_fit(x, frozen.logcdf, frozen.logsf)
+    # scipy.special's CDF directly: ~10x faster than scipy.stats' logcdf/logsf wrappers here
+    y = x / fit.scale
+    cdf = special.chndtr(y, fit.df, fit.nc) if fit.nc > 0 else special.chdtr(fit.df, y)
+    with np.errstate(divide="ignore"):
+        gof = goodness_of_fit(np.log(cdf), np.log1p(-cdf))
     bounds = (ncx2_bits_interval(x, fit, eps_list, confidence=confidence, seed=seed)
               if interval else [(None, None)] * len(eps_list))
     rows = []
