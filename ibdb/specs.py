@@ -21,6 +21,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
+    model_serializer,
     model_validator,
 )
 
@@ -55,11 +56,131 @@ class NpzSource(_Spec):
     path: Annotated[str, Field(min_length=1)]
 
 
+class IdxSource(_Spec):
+    """MNIST or Fashion-MNIST in torchvision's layout under a local folder ``root``:
+    ``<root>/MNIST/raw/`` (``<root>/FashionMNIST/raw/`` for fashion-mnist) holding
+    ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
+    ``t10k-labels-idx1-ubyte``, each plain or ``.gz``. Pixels are scaled to [0, 1]; images are
+    1 x 28 x 28. ibdb never downloads: a relative ``root`` is taken from the spec file's folder.
+    """
+
+    kind: Literal["mnist", "fashion-mnist"]
+    root: Annotated[str, Field(min_length=1)]
+
+
+class Cifar10Source(_Spec):
+    """CIFAR-10's python batches under ``<root>/cifar-10-batches-py/`` (``data_batch_1`` ..
+    ``data_batch_5``, ``test_batch``), as torchvision unpacks them. Pixels scaled to [0, 1];
+    images are 3 x 32 x 32. Read from the local folder only."""
+
+    kind: Literal["cifar10"]
+    root: Annotated[str, Field(min_length=1)]
+
+
+class ParquetSource(_Spec):
+    """The user's table in one Parquet file: feature columns named ``x...`` or ``X...``, an
+    integer ``label`` column and, optionally, a ``split`` column of ``train`` / ``test`` (without
+    it the rows are one pool that ``split_seed`` splits)."""
+
+    kind: Literal["parquet"]
+    path: Annotated[str, Field(min_length=1)]
+
+
+class SyntheticSource(_Spec):
+    """A teacher on an ``intrinsic_dim``-dimensional manifold embedded in ``ambient_dim``
+    dimensions (see ``ibdb.datasets.synthetic_task``): latents ``z ~ U[-1, 1]^m``, points
+    ``x = A z`` with ``A`` a random orthonormal d x m map (``nonlinearity: sin`` embeds
+    ``sin(pi z / 2)`` instead), labels the argmax of a random tanh network of ``z`` with
+    ``teacher_width`` hidden units. ``seed`` fixes the data; the task's ``split_seed`` the split.
+    """
+
+    kind: Literal["synthetic"]
+    intrinsic_dim: PositiveInt
+    ambient_dim: PositiveInt
+    n_classes: Annotated[int, Field(ge=2)] = 10
+    n_points: PositiveInt = 3000
+    nonlinearity: Literal["none", "sin"] = "none"
+    teacher_width: PositiveInt = 32
+    seed: NonNegativeInt = 0
+
+    @model_validator(mode="after")
+    def _manifold_fits(self) -> SyntheticSource:
+        if self.intrinsic_dim > self.ambient_dim:
+            raise ValueError(f"intrinsic_dim = {self.intrinsic_dim} exceeds ambient_dim = "
+                             f"{self.ambient_dim}; the manifold must fit in the ambient space")
+        return self
+
+
+class PendulumSource(_Spec):
+    """Inverted-pendulum control as supervised learning, simulated in process (see
+    ``ibdb.datasets.pendulum_task``): states (angle, angular rate) visited by an LQR expert
+    with torque saturated at ``torque_max``, labelled by the expert's action's bin among
+    ``n_bins`` equal-count bins (classification targets, like every ibdb task). Short episodes
+    (``steps`` x ``dt_s``, 0.5 s by default) keep the states spread out: long ones pile points
+    up near the balanced state, nearly duplicate, which makes kernel matrices singular."""
+
+    kind: Literal["pendulum"]
+    n_points: PositiveInt = 3000
+    n_bins: Annotated[int, Field(ge=2)] = 5
+    angle_max_rad: PositiveFloat = 0.3
+    rate_max_rad_s: PositiveFloat = 0.5
+    torque_max: PositiveFloat = 5.0
+    steps: PositiveInt = 10
+    dt_s: PositiveFloat = 0.05
+    seed: NonNegativeInt = 0
+
+
+class OmniglotSource(_Spec):
+    """One N-way K-shot episode of Omniglot from torchvision's layout under ``root``:
+    ``<root>/omniglot-py/images_background/<alphabet>/<character>/*.png``
+    (``images_evaluation`` with ``background: false``). ``episode_seed`` draws ``n_way``
+    characters from all alphabets and, for each, ``k_shot`` training drawings; the character's
+    other drawings are the test set. Images are 1 x 105 x 105 in [0, 1] (paper white = 1). Set
+    the task's ``n_train`` to n_way x k_shot to train on the whole support set."""
+
+    kind: Literal["omniglot"]
+    root: Annotated[str, Field(min_length=1)]
+    background: bool = True
+    n_way: Annotated[int, Field(ge=2)] = 5
+    k_shot: PositiveInt = 1
+    episode_seed: NonNegativeInt = 0
+
+
+class Preprocess(_Spec):
+    """What happens to the data between loading and the runs, in this order: keep ``classes``
+    (relabelled 0, 1, ... in the order given) before splitting; then ``downsample`` images by
+    averaging ``downsample`` x ``downsample`` pixel blocks (rows and columns that do not fill a
+    block are dropped); ``scale`` features (``standardize``:
+    zero mean, unit variance per feature; ``minmax``: to [0, 1] per feature; both with statistics
+    of the training split only); then project on the training split's first ``pca_dim``
+    principal components (centred on the training mean)."""
+
+    classes: Annotated[list[NonNegativeInt], Field(min_length=2)] | None = None
+    downsample: PositiveInt = 1
+    scale: Literal["none", "standardize", "minmax"] = "none"
+    pca_dim: PositiveInt | None = None
+
+    @field_validator("classes")
+    @classmethod
+    def _distinct(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and len(set(value)) != len(value):
+            repeated = sorted({c for c in value if value.count(c) > 1})
+            raise ValueError(f"classes must be distinct; repeated: {repeated}")
+        return value
+
+
+Source = Annotated[
+    DigitsSource | NpzSource | IdxSource | Cifar10Source | ParquetSource | SyntheticSource
+    | PendulumSource | OmniglotSource,
+    Field(discriminator="kind"),
+]
+
+
 class Task(_Spec):
     """A supervised classification task: where the data comes from and how it is split."""
 
     name: Name
-    source: DigitsSource | NpzSource = Field(discriminator="kind")
+    source: Source
     n_train: PositiveInt
     n_test: PositiveInt
     split_seed: NonNegativeInt = 0
@@ -67,21 +188,57 @@ class Task(_Spec):
         description="Target errors on the test MSE (mean over test points and outputs, "
         "against one-hot targets); inductive bias is reported at each.",
     )
+    preprocess: Preprocess = Preprocess()
 
 
 class GPSpace(_Spec):
     """Functions drawn from a Gaussian process that interpolates the training data.
 
-    The RBF kernel is ``k(x, x') = exp(-|x - x'|^2 / (2 bandwidth^2))``; ``"median"`` takes the
-    median pairwise distance between training points. ``jitter`` is added to the diagonal of the
-    training kernel matrix before its Cholesky factorisation.
+    Kernels, with ``l`` the bandwidth and ``r = |x - x'|``:
+
+    - ``rbf``: ``exp(-r^2 / (2 l^2))``
+    - ``laplace``: ``exp(-r / l)`` (equal to ``matern`` with ``nu: 0.5``)
+    - ``matern``: Rasmussen & Williams' form with ``s = sqrt(2 nu) r / l``; ``nu`` is 0.5, 1.5 or
+      2.5: ``exp(-s)``, ``(1 + s) exp(-s)``, ``(1 + s + s^2 / 3) exp(-s)``
+    - ``arccos``: the infinite-width ReLU network kernel (Cho & Saul, order 1) with a bias:
+      ``2 E[relu(w.x + b) relu(w.x' + b)]`` for ``w ~ N(0, I / l^2)``, ``b ~ N(0, bias_variance)``.
+
+    ``"median"`` takes the median pairwise distance between training points as ``l``. ``jitter``
+    is added to the diagonal of the training kernel matrix before its Cholesky factorisation.
     """
 
     name: Name
     kind: Literal["gp"] = "gp"
-    kernel: Literal["rbf"] = "rbf"
+    kernel: Literal["rbf", "laplace", "matern", "arccos"] = "rbf"
     bandwidth: PositiveFloat | Literal["median"] = 1.0
     jitter: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 1e-8
+    nu: Literal[0.5, 1.5, 2.5] | None = Field(
+        None, description="Smoothness of the matern kernel (required for it, only for it).")
+    bias_variance: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        None, description="Variance of the hidden units' bias in the arccos kernel "
+        "(default 0; only for arccos).")
+
+    @model_validator(mode="after")
+    def _parameters_match_kernel(self) -> GPSpace:
+        if self.kernel == "matern" and self.nu is None:
+            raise ValueError("kernel 'matern' needs nu: 0.5, 1.5 or 2.5")
+        if self.kernel != "matern" and self.nu is not None:
+            raise ValueError(f"nu = {self.nu} applies only to kernel 'matern' "
+                             f"(kernel is {self.kernel!r}); remove it")
+        if self.kernel != "arccos" and self.bias_variance is not None:
+            raise ValueError(f"bias_variance = {self.bias_variance} applies only to kernel "
+                             f"'arccos' (kernel is {self.kernel!r}); remove it")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unused_parameters(self, handler: Any) -> dict[str, Any]:
+        # A run's id hashes this dump: parameters a kernel does not use are left out, so the
+        # dump of an rbf space (and its run id) is what it was before other kernels existed.
+        data = handler(self)
+        for key in ("nu", "bias_variance"):
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
 
 
 Activation = Literal["relu", "tanh", "gelu", "sigmoid"]
@@ -302,7 +459,8 @@ def _describe_validation_error(path: Path, exc: ValidationError) -> str:
 
 # Tagged unions (spaces, optimizers, sources) put the chosen member's tag in an error's location.
 _UNION_SLOTS = {"space", "optimizer", "source"}
-_UNION_TAGS = {*SPACE_KINDS, "sgd", "adam", "digits", "npz"}
+_UNION_TAGS = {*SPACE_KINDS, "sgd", "adam", "digits", "npz", "mnist", "fashion-mnist",
+               "cifar10", "parquet", "synthetic", "pendulum", "omniglot"}
 
 
 def _field_path(loc: tuple[Any, ...]) -> list[str]:

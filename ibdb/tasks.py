@@ -3,20 +3,38 @@
 Targets are one-hot rows (k outputs = number of classes); losses compare predictions with them.
 Features are always flat rows; image tasks also keep the shape of one example, so that a
 convolutional runner can restore it. Loading never touches torch or the store.
+
+Order of work: read the source (ibdb.datasets reads the public formats), keep the preprocessing's
+``classes``, split, convert the chosen rows to float64, then downsample, scale and project
+(statistics from the training split only). Non-default preprocessing enters the fingerprint, and
+so the run id; tasks without it keep the fingerprints they always had.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from ibdb import datasets
 from ibdb.errors import DataError, SpecError
-from ibdb.specs import DigitsSource, NpzSource, Task
+from ibdb.specs import (
+    Cifar10Source,
+    DigitsSource,
+    IdxSource,
+    NpzSource,
+    OmniglotSource,
+    ParquetSource,
+    PendulumSource,
+    Preprocess,
+    SyntheticSource,
+    Task,
+)
 
 NPZ_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
 DIGITS_IMAGE_SHAPE = (1, 8, 8)  # one grey channel, 8 x 8 pixels, stored row by row
@@ -41,18 +59,221 @@ class TaskData:
         return self.y_train.shape[1]
 
 
-def resolve_source_path(source: NpzSource, spec_dir: Path) -> Path:
-    path = Path(source.path).expanduser()
-    return path if path.is_absolute() else (spec_dir / path)
+def resolve_source_path(source: NpzSource | ParquetSource | IdxSource | Cifar10Source
+                        | OmniglotSource, spec_dir: Path) -> Path:
+    """The source's file or folder; a relative one is taken from the spec file's folder."""
+    folder = isinstance(source, IdxSource | Cifar10Source | OmniglotSource)
+    raw = source.root if folder else source.path
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (Path(spec_dir) / path)
+
+
+@dataclass(frozen=True)
+class _Raw:
+    """A source as read: a pool (``x_test is None``) or a fixed train/test split. ``x_*`` may
+    be any numeric dtype, shaped (n, ...); dividing by ``divisor`` gives the task's units."""
+
+    x_train: np.ndarray
+    labels_train: np.ndarray
+    x_test: np.ndarray | None
+    labels_test: np.ndarray | None
+    fingerprint: str
+    image_shape: tuple[int, ...] | None
+    n_classes: int
+    divisor: float = 1.0
+    origin: str = ""  # how errors name the data: a file's path, else "the <kind> data"
 
 
 def load_task(task: Task, *, spec_dir: Path) -> TaskData:
     """Load and split ``task``; errors name the task, the field and the offending value."""
-    if isinstance(task.source, DigitsSource):
-        x_pool, labels_pool, fingerprint = _load_digits()
-        return _split_pool(task, x_pool, labels_pool, fingerprint, DIGITS_IMAGE_SHAPE)
-    path = resolve_source_path(task.source, spec_dir)
-    return _load_npz(task, path)
+    return _finish(task, _read_source(task, spec_dir))
+
+
+def _read_source(task: Task, spec_dir: Path) -> _Raw:
+    source = task.source
+    if isinstance(source, NpzSource):
+        return _load_npz(task, resolve_source_path(source, spec_dir))
+    if isinstance(source, DigitsSource):
+        x, labels, fingerprint = _load_digits()
+        return _Raw(x, labels, None, None, fingerprint, DIGITS_IMAGE_SHAPE, int(labels.max()) + 1)
+    if isinstance(source, IdxSource | Cifar10Source):
+        root = resolve_source_path(source, spec_dir)
+        if isinstance(source, IdxSource):
+            arrays = datasets.load_idx_dataset(root, source.kind)
+        else:
+            arrays = datasets.load_cifar10(root)
+        digest = hashlib.sha256()
+        for array in arrays:
+            digest.update(np.ascontiguousarray(array).tobytes())
+        x_train, labels_train, x_test, labels_test = arrays
+        return _Raw(x_train, labels_train, x_test, labels_test,
+                    f"{source.kind}:{digest.hexdigest()}", tuple(x_train.shape[1:]),
+                    int(max(labels_train.max(), labels_test.max())) + 1, divisor=255.0)
+    if isinstance(source, OmniglotSource):
+        arrays, digest = datasets.omniglot_episode(
+            resolve_source_path(source, spec_dir), background=source.background,
+            n_way=source.n_way, k_shot=source.k_shot, episode_seed=source.episode_seed)
+        return _Raw(*arrays, f"omniglot:{digest}", tuple(arrays[0].shape[1:]), source.n_way)
+    if isinstance(source, ParquetSource):
+        path = resolve_source_path(source, spec_dir)
+        if not path.is_file():
+            raise DataError(f"task {task.name!r}: source.path {str(path)!r}: no such file. "
+                            "Check the path (relative paths are taken from the spec file's "
+                            "folder).")
+        x, labels, split = datasets.load_parquet(path)
+        fingerprint = "parquet:" + hashlib.sha256(path.read_bytes()).hexdigest()
+        n_classes = int(labels.max()) + 1
+        if split is None:
+            return _Raw(x, labels, None, None, fingerprint, None, n_classes)
+        train, test = split == "train", split == "test"
+        return _Raw(x[train], labels[train], x[test], labels[test], fingerprint, None, n_classes)
+    params = source.model_dump(mode="json", exclude={"kind"})
+    # Generated data is a function of its parameters and of the generator's code: the version
+    # tag changes whenever the construction does, so that old runs are not mistaken for new.
+    fingerprint = f"{source.kind}:v1:" + json.dumps(params, sort_keys=True, separators=(",", ":"))
+    if isinstance(source, SyntheticSource):
+        x, labels = datasets.synthetic_task(**params)
+        return _Raw(x, labels, None, None, fingerprint, None, source.n_classes)
+    assert isinstance(source, PendulumSource)
+    x, _, labels = datasets.pendulum_task(**params)
+    return _Raw(x, labels, None, None, fingerprint, None, source.n_bins)
+
+
+def _finish(task: Task, raw: _Raw) -> TaskData:
+    pre = task.preprocess
+    n_classes = raw.n_classes
+    if pre.classes is not None:
+        raw = _keep_classes(task, raw, pre.classes)
+        n_classes = len(pre.classes)
+    if raw.x_test is None:
+        train, test = _pool_split(task, len(raw.x_train))
+        parts = (raw.x_train[train], raw.labels_train[train], raw.x_train[test],
+                 raw.labels_train[test])
+    else:
+        parts = _fixed_split(task, raw)
+    x_train, labels_train, x_test, labels_test = parts
+    x_train = x_train.reshape(len(x_train), -1).astype(np.float64) / raw.divisor
+    x_test = x_test.reshape(len(x_test), -1).astype(np.float64) / raw.divisor
+    x_train, x_test, image_shape = _preprocess(task, x_train, x_test, raw.image_shape)
+    fingerprint = raw.fingerprint
+    if pre != Preprocess():
+        fingerprint += "|preprocess:" + pre.model_dump_json()
+    return TaskData(
+        x_train=x_train,
+        y_train=_one_hot(labels_train, n_classes),
+        x_test=x_test,
+        y_test=_one_hot(labels_test, n_classes),
+        labels_test=labels_test,
+        fingerprint=fingerprint,
+        image_shape=image_shape,
+    )
+
+
+def _keep_classes(task: Task, raw: _Raw, classes: list[int]) -> _Raw:
+    present = set(raw.labels_train.tolist())
+    if raw.labels_test is not None:
+        present |= set(raw.labels_test.tolist())
+    absent = [c for c in classes if c not in present]
+    if absent:
+        raise SpecError(f"task {task.name!r}: preprocess.classes names {absent}, which the "
+                        f"{task.source.kind} data does not hold (its classes: "
+                        f"{sorted(present)[:20]}). Remove them.")
+    relabel = np.full(max(max(present), max(classes)) + 1, -1, dtype=np.int64)
+    relabel[classes] = np.arange(len(classes))
+
+    def keep(x: np.ndarray | None, labels: np.ndarray | None) -> tuple:
+        if x is None or labels is None:
+            return None, None
+        mask = relabel[labels] >= 0
+        return x[mask], relabel[labels[mask]]
+
+    x_train, labels_train = keep(raw.x_train, raw.labels_train)
+    x_test, labels_test = keep(raw.x_test, raw.labels_test)
+    return _Raw(x_train, labels_train, x_test, labels_test, raw.fingerprint, raw.image_shape,
+                len(classes), raw.divisor, raw.origin)
+
+
+def _pool_split(task: Task, available: int) -> tuple[np.ndarray, np.ndarray]:
+    if task.n_train + task.n_test > available:
+        raise SpecError(
+            f"task {task.name!r}: n_train + n_test = {task.n_train} + {task.n_test} = "
+            f"{task.n_train + task.n_test}, but the {task.source.kind} data has only "
+            f"{available} examples. Lower n_train or n_test."
+        )
+    order = np.random.default_rng(task.split_seed).permutation(available)
+    return order[: task.n_train], order[task.n_train : task.n_train + task.n_test]
+
+
+def _fixed_split(task: Task, raw: _Raw) -> tuple[np.ndarray, ...]:
+    assert raw.x_test is not None and raw.labels_test is not None
+    for name, n, have in (("n_train", task.n_train, len(raw.x_train)),
+                          ("n_test", task.n_test, len(raw.x_test))):
+        if n > have:
+            origin = raw.origin or f"the {task.source.kind} data"
+            raise SpecError(f"task {task.name!r}: {name} = {n}, but {origin} holds only {have} "
+                            f"{name[2:]} examples. Lower {name}.")
+    # A source's own split is kept; split_seed picks which of its rows are used.
+    rng = np.random.default_rng(task.split_seed)
+    train = rng.permutation(len(raw.x_train))[: task.n_train]
+    test = rng.permutation(len(raw.x_test))[: task.n_test]
+    return raw.x_train[train], raw.labels_train[train], raw.x_test[test], raw.labels_test[test]
+
+
+def _preprocess(task: Task, x_train: np.ndarray, x_test: np.ndarray,
+                image_shape: tuple[int, ...] | None
+                ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...] | None]:
+    pre = task.preprocess
+    if pre.downsample > 1:
+        if image_shape is None:
+            raise SpecError(f"task {task.name!r}: preprocess.downsample = {pre.downsample} needs "
+                            f"image data, but the {task.source.kind} data is flat features.")
+        if pre.downsample > min(image_shape[1:]):
+            raise SpecError(f"task {task.name!r}: preprocess.downsample = {pre.downsample} "
+                            f"exceeds the image size {image_shape[1]} x {image_shape[2]}.")
+        x_train, new_shape = _downsample(x_train, image_shape, pre.downsample)
+        x_test, _ = _downsample(x_test, image_shape, pre.downsample)
+        image_shape = new_shape
+    if pre.scale == "standardize":
+        mean, std = x_train.mean(0), x_train.std(0)
+        std = np.where(std > 0, std, 1.0)  # constant features stay constant (at zero)
+        x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+    elif pre.scale == "minmax":
+        low, span = x_train.min(0), np.ptp(x_train, axis=0)
+        span = np.where(span > 0, span, 1.0)
+        x_train, x_test = (x_train - low) / span, (x_test - low) / span
+    if pre.pca_dim is not None:
+        most = min(x_train.shape)
+        if pre.pca_dim > most:
+            raise SpecError(f"task {task.name!r}: preprocess.pca_dim = {pre.pca_dim}, but the "
+                            f"training split ({x_train.shape[0]} points x {x_train.shape[1]} "
+                            f"features) has at most {most} components. Lower pca_dim.")
+        components = principal_components(x_train, pre.pca_dim)
+        mean = x_train.mean(0)
+        x_train, x_test = (x_train - mean) @ components.T, (x_test - mean) @ components.T
+        image_shape = None
+    return x_train, x_test, image_shape
+
+
+def principal_components(x: np.ndarray, n: int) -> np.ndarray:
+    """The first ``n`` principal directions of ``x`` (rows), as an (n, d) orthonormal array.
+
+    Each direction's sign is fixed (its largest-magnitude entry is positive): SVD leaves it
+    arbitrary, and a sign that changed between LAPACK builds would change the data.
+    """
+    _, _, vt = np.linalg.svd(x - x.mean(0), full_matrices=False)
+    components = vt[:n]
+    signs = np.sign(components[np.arange(n), np.abs(components).argmax(1)])
+    return components * signs[:, None]
+
+
+def _downsample(x: np.ndarray, image_shape: tuple[int, ...],
+                factor: int) -> tuple[np.ndarray, tuple[int, ...]]:
+    """Average ``factor`` x ``factor`` pixel blocks; rows and columns left over are dropped."""
+    channels, height, width = image_shape
+    h, w = height // factor, width // factor
+    images = x.reshape(len(x), channels, height, width)[:, :, : h * factor, : w * factor]
+    pooled = images.reshape(len(x), channels, h, factor, w, factor).mean(axis=(3, 5))
+    return pooled.reshape(len(x), -1), (channels, h, w)
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, str]:
@@ -80,36 +301,13 @@ def _read_digits_file() -> np.ndarray:
     return np.column_stack([bunch.data, bunch.target]).astype(np.float64)
 
 
-def _split_pool(task: Task, x: np.ndarray, labels: np.ndarray, fingerprint: str,
-                image_shape: tuple[int, ...] | None) -> TaskData:
-    available = len(x)
-    if task.n_train + task.n_test > available:
-        raise SpecError(
-            f"task {task.name!r}: n_train + n_test = {task.n_train} + {task.n_test} = "
-            f"{task.n_train + task.n_test}, but the {task.source.kind} data has only "
-            f"{available} examples. Lower n_train or n_test."
-        )
-    order = np.random.default_rng(task.split_seed).permutation(available)
-    train, test = order[: task.n_train], order[task.n_train : task.n_train + task.n_test]
-    n_classes = int(labels.max()) + 1
-    return TaskData(
-        x_train=x[train],
-        y_train=_one_hot(labels[train], n_classes),
-        x_test=x[test],
-        y_test=_one_hot(labels[test], n_classes),
-        labels_test=labels[test],
-        fingerprint=fingerprint,
-        image_shape=image_shape,
-    )
-
-
 def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(labels), n_classes), dtype=np.float64)
     out[np.arange(len(labels)), labels] = 1.0
     return out
 
 
-def _load_npz(task: Task, path: Path) -> TaskData:
+def _load_npz(task: Task, path: Path) -> _Raw:
     where = f"task {task.name!r}: source.path {str(path)!r}"
     if not path.is_file():
         raise DataError(f"{where}: no such file. Check the path (relative paths are taken "
@@ -135,24 +333,9 @@ def _load_npz(task: Task, path: Path) -> TaskData:
                         f"{shapes[1]}; save both with the same per-example shape.")
     labels_train = _labels(arrays["y_train"], "y_train", len(x_train), where)
     labels_test = _labels(arrays["y_test"], "y_test", len(x_test), where)
-    n_classes = int(max(labels_train.max(), labels_test.max())) + 1
-    for name, n, have in (("n_train", task.n_train, len(x_train)),
-                          ("n_test", task.n_test, len(x_test))):
-        if n > have:
-            raise SpecError(f"task {task.name!r}: {name} = {n}, but {path} holds only {have} "
-                            f"{name[2:]} examples. Lower {name}.")
-    rng = np.random.default_rng(task.split_seed)
-    train = rng.permutation(len(x_train))[: task.n_train]
-    test = rng.permutation(len(x_test))[: task.n_test]
-    return TaskData(
-        x_train=x_train[train],
-        y_train=_one_hot(labels_train[train], n_classes),
-        x_test=x_test[test],
-        y_test=_one_hot(labels_test[test], n_classes),
-        labels_test=labels_test[test],
-        fingerprint="npz:" + hashlib.sha256(content).hexdigest(),
-        image_shape=_image_shape(arrays["X_train"]),
-    )
+    return _Raw(x_train, labels_train, x_test, labels_test,
+                "npz:" + hashlib.sha256(content).hexdigest(), _image_shape(arrays["X_train"]),
+                int(max(labels_train.max(), labels_test.max())) + 1, origin=str(path))
 
 
 def _image_shape(array: np.ndarray) -> tuple[int, ...] | None:

@@ -6,7 +6,8 @@ hypothesis is ``mu + Q diag(sqrt(lam)) Z``, and because Q is orthogonal its test
 ``sum_jc (R_jc + sqrt(lam_j) Z_jc)^2 / (m k)`` with ``R = Q^T (mu - Y)``: the loss costs O(m k)
 and is exactly the generalized chi-squared whose spectrum (lam, R) the run hands to the store.
 The 0-1 error needs the predictions themselves, one (m x m) @ (m x B k) product per chunk.
-(See ``sample`` for why that product alone runs in float32.)
+(See ``sample`` for why that product alone runs in float32.) The kernels and their
+conventions are in ``kernels.py``.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 
 from ibdb.errors import IbdbError
+from ibdb.runners.kernels import kernel_matrix
 from ibdb.specs import GPSpace
 from ibdb.tasks import TaskData
 
@@ -34,19 +36,24 @@ class GPRunner:
         self._labels = torch.as_tensor(data.labels_test, dtype=torch.int64, device=device)
         bandwidth = _median_distance(x_train) if space.bandwidth == "median" else space.bandwidth
 
-        k_train = _rbf(x_train, x_train, bandwidth)
+        def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return kernel_matrix(a, b, kernel=space.kernel, bandwidth=bandwidth, nu=space.nu,
+                                 bias_variance=space.bias_variance or 0.0)
+
+        k_train = kernel(x_train, x_train)
         k_train.diagonal().add_(space.jitter)
         chol, status = torch.linalg.cholesky_ex(k_train)
         if int(status) != 0:
             raise IbdbError(
-                f"space {space.name!r}: the training kernel matrix (n_train={len(x_train)}, "
-                f"bandwidth={bandwidth:.4g}) is not positive definite with jitter "
-                f"{space.jitter:g}. Raise jitter (e.g. 1e-6) or check for duplicate points.")
-        k_cross = _rbf(x_train, x_test, bandwidth)  # (n, m)
+                f"space {space.name!r}: the training {space.kernel} kernel matrix "
+                f"(n_train={len(x_train)}, bandwidth={bandwidth:.4g}) is not positive definite "
+                f"with jitter {space.jitter:g}. Raise jitter (e.g. 1e-6) or check for duplicate "
+                "points.")
+        k_cross = kernel(x_train, x_test)  # (n, m)
         solved = torch.cholesky_solve(k_cross, chol)  # K^-1 K(X, T)
         alpha = torch.cholesky_solve(y_train, chol)  # K^-1 Y
         mean = k_cross.T @ alpha  # (m, k): mu = K(T, X) K^-1 Y
-        cov = _rbf(x_test, x_test, bandwidth) - k_cross.T @ solved
+        cov = kernel(x_test, x_test) - k_cross.T @ solved
         cov = 0.5 * (cov + cov.T)  # symmetric up to rounding; eigh assumes exact symmetry
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
         self.mean, self.cov = mean, cov
@@ -71,6 +78,10 @@ class GPRunner:
             "n_test": int(mean.shape[0]),
             "n_outputs": int(mean.shape[1]),
         }
+        if space.nu is not None:
+            self._info["nu"] = space.nu
+        if space.kernel == "arccos":
+            self._info["bias_variance"] = space.bias_variance or 0.0
 
     @property
     def info(self) -> dict[str, Any]:
@@ -119,11 +130,6 @@ def _standard_normals(seeds: np.ndarray, shape: tuple[int, int]) -> torch.Tensor
         torch.randn(shape, generator=generator, out=draw)
         out[:, column, :] = draw
     return out
-
-
-def _rbf(a: torch.Tensor, b: torch.Tensor, bandwidth: float) -> torch.Tensor:
-    sq = (a.square().sum(1)[:, None] + b.square().sum(1)[None, :] - 2.0 * (a @ b.T)).clamp_min(0)
-    return torch.exp(-sq / (2.0 * bandwidth**2))
 
 
 def _median_distance(x: torch.Tensor) -> float:

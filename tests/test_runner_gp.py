@@ -98,3 +98,39 @@ def test_not_positive_definite_is_a_clear_error(data):
                             "x_train": np.vstack([data.x_train[:1]] * 40)})
     with pytest.raises(IbdbError, match="not positive definite with jitter 0. Raise jitter"):
         GPRunner(GPSpace(name="g", jitter=0.0), doubled, device=CPU)
+
+
+def _numpy_kernel(kernel, a, b, bandwidth):
+    from scipy.spatial.distance import cdist
+
+    r = cdist(a, b) / bandwidth
+    if kernel == "laplace":
+        return np.exp(-r)
+    s = np.sqrt(5) * r  # matern 5/2
+    return (1 + s + s**2 / 3) * np.exp(-s)
+
+
+@pytest.mark.parametrize(("space", "kernel"), [
+    ({"kernel": "laplace"}, "laplace"), ({"kernel": "matern", "nu": 2.5}, "matern52"),
+])
+def test_other_kernels_posterior_matches_numpy(data, space, kernel):
+    runner = GPRunner(GPSpace(name="g", bandwidth=2.0, **space), data, device=CPU)
+
+    def k(a, b):
+        return _numpy_kernel(kernel, a, b, 2.0)
+
+    kxx = k(data.x_train, data.x_train) + 1e-8 * np.eye(len(data.x_train))
+    kxt = k(data.x_train, data.x_test)
+    mean = kxt.T @ np.linalg.solve(kxx, data.y_train)
+    cov = k(data.x_test, data.x_test) - kxt.T @ np.linalg.solve(kxx, kxt)
+    np.testing.assert_allclose(runner.mean.numpy(), mean, atol=1e-7, rtol=0)
+    np.testing.assert_allclose(runner.cov.numpy(), cov, atol=1e-7, rtol=0)
+    assert runner.info["kernel"] == space["kernel"]
+
+
+def test_arccos_runner_records_its_parameters(data):
+    runner = GPRunner(GPSpace(name="g", kernel="arccos", bandwidth="median",
+                              bias_variance=0.5), data, device=CPU)
+    assert runner.info["bias_variance"] == 0.5 and runner.info["kernel"] == "arccos"
+    losses = runner.sample(np.arange(4), hypothesis_seeds(1, np.arange(4)))
+    assert np.isfinite(losses["test_mse"]).all()

@@ -125,3 +125,30 @@ def test_npz_train_and_test_example_shapes_must_match(tmp_path):
     with pytest.raises(DataError, match=r"X_train's examples have shape \(4, 4\) but X_test's "
                                         r"have \(16,\)"):
         load_task(_task(), spec_dir=tmp_path)
+
+
+def test_fingerprints_without_preprocessing_are_unchanged(tmp_path):
+    # run ids hash the fingerprint: tasks written before preprocessing existed keep theirs
+    digits = load_task(_task(source={"kind": "digits"}), spec_dir=".")
+    assert digits.fingerprint == "digits:sklearn-8x8"
+    import hashlib
+
+    make_npz(tmp_path / "d.npz")
+    npz = load_task(_task(), spec_dir=tmp_path)
+    content = (tmp_path / "d.npz").read_bytes()
+    assert npz.fingerprint == "npz:" + hashlib.sha256(content).hexdigest()
+    scaled = load_task(_task(preprocess={"scale": "minmax"}), spec_dir=tmp_path)
+    assert scaled.fingerprint.startswith(npz.fingerprint + "|preprocess:")
+    assert scaled.x_train.min() == 0 and scaled.x_train.max() == 1
+
+
+def test_npz_class_subset_is_taken_before_the_split(tmp_path):
+    make_npz(tmp_path / "d.npz", n_train=40, n_test=30, n_classes=4)
+    data = load_task(_task(n_train=12, n_test=8, preprocess={"classes": [2, 0]}),
+                     spec_dir=tmp_path)
+    assert data.x_train.shape[0] == 12 and data.n_outputs == 2
+    with np.load(tmp_path / "d.npz") as npz:
+        x, y = npz["X_train"], npz["y_train"]
+    for row, label in zip(data.x_train, data.y_train.argmax(1), strict=True):
+        (match,) = np.flatnonzero((x == row).all(1))
+        assert [2, 0][label] == y[match]
