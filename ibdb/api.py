@@ -10,19 +10,24 @@ import logging
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ibdb import estimators
 from ibdb.bound import TaskStatistics
+from ibdb.checks import CheckResult, run_checks
 from ibdb.errors import EstimateError, IbdbError, StoreError
 from ibdb.execute import Progress, execute_run
+from ibdb.executors import make_mapper
 from ibdb.plan import PlannedRun, load_runs
 from ibdb.shards import list_run_folders
 from ibdb.specs import Experiment, load_experiment
 from ibdb.spectrum import gp_loss_distribution
 from ibdb.store import LOSS_NAMES, IngestReport, Store
+
+if TYPE_CHECKING:  # ibdb.report is imported by the report command only
+    from ibdb.report import Report
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +83,18 @@ class Ibdb:
     # -- running -------------------------------------------------------------------------------
 
     def run(self, spec_path: str | Path, *, progress: Progress | None = None,
-            estimate: bool = True) -> RunReport:
-        """Sample what the store lacks, ingest it, and (by default) estimate at the spec's eps."""
+            estimate: bool = True, ingest: bool = True, executor: str = "local",
+            ray_address: str | None = None,
+            executor_options: dict[str, Any] | None = None) -> RunReport:
+        """Sample what the store lacks, ingest it, and (by default) estimate at the spec's eps.
+
+        ``executor`` is local, ray or slurm (see :mod:`ibdb.executors`; ``executor_options``
+        go to :func:`ibdb.executors.make_mapper`). ``ingest=False`` only writes shards (and
+        never opens the store for writing), so several processes can sample into one shared
+        shard folder; one `ibdb ingest` loads them after.
+        """
+        mapper = make_mapper(executor, shard_root=self.shard_root, device_name=self.device,
+                             ray_address=ray_address, **(executor_options or {}))
         planned = self.plan(spec_path)
         report = RunReport(planned=planned)
         folders = []
@@ -87,8 +102,11 @@ class Ibdb:
             if len(run.missing_ids) == 0:
                 continue
             folders.append(execute_run(run, shard_root=self.shard_root,
-                                       device_name=self.device, progress=progress))
+                                       device_name=self.device, progress=progress,
+                                       mapper=mapper))
             report.executed.append(run.run_id)
+        if not ingest:
+            return report
         with self._open() as store:
             if folders:
                 report.ingest = store.ingest(folders)
@@ -136,13 +154,15 @@ class Ibdb:
             if bad or not eps:
                 raise EstimateError(f"eps must be positive numbers; got {bad or eps}.")
         report = EstimateReport()
-        for run_id in run_ids or store.run_ids():
+        run_ids = run_ids or store.run_ids()
+        digests = store.loss_set_digests(run_ids)
+        for run_id in run_ids:
             facts = store.run_facts(run_id)
             grid = list(eps) if eps is not None else facts["eps"]
             for method in methods or estimators.DEFAULT_METHODS:
                 try:
                     report.rows.extend(self._estimate_one(store, run_id, facts, method, grid,
-                                                          loss, check_exact))
+                                                          loss, check_exact, digests))
                 except _NotApplicable as why:
                     if methods:  # asked for explicitly: say why there is none
                         report.skipped.append(f"{run_id} {method}: {why}")
@@ -152,7 +172,8 @@ class Ibdb:
         return report
 
     def _estimate_one(self, store: Store, run_id: str, facts: dict[str, Any], method: str,
-                      grid: list[float], loss: str, check_exact: bool) -> list[dict[str, Any]]:
+                      grid: list[float], loss: str, check_exact: bool,
+                      digests: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
         if method == "exact":
             spectrum = store.spectrum(run_id) if loss == "test_mse" else None
             if spectrum is None:
@@ -161,7 +182,7 @@ class Ibdb:
             dist = gp_loss_distribution(*spectrum, n_test=facts["n_test"],
                                         n_outputs=facts["n_outputs"])
             ests = estimators.estimate_exact(dist, grid, check=check_exact)
-            digest = store.loss_set_digest(run_id, "spectrum")
+            digest = digests.get((run_id, "spectrum"), "")
         elif method == "bound":
             if loss != "test_mse" or facts["task_statistics"] is None:
                 raise _NotApplicable("the 2023 bound needs the run's task statistics and "
@@ -171,7 +192,7 @@ class Ibdb:
         else:
             values = store.losses(run_id, loss)
             ests = estimators.estimate_losses(values, grid, method)
-            digest = store.loss_set_digest(run_id, loss)
+            digest = digests.get((run_id, loss), "")
         return [{"run_id": run_id, "loss": loss, "method": e.method,
                  "method_version": e.method_version, "eps": e.eps, "bits": e.bits,
                  "lower_bits": e.lower_bits, "upper_bits": e.upper_bits, "bound": e.bound,
@@ -195,6 +216,28 @@ class Ibdb:
                 f"eps, bits, lower_bits, upper_bits, bound FROM ib_estimates WHERE loss = ? "
                 f"{where} ORDER BY run_id, method, eps DESC",
                 [loss] if run_ids is None else [loss, run_ids]).fetchall()
+
+    # -- reports -------------------------------------------------------------------------------
+
+    def report(self, *, run_ids: list[str] | None = None, out: str | Path = "report",
+               loss: str = "test_mse") -> Report:
+        """Figures and report.md for ``run_ids`` (default: every run) from stored data only.
+
+        Returns an :class:`ibdb.report.Report` (files written, and the data each figure plots).
+        """
+        from ibdb import report as reporting  # matplotlib is optional: only this command needs it
+
+        reporting.require_matplotlib()  # before the store is opened or a folder is made
+        with self._open(read_only=True) as store:
+            data = reporting.collect(store, run_ids, loss=loss)
+        return reporting.write_report(data, out)
+
+    # -- health --------------------------------------------------------------------------------
+
+    def check(self) -> list[CheckResult]:
+        """Run every health check (queries/checks/*.sql) on the store and its shard folder."""
+        with self._open(read_only=True) as store:
+            return run_checks(store, self.shard_root)
 
     # -- SQL -----------------------------------------------------------------------------------
 

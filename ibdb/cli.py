@@ -96,11 +96,28 @@ def plan(api: Ibdb, spec: str) -> None:
 @main.command()
 @click.argument("spec", type=click.Path(dir_okay=False))
 @click.option("--no-estimate", is_flag=True, help="Only sample and ingest.")
+@click.option("--no-ingest", is_flag=True,
+              help="Only write shards (to --shards); load them later with `ibdb ingest`. "
+                   "Lets several processes sample into one shared shard folder.")
+@click.option("--executor", default="local", show_default=True,
+              type=click.Choice(["local", "ray", "slurm"]),
+              help="Where chunks are sampled: this process; one Ray task per chunk (ibdb[ray]); "
+                   "or a Slurm job array through submitit (ibdb[slurm]). Shards go to --shards, "
+                   "which workers must share; this process ingests them after.")
+@click.option("--ray-address", default=None,
+              help="Ray cluster to join (e.g. auto or ray://host:10001) [default: start a local "
+                   "one].")
 @click.pass_obj
-def run(api: Ibdb, spec: str, no_estimate: bool) -> None:
+def run(api: Ibdb, spec: str, no_estimate: bool, no_ingest: bool, executor: str,
+        ray_address: str | None) -> None:
     """Sample SPEC's missing hypotheses, ingest them, and estimate at the spec's eps."""
     with _ProgressBars() as bars:
-        report = api.run(spec, progress=bars.update, estimate=not no_estimate)
+        report = api.run(spec, progress=bars.update, estimate=not no_estimate,
+                         ingest=not no_ingest, executor=executor, ray_address=ray_address)
+    if no_ingest:
+        click.echo(f"{len(report.executed)} run(s) sampled into {api.shard_root}; load them "
+                   f"with `ibdb ingest {api.shard_root}`")
+        return
     _echo_run_report(api, report)
 
 
@@ -169,6 +186,27 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
 
 @main.command()
 @click.pass_obj
+def check(api: Ibdb) -> None:
+    """List incomplete runs, orphaned shards, stale estimates and duplicate rows.
+
+    Exit code 0 when every check is clean, 1 when any found a problem."""
+    results = api.check()
+    for result in results:
+        if result.ok:
+            click.echo(f"ok       {result.name}")
+            continue
+        click.echo(f"PROBLEM  {result.name}: {len(result.rows)} row(s). {result.about}")
+        click.echo(_table(result.columns, [[_cell(v) for v in r] for r in result.rows],
+                          numeric=[False] * len(result.columns)))
+    bad = [r.name for r in results if not r.ok]
+    click.echo(f"{len(bad)} of {len(results)} check(s) found problems"
+               + (f": {', '.join(bad)}" if bad else ""))
+    if bad:
+        sys.exit(1)
+
+
+@main.command()
+@click.pass_obj
 def quickstart(api: Ibdb) -> None:
     """Run the bundled digits example (writes examples/quickstart.yaml if missing)."""
     with _ProgressBars() as bars:
@@ -176,6 +214,30 @@ def quickstart(api: Ibdb) -> None:
     if written:
         click.echo(f"wrote {spec_path}")
     _echo_run_report(api, report)
+
+
+@main.command()
+@click.option("--run", "run_ids", multiple=True, help="Run id (repeatable) [default: all].")
+@click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False),
+              help="Folder for report.md and the PNG figures.")
+@click.option("--loss", default="test_mse", show_default=True,
+              type=click.Choice(["test_mse", "test_error"]),
+              help="Which recorded loss the figures and tables show.")
+@click.pass_obj
+def report(api: Ibdb, run_ids: tuple[str, ...], out: str, loss: str) -> None:
+    """Write PNG figures and a Markdown summary of stored runs (needs matplotlib).
+
+    Per run: the loss histogram with fitted densities and eps marked, and inductive bias (bits)
+    against eps per method; for several runs, a comparison, and IB against the one spec field
+    they differ in (e.g. n_train). Reads stored estimates; run `ibdb estimate` first to change
+    methods or eps.
+    """
+    result = api.report(run_ids=list(run_ids) or None, out=out, loss=loss)
+    for note in result.data.notes:
+        click.echo(f"note: {note}", err=True)
+    click.echo(f"wrote {len(result.files)} file(s) to {result.out_dir}:")
+    for path in result.files:
+        click.echo(f"  {path}")
 
 
 @main.command()

@@ -43,9 +43,28 @@ def chunk_ranges(missing: np.ndarray, chunk_size: int) -> list[np.ndarray]:
     return np.split(missing, breaks)
 
 
+@dataclasses.dataclass(frozen=True)
+class ChunkTask:
+    """One chunk of one run: everything a worker on another machine needs to write its shard."""
+
+    planned: PlannedRun
+    ids: np.ndarray
+    shard_root: Path
+    device_name: str
+
+
+ChunkMapper = Callable[[list[ChunkTask], Callable[[ChunkTask], None]], None]
+"""mapper(tasks, done): run :func:`sample_chunk` on every task, calling done(task) as each one
+finishes (in any order). See :mod:`ibdb.executors`."""
+
+
 def execute_run(planned: PlannedRun, *, shard_root: Path, device_name: str = "auto",
-                progress: Progress | None = None) -> Path:
-    """Sample every missing hypothesis of ``planned`` into its run folder; return the folder."""
+                progress: Progress | None = None, mapper: ChunkMapper | None = None) -> Path:
+    """Sample every missing hypothesis of ``planned`` into its run folder; return the folder.
+
+    Without ``mapper`` the chunks run here, one after another, with one runner; with one (Ray,
+    submitit) each chunk is a task that builds its own runner and writes its own shard.
+    """
     import torch  # deferred: `import ibdb` and the CLI's help must not pay for torch
 
     from ibdb.runners.base import resolve_device
@@ -54,37 +73,78 @@ def execute_run(planned: PlannedRun, *, shard_root: Path, device_name: str = "au
     folder = shardfiles.run_dir(shard_root, planned.run_id)
     started = time.monotonic()
     started_at = datetime.now(UTC).isoformat()
-    runner_cls = runner_entry(planned.spec.space.kind).load()
-    runner = runner_cls(planned.spec.space, planned.data, device=device)
+    runner = _make_runner(planned, device)
     manifest = _manifest(planned, runner.info, device=str(device), started_at=started_at,
                          torch_version=torch.__version__)
     shardfiles.write_manifest(folder, manifest)
     spectrum = runner.spectrum()
-    if spectrum is not None and not (folder / shardfiles.SPECTRUM).exists():
+    if spectrum is not None and not shardfiles.spectrum_shards(folder):
         shardfiles.write_spectrum(folder, planned.run_id, spectrum["eigenvalue"],
                                   spectrum["residuals"])
-    existing = {p.name for p in shardfiles.loss_shards(folder)} if folder.exists() else set()
-    missing = planned.missing_ids
-    done, total = 0, len(missing)
-    for ids in chunk_ranges(missing, planned.spec.budget.chunk_size):
-        name = shardfiles.loss_shard_name(int(ids[0]), int(ids[-1]))
-        if name not in existing:  # a chunk written before a crash is not recomputed
-            t0 = time.monotonic()
-            seeds = hypothesis_seeds(planned.spec.budget.seed, ids)
-            losses = runner.sample(ids, seeds)
-            shardfiles.write_loss_shard(folder, planned.run_id, ids, seeds, losses, {
-                "runner": planned.runner_tag, "device": str(device), "host": socket.gethostname(),
-                "wall_seconds": time.monotonic() - t0, "written_at": datetime.now(UTC).isoformat(),
-            })
-        done += len(ids)
+    existing = {shardfiles.shard_range(p) for p in shardfiles.loss_shards(folder)}
+    chunks = chunk_ranges(planned.missing_ids, planned.spec.budget.chunk_size)
+    total = sum(len(ids) for ids in chunks)
+    # a chunk written before a crash is not recomputed
+    todo = [ids for ids in chunks if (int(ids[0]), int(ids[-1])) not in existing]
+    done = [total - sum(len(ids) for ids in todo)]
+
+    def report(n: int) -> None:
+        done[0] += n
         if progress is not None:
-            progress(planned.spec.label, done, total)
+            progress(planned.spec.label, done[0], total)
+
+    if mapper is None:
+        for ids in todo:
+            _write_chunk(planned, runner, ids, folder, device)
+            report(len(ids))
+        if not todo and progress is not None:
+            progress(planned.spec.label, total, total)
+    else:
+        del runner  # workers build their own; free the driver's memory meanwhile
+        # workers on other machines (or in other working folders) need an absolute path
+        root = Path(shard_root).resolve()
+        tasks = [ChunkTask(planned, ids, root, device_name) for ids in todo]
+        mapper(tasks, lambda task: report(len(task.ids)))
     manifest["provenance"]["finished_at"] = datetime.now(UTC).isoformat()
     manifest["provenance"]["wall_seconds"] = time.monotonic() - started
     shardfiles.write_manifest(folder, manifest)
     log.info("run %s: %d hypotheses in %.2f s on %s", planned.run_id, total,
              time.monotonic() - started, device)
     return folder
+
+
+def sample_chunk(task: ChunkTask) -> Path:
+    """Sample one chunk into its shard (in a Ray task or a Slurm array job); return the shard."""
+    from ibdb.runners.base import resolve_device
+
+    device = resolve_device(task.device_name)
+    runner = _make_runner(task.planned, device)
+    folder = shardfiles.run_dir(task.shard_root, task.planned.run_id)
+    return _write_chunk(task.planned, runner, task.ids, folder, device)
+
+
+def _make_runner(planned: PlannedRun, device: Any) -> Any:
+    runner_cls = runner_entry(planned.spec.space.kind).load()
+    return runner_cls(planned.spec.space, planned.data, device=device)
+
+
+def _write_chunk(planned: PlannedRun, runner: Any, ids: np.ndarray, folder: Path,
+                 device: Any) -> Path:
+    import torch
+
+    t0 = time.monotonic()
+    seeds = hypothesis_seeds(planned.spec.budget.seed, ids)
+    losses = runner.sample(ids, seeds)
+    # Each loss shard carries this much of the manifest, so a shard alone says what made it
+    # (run_id is the spec hash; the runner tag is kind/version).
+    return shardfiles.write_loss_shard(folder, planned.run_id, ids, seeds, losses, {
+        "spec_hash": planned.run_id, "runner": planned.runner_tag,
+        "runner_version": planned.runner_tag.rpartition("/")[2],
+        "ibdb_version": importlib.metadata.version("ibdb"), "torch_version": torch.__version__,
+        "duckdb_version": duckdb.__version__, "device": str(device),
+        "host": socket.gethostname(), "wall_seconds": time.monotonic() - t0,
+        "written_at": datetime.now(UTC).isoformat(),
+    })
 
 
 def _manifest(planned: PlannedRun, runner_info: dict[str, Any], *, device: str, started_at: str,

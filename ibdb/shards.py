@@ -2,21 +2,25 @@
 
 One folder per run under the shard root::
 
-    <root>/<run_id>/run.json                       the run's spec, identity and provenance
-    <root>/<run_id>/spectrum.parquet               closed-form loss spectrum (gp runs)
-    <root>/<run_id>/losses-<first>-<last>.parquet  one chunk of hypotheses
+    <root>/<run_id>/run.json                              the run's spec, identity, provenance
+    <root>/<run_id>/spectrum-<sha>.parquet                closed-form loss spectrum (gp runs)
+    <root>/<run_id>/losses-<first>-<last>-<sha>.parquet   one chunk of hypotheses
 
 Every file is written under a temporary name, flushed and renamed, so a killed run leaves only
-whole files (at most the chunk in flight is lost). Loss shards carry their provenance as Parquet
-key-value metadata under the key ``ibdb``. Parquet is written by an in-memory DuckDB connection,
-never by the store.
+whole files (at most the chunk in flight is lost). ``<sha>`` is the first 16 hex digits of the
+file's sha256: Parquet has no checksum DuckDB verifies, and a flipped bit in a data page reads
+back as a silently different loss, so ingest recomputes the hash and rejects a mismatch. Loss
+shards carry their provenance as Parquet key-value metadata under the key ``ibdb``. Parquet is
+written by an in-memory DuckDB connection, never by the store.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +30,43 @@ import numpy as np
 from ibdb.errors import ShardError
 
 MANIFEST = "run.json"
-SPECTRUM = "spectrum.parquet"
-LOSS_SHARD_RE = re.compile(r"^losses-(\d{9})-(\d{9})\.parquet$")
+LOSS_SHARD_RE = re.compile(r"^losses-(\d{9})-(\d{9})-([0-9a-f]{16})\.parquet$")
+SPECTRUM_RE = re.compile(r"^spectrum-([0-9a-f]{16})\.parquet$")
+SHA_PREFIX = 16  # hex digits of the sha256 kept in a shard's name
 
 
 def run_dir(root: Path, run_id: str) -> Path:
     return Path(root) / run_id
 
 
-def loss_shard_name(first: int, last: int) -> str:
-    return f"losses-{first:09d}-{last:09d}.parquet"
+def loss_shard_name(first: int, last: int, sha256: str) -> str:
+    return f"losses-{first:09d}-{last:09d}-{sha256[:SHA_PREFIX]}.parquet"
+
+
+def shard_range(path: Path) -> tuple[int, int] | None:
+    """(first, last) hypothesis of a loss shard, from its name; None for any other file."""
+    match = LOSS_SHARD_RE.match(Path(path).name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def name_digest(path: Path) -> str | None:
+    """The sha256 prefix a shard's name promises, or None when the name is not a shard's."""
+    match = LOSS_SHARD_RE.match(path.name) or SPECTRUM_RE.match(path.name)
+    return match.groups()[-1] if match else None
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
-    target = folder / MANIFEST
-    _write_atomically(target, lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
-    return target
+    return _write_atomically(folder, MANIFEST,
+                             lambda tmp: tmp.write_text(json.dumps(manifest, indent=2)))
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -70,7 +94,7 @@ def write_spectrum(folder: Path, run_id: str, eigenvalue: np.ndarray,
     # A list column from numpy needs one object per row; the spectrum is small (m rows).
     residual_rows = np.asarray(residuals, dtype=np.float64).tolist()
     return _write_parquet(
-        folder / SPECTRUM,
+        folder, lambda sha: f"spectrum-{sha[:SHA_PREFIX]}.parquet",
         "SELECT ?::VARCHAR AS run_id, c.component, c.eigenvalue, r.residuals "
         "FROM cols_np c POSITIONAL JOIN (SELECT unnest(?::DOUBLE[][]) AS residuals) r",
         columns,
@@ -91,7 +115,7 @@ def write_loss_shard(folder: Path, run_id: str, hypothesis_ids: np.ndarray, seed
     meta = {"run_id": run_id, "first_hypothesis": int(ids[0]), "last_hypothesis": int(ids[-1]),
             "n_rows": len(ids), **metadata}
     return _write_parquet(
-        folder / loss_shard_name(int(ids[0]), int(ids[-1])),
+        folder, lambda sha: loss_shard_name(int(ids[0]), int(ids[-1]), sha),
         "SELECT ?::VARCHAR AS run_id, * FROM cols_np",
         columns,
         params=[run_id],
@@ -120,9 +144,22 @@ def loss_shards(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if LOSS_SHARD_RE.match(p.name))
 
 
-def _write_parquet(target: Path, select: str, cols: dict[str, np.ndarray], *,
-                   params: list[Any], metadata: dict[str, Any]) -> Path:
-    target.parent.mkdir(parents=True, exist_ok=True)
+def spectrum_shards(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if SPECTRUM_RE.match(p.name))
+
+
+def unexpected_files(folder: Path) -> list[Path]:
+    """Parquet files in a run folder that are not named as ibdb names shards (a renamed copy, a
+    stray export): ingest rejects them rather than guess what they hold. Dot files are
+    temporary files of a writer (perhaps one that was killed) and are ignored."""
+    return sorted(p for p in folder.glob("*.parquet")
+                  if not (LOSS_SHARD_RE.match(p.name) or SPECTRUM_RE.match(p.name)))
+
+
+def _write_parquet(folder: Path, name: Callable[[str], str], select: str,
+                   cols: dict[str, np.ndarray], *, params: list[Any],
+                   metadata: dict[str, Any]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
     kv = json.dumps(metadata, sort_keys=True).replace("'", "''")
 
     def write(tmp: Path) -> None:
@@ -137,16 +174,19 @@ def _write_parquet(target: Path, select: str, cols: dict[str, np.ndarray], *,
         finally:
             con.close()
 
-    _write_atomically(target, write)
-    return target
+    return _write_atomically(folder, name, write)
 
 
 def _sql_path(path: Path) -> str:
     return str(path).replace("'", "''")
 
 
-def _write_atomically(target: Path, write) -> None:
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+def _write_atomically(folder: Path, name: str | Callable[[str], str],
+                      write: Callable[[Path], Any]) -> Path:
+    """Write through ``write(tmp)``, fsync, rename to ``name`` (or ``name(sha256)``), and fsync
+    the folder so the rename itself survives a power cut."""
+    stem = name if isinstance(name, str) else "shard"
+    tmp = folder / f".{stem}.tmp-{os.getpid()}"
     try:
         write(tmp)
         fd = os.open(tmp, os.O_RDONLY)
@@ -154,7 +194,14 @@ def _write_atomically(target: Path, write) -> None:
             os.fsync(fd)
         finally:
             os.close(fd)
+        target = folder / (name if isinstance(name, str) else name(file_sha256(tmp)))
         os.replace(tmp, target)
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     finally:
         if tmp.exists():
             tmp.unlink()
+    return target

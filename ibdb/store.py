@@ -3,16 +3,16 @@
 Opening a store applies the table definitions in ``schemas/`` (once, in one transaction),
 re-creates the views in ``queries/`` and registers the estimator functions, so SQL over the store
 can call ``ib_fit`` and ``ib_exact``. DuckDB lets one process write a file at a time; a
-second opener gets :class:`StoreLockedError` naming the process that holds it.
+second opener gets :class:`StoreLockedError` naming the process that holds it. Loading shards
+(``Store.ingest``) lives in :mod:`ibdb.ingest`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
+import os
 import re
 import time
-from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -20,26 +20,15 @@ from typing import Any
 import duckdb
 import numpy as np
 
-from ibdb import shards as shardfiles
-from ibdb.errors import ShardError, StoreError, StoreLockedError
+from ibdb.errors import StoreError, StoreLockedError
+from ibdb.ingest import OPTIONAL_COLUMNS, IngestReport, ShardIngest  # noqa: F401 (re-exported)
 from ibdb.sqlfunctions import register_functions
 
 SCHEMA_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 LOSS_NAMES = ("test_mse", "test_error")  # the losses estimates can be asked for
-# Per-hypothesis columns a loss shard may carry besides test_mse and test_error; a shard
-# without one of them (a gp run has no training loss) stores NULL there.
-OPTIONAL_COLUMNS = ("train_mse", "train_error", "epochs", "fitted")
 
 
-@dataclass
-class IngestReport:
-    runs: list[str] = field(default_factory=list)
-    shards_ingested: int = 0
-    shards_skipped: int = 0
-    hypotheses_inserted: int = 0
-
-
-class Store:
+class Store(ShardIngest):
     """An open store. Use :meth:`open`; close it (or use ``with``) to release the file lock."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> None:
@@ -64,6 +53,8 @@ class Store:
             if not Path(path).exists() and (read_only or not create):
                 raise StoreError(f"{path}: no such store. Run `ibdb init` or `ibdb run SPEC` "
                                  "first, or point --db / IBDB_DB at an existing store.")
+            elif not read_only and create and not Path(path).exists():
+                cls._create(Path(path))
         deadline = time.monotonic() + retry_seconds
         while True:
             try:
@@ -85,6 +76,29 @@ class Store:
             con.close()
             raise
         return store
+
+    @classmethod
+    def _create(cls, path: Path) -> None:
+        """Create a store under a temporary name and link it into place, so a process killed
+        while creating it leaves no half-made store (which a later read-only open would refuse);
+        a link, unlike a rename, never replaces a store another process created meanwhile."""
+        tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+        for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+            leftover.unlink(missing_ok=True)
+        try:
+            con = duckdb.connect(str(tmp))
+            try:
+                cls(con, str(tmp), read_only=False)._prepare()
+                con.execute("CHECKPOINT")
+            finally:
+                con.close()
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pass  # another process created it first: use theirs
+        finally:
+            for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
+                leftover.unlink(missing_ok=True)
 
     def close(self) -> None:
         self.con.close()
@@ -170,11 +184,13 @@ class Store:
         return {"eps": list(row[0]), "space_kind": row[1], "n_test": row[2], "n_outputs": row[3],
                 "task_statistics": statistics}
 
-    def loss_set_digest(self, run_id: str, loss: str) -> str | None:
-        """The digest of a run's loss set ('test_mse', 'test_error' or 'spectrum')."""
-        row = self.con.execute("SELECT digest FROM loss_sets WHERE run_id = ? AND loss = ?",
-                               [run_id, loss]).fetchone()
-        return row[0] if row else None
+    def loss_set_digests(self, run_ids: list[str]) -> dict[tuple[str, str], str]:
+        """{(run_id, loss set): digest} for the given runs; loss sets are 'test_mse',
+        'test_error' and 'spectrum' (see queries/loss_sets.sql). One query for all runs: the
+        view aggregates every run, so asking run by run would cost quadratic time."""
+        rows = self.con.execute("SELECT run_id, loss, digest FROM loss_sets WHERE run_id IN "
+                                "(SELECT unnest(?))", [run_ids]).fetchall()
+        return {(r[0], r[1]): r[2] for r in rows}
 
     def losses(self, run_id: str, loss: str = "test_mse") -> np.ndarray:
         """A run's ``loss`` column, by hypothesis id, for the hypotheses that fit the training
@@ -198,126 +214,25 @@ class Store:
 
     # -- writing -------------------------------------------------------------------------------
 
-    def ingest(self, folders: list[Path]) -> IngestReport:
-        """Load run folders' shards in one transaction; shards already ingested are skipped.
-
-        Any invalid shard aborts the whole call with nothing stored, naming the file.
-        """
-        report = IngestReport()
-        self.con.execute("BEGIN")
-        try:
-            for folder in folders:
-                self._ingest_run(Path(folder), report)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        return report
-
-    def _ingest_run(self, folder: Path, report: IngestReport) -> None:
-        manifest = shardfiles.read_manifest(folder)
-        run_id = manifest["run_id"]
-        spec, task, prov = manifest["spec"], manifest["task"], manifest["provenance"]
-        self.con.execute(
-            "INSERT INTO specs (run_id, experiment, task_name, space_name, budget_name, "
-            "space_kind, runner, n_hypotheses, eps, spec, identity) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
-            "experiment = excluded.experiment, task_name = excluded.task_name, "
-            "space_name = excluded.space_name, budget_name = excluded.budget_name, "
-            "n_hypotheses = greatest(specs.n_hypotheses, excluded.n_hypotheses), "
-            "eps = excluded.eps, spec = excluded.spec",
-            [run_id, spec["experiment"], spec["task"]["name"], spec["space"]["name"],
-             spec["budget"]["name"], spec["space"]["kind"], manifest["runner"],
-             spec["budget"]["n_hypotheses"], spec["task"]["eps"], json.dumps(spec),
-             json.dumps(manifest["identity"], sort_keys=True)])
-        self.con.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [run_id, task["n_train"], task["n_test"], task["n_outputs"], task["fingerprint"],
-             json.dumps(task.get("statistics")), json.dumps(manifest["runner_info"]),
-             prov["ibdb_version"], prov["torch_version"], prov["duckdb_version"],
-             prov["device"], prov["host"], prov["started_at"],
-             prov.get("finished_at"), prov.get("wall_seconds")])
-        report.runs.append(run_id)
-        spectrum = folder / shardfiles.SPECTRUM
-        if spectrum.is_file():
-            self._ingest_file(spectrum, run_id, "spectrum", report)
-        for path in shardfiles.loss_shards(folder):
-            self._ingest_file(path, run_id, "losses", report)
-
-    def _ingest_file(self, path: Path, run_id: str, kind: str, report: IngestReport) -> None:
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if self.con.execute("SELECT 1 FROM shards WHERE sha256 = ?", [digest]).fetchone():
-            report.shards_skipped += 1
-            return
-        src = f"read_parquet('{_sql_str(path)}')"
-        try:
-            meta = self._shard_metadata(path)
-            foreign = self.con.execute(
-                f"SELECT count(*) FILTER (run_id IS DISTINCT FROM ?), count(*) FROM {src}",
-                [run_id]).fetchone()
-        except duckdb.Error as exc:
-            raise ShardError(f"{path}: unreadable shard ({str(exc).splitlines()[0]}); nothing "
-                             "was ingested. Delete the file and re-run to rewrite it.") from None
-        if foreign[0]:
-            raise ShardError(f"{path}: {foreign[0]} rows belong to another run than {run_id}; "
-                             "nothing was ingested. Move the file to its own run folder.")
-        first = last = None
-        if kind == "spectrum":
-            before = self._count("spectra", run_id)
-            self.con.execute(f"INSERT INTO spectra SELECT run_id, component, eigenvalue, "
-                             f"residuals FROM {src} ON CONFLICT DO NOTHING")
-            inserted = self._count("spectra", run_id) - before
-        else:
-            first, last = meta.get("first_hypothesis"), meta.get("last_hypothesis")
-            span = self.con.execute(f"SELECT min(hypothesis_id), max(hypothesis_id) FROM {src}"
-                                    ).fetchone()
-            if (first, last) != span or foreign[1] != last - first + 1:
-                raise ShardError(f"{path}: holds hypotheses {span} in {foreign[1]} rows, but its "
-                                 f"metadata says {first}..{last}; nothing was ingested.")
-            present = {r[0] for r in self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()}
-            optional = ", ".join(c if c in present else f"NULL AS {c}" for c in OPTIONAL_COLUMNS)
-            before = self._count("losses", run_id)
-            self.con.execute(
-                f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
-                f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT run_id, hypothesis_id, "
-                f"seed, test_mse, test_error, {optional}, ? FROM {src} ON CONFLICT DO NOTHING",
-                [digest])
-            inserted = self._count("losses", run_id) - before
-        self.con.execute(
-            "INSERT INTO shards (sha256, run_id, kind, path, n_rows, first_hypothesis, "
-            "last_hypothesis, provenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [digest, run_id, kind, str(path.resolve()), foreign[1], first, last,
-             json.dumps(meta)])
-        report.shards_ingested += 1
-        if kind == "losses":
-            report.hypotheses_inserted += inserted
-
-    def _shard_metadata(self, path: Path) -> dict[str, Any]:
-        rows = self.con.execute(
-            "SELECT value FROM parquet_kv_metadata(?) WHERE key = 'ibdb'", [str(path)]
-        ).fetchall()
-        if not rows:
-            raise ShardError(f"{path}: no ibdb metadata; not a shard ibdb wrote. Nothing was "
-                             "ingested.")
-        return json.loads(rows[0][0])
-
-    def _count(self, table: str, run_id: str) -> int:
-        return self.con.execute(f"SELECT count(*) FROM {table} WHERE run_id = ?",
-                                [run_id]).fetchone()[0]
-
     def replace_estimates(self, rows: list[dict[str, Any]]) -> None:
         """Insert estimate rows, replacing any with the same (run, loss, method, eps)."""
         if not rows:
             return
+        # One set-based statement: executemany costs ~10 ms a row here.
+        names = ["run_id", "loss", "method", "method_version", "eps", "bits", "lower_bits",
+                 "upper_bits", "bound", "n", "params", "diagnostics", "loss_set_hash"]
+        jsonish = {"params", "diagnostics"}
+        new_rows = {  # noqa: F841 -- read by DuckDB's replacement scan below
+            name: np.array([json.dumps(r[name]) if name in jsonish else r[name] for r in rows],
+                           dtype=object if name not in {"eps", "n"} else None)
+            for name in names}
         self.con.execute("BEGIN")
         try:
-            self.con.executemany(
-                "INSERT OR REPLACE INTO estimates (run_id, loss, method, method_version, eps, "
-                "bits, lower_bits, upper_bits, bound, n, params, diagnostics, loss_set_hash) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [[r["run_id"], r["loss"], r["method"], r["method_version"], r["eps"], r["bits"],
-                  r["lower_bits"], r["upper_bits"], r["bound"], r["n"], json.dumps(r["params"]),
-                  json.dumps(r["diagnostics"]), r["loss_set_hash"]] for r in rows])
+            self.con.execute(
+                f"INSERT OR REPLACE INTO estimates ({', '.join(names)}) SELECT run_id, loss, "
+                "method, method_version, eps, bits::DOUBLE, lower_bits::DOUBLE, "
+                "upper_bits::DOUBLE, bound, n, params::JSON, diagnostics::JSON, loss_set_hash "
+                "FROM new_rows")
             self.con.execute("COMMIT")
         except BaseException:
             self.con.execute("ROLLBACK")
@@ -357,7 +272,3 @@ def _lock_message(path: str, detail: str) -> str:
     return (f"{path}: the store is locked by {holder}. DuckDB allows one process to open a "
             "store while it writes. Wait for that process to finish (or stop it), then retry; "
             "or point --db at another file.")
-
-
-def _sql_str(path: Path) -> str:
-    return str(path).replace("'", "''")

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+
+import duckdb
 import numpy as np
 import pytest
 import torch
@@ -46,8 +50,8 @@ def test_a_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, toy_spec, m
     with pytest.raises(KeyboardInterrupt):
         api.run(toy_spec, estimate=False)
     shards = sorted((api.shard_root).glob("*/losses-*.parquet"))
-    assert [p.name for p in shards] == ["losses-000000000-000000063.parquet",
-                                        "losses-000000064-000000127.parquet"]
+    assert [p.name[:27] for p in shards] == ["losses-000000000-000000063-",
+                                             "losses-000000064-000000127-"]
     assert not list(api.shard_root.glob("*/.*tmp*"))  # no partial files left behind
 
     monkeypatch.setattr(gp_module.GPRunner, "sample", real_sample)
@@ -116,3 +120,23 @@ def test_gpu_run_matches_cpu_run(tmp_path, toy_spec):
     np.testing.assert_array_equal(a[:, :2], b[:, :2])  # same ids and seeds
     np.testing.assert_allclose(a[:, 2], b[:, 2], rtol=1e-9)  # same test MSE
     assert np.mean(a[:, 3] != b[:, 3]) < 0.01  # 0-1 error: argmax ties may differ
+
+
+def test_each_shard_carries_its_manifest(tmp_path, toy_spec):
+    api = Ibdb(tmp_path / "m.duckdb", device="cpu")
+    api.run(toy_spec, estimate=False)
+    (run_id,) = [p.name for p in api.shard_root.iterdir()]
+    shard = sorted(api.shard_root.glob("*/losses-*.parquet"))[1]
+    con = duckdb.connect()
+    (raw,) = con.execute("SELECT value FROM parquet_kv_metadata(?) WHERE key = 'ibdb'",
+                         [str(shard)]).fetchone()
+    meta = json.loads(raw)
+    assert meta["spec_hash"] == meta["run_id"] == run_id
+    assert (meta["first_hypothesis"], meta["last_hypothesis"], meta["n_rows"]) == (64, 127, 64)
+    assert meta["runner"] == "gp/" + meta["runner_version"]
+    assert meta["torch_version"] == torch.__version__
+    assert meta["duckdb_version"] == duckdb.__version__
+    assert meta["ibdb_version"] and meta["host"] and meta["written_at"]
+    assert meta["device"] == "cpu" and meta["wall_seconds"] > 0
+    # the name promises the content's sha256, so a flipped bit cannot pass unseen
+    assert hashlib.sha256(shard.read_bytes()).hexdigest().startswith(shard.stem.split("-")[-1])

@@ -8,8 +8,10 @@ import time
 
 import duckdb
 import pytest
+from click.testing import CliRunner
 
 from ibdb.api import Ibdb
+from ibdb.cli import main
 from ibdb.errors import ShardError, StoreError, StoreLockedError
 from ibdb.store import Store, view_definitions
 
@@ -68,7 +70,7 @@ def test_a_corrupt_shard_aborts_the_whole_ingest(tmp_path):
     victim = sorted(bad.glob("losses-*.parquet"))[1]
     victim.write_bytes(victim.read_bytes()[:100])
     with Store.open(tmp_path / "s.duckdb") as store:
-        with pytest.raises(ShardError, match=f"{victim.name}: unreadable shard"):
+        with pytest.raises(ShardError, match=f"{victim.name}: its content .* does not match"):
             store.ingest([good, bad])
         assert _counts(store) == (0, 0, 0)
         assert store.con.execute("SELECT count(*) FROM specs").fetchone()[0] == 0
@@ -127,3 +129,58 @@ def test_read_only_open_of_a_missing_or_foreign_file(tmp_path):
     text.write_text("not a database at all" * 100)
     with pytest.raises(StoreError, match="text.duckdb"):
         Store.open(text)
+
+
+def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
+    db, shards = tmp_path / "c.duckdb", tmp_path / "c.shards"
+    base = ["--db", str(db), "--shards", str(shards)]
+    api = Ibdb(db, shards=shards, device="cpu")
+    api.run(toy_spec, estimate=False)
+    api.estimate(methods=["empirical"])
+    clean = CliRunner().invoke(main, [*base, "check"])
+    assert clean.exit_code == 0, clean.output
+    assert clean.output.splitlines() == ["ok       incomplete_runs", "ok       orphaned_shards",
+                                         "ok       stale_estimates", "ok       duplicate_rows",
+                                         "0 of 4 check(s) found problems"]
+
+    # every kind of problem at once
+    (run_id,) = [p.name for p in shards.iterdir()]
+    gone = sorted(shards.glob("*/losses-000000064-*.parquet"))[0]
+    gone.unlink()
+    (shards / run_id / ".shard.tmp-4242").write_bytes(b"half a shard")
+    make_npz(tmp_path / "other.npz", seed=5)
+    other = write_spec(tmp_path, spec_dict(source={"kind": "npz", "path": "other.npz"}),
+                       "other.yaml")
+    assert CliRunner().invoke(main, [*base, "run", str(other), "--no-ingest"]).exit_code == 0
+    with Store.open(db) as store:
+        store.con.execute("UPDATE specs SET n_hypotheses = 250")
+        store.con.execute("UPDATE losses SET test_mse = test_mse + 1 WHERE hypothesis_id = 0")
+        store.con.execute("UPDATE losses SET seed = (SELECT seed FROM losses WHERE "
+                          "hypothesis_id = 1) WHERE hypothesis_id = 2")
+    got = CliRunner().invoke(main, [*base, "check"])
+    assert got.exit_code == 1, got.output
+    out = got.output
+    assert "PROBLEM  incomplete_runs: 1 row(s)." in out and f"{run_id}  tiny/toy/gp/b" in out
+    assert "PROBLEM  orphaned_shards: 7 row(s)." in out  # 5 new shards, 1 gone, 1 temporary
+    assert f"file missing    {gone}" in out
+    assert "temporary file  " in out and ".shard.tmp-4242" in out
+    assert out.count("not ingested") == 5
+    assert "PROBLEM  stale_estimates: " in out
+    assert "PROBLEM  duplicate_rows: 1 row(s)." in out and f"seed        {run_id}" in out
+    assert out.splitlines()[-1] == ("4 of 4 check(s) found problems: incomplete_runs, "
+                                    "orphaned_shards, stale_estimates, duplicate_rows")
+
+
+def test_a_store_killed_while_being_created_leaves_no_file(tmp_path, monkeypatch):
+    db = tmp_path / "new.duckdb"
+
+    def killed(self):
+        raise KeyboardInterrupt  # stands for a kill -9 while the schema is applied
+
+    monkeypatch.setattr(Store, "_prepare", killed)
+    with pytest.raises(KeyboardInterrupt):
+        Store.open(db)
+    assert list(tmp_path.iterdir()) == []  # neither the store nor its temporary file
+    monkeypatch.undo()
+    with Store.open(db) as store:
+        assert store.schema_version() >= 1

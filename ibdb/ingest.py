@@ -1,0 +1,315 @@
+"""Ingest: load shard folders into the store, validated, in one transaction per call.
+
+A mixin of :class:`ibdb.store.Store` (it uses the store's connection). Every shard is checked
+against the sha256 in its name, its metadata, schema, run and hypothesis range before any row
+goes in; any failure aborts the whole call, naming the file (docs/decisions.md says why). A
+ledger of shard hashes (the ``shards`` table) makes re-ingesting a no-op.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import duckdb
+
+from ibdb import shards as shardfiles
+from ibdb.errors import ShardError
+
+# Per-hypothesis columns a loss shard may carry besides test_mse and test_error; a shard
+# without one of them (a gp run has no training loss) stores NULL there.
+OPTIONAL_COLUMNS = ("train_mse", "train_error", "epochs", "fitted")
+REQUIRED_COLUMNS = {
+    "losses": {"run_id": "VARCHAR", "hypothesis_id": "BIGINT", "seed": "BIGINT",
+               "test_mse": "DOUBLE", "test_error": "DOUBLE"},
+    "spectrum": {"run_id": "VARCHAR", "component": "INTEGER", "eigenvalue": "DOUBLE",
+                 "residuals": "DOUBLE[]"},
+}
+
+
+@dataclass
+class IngestReport:
+    runs: list[str] = field(default_factory=list)
+    shards_ingested: int = 0
+    shards_skipped: int = 0
+    hypotheses_inserted: int = 0
+
+
+class ShardIngest:
+    """The ingest half of :class:`ibdb.store.Store`."""
+
+    con: duckdb.DuckDBPyConnection
+
+    def ingest(self, folders: list[Path]) -> IngestReport:
+        """Load run folders' shards in one transaction; shards already ingested are skipped.
+
+        Any invalid shard aborts the whole call with nothing stored, naming the file.
+        """
+        report = IngestReport()
+        self.con.execute("BEGIN")
+        try:
+            for folder in folders:
+                self._ingest_run(Path(folder), report)
+            self.con.execute("COMMIT")
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        return report
+
+    def _ingest_run(self, folder: Path, report: IngestReport) -> None:
+        manifest = shardfiles.read_manifest(folder)
+        run_id = manifest["run_id"]
+        spec, task, prov = manifest["spec"], manifest["task"], manifest["provenance"]
+        self.con.execute(
+            "INSERT INTO specs (run_id, experiment, task_name, space_name, budget_name, "
+            "space_kind, runner, n_hypotheses, eps, spec, identity) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id) DO UPDATE SET "
+            "experiment = excluded.experiment, task_name = excluded.task_name, "
+            "space_name = excluded.space_name, budget_name = excluded.budget_name, "
+            "n_hypotheses = greatest(specs.n_hypotheses, excluded.n_hypotheses), "
+            "eps = excluded.eps, spec = excluded.spec",
+            [run_id, spec["experiment"], spec["task"]["name"], spec["space"]["name"],
+             spec["budget"]["name"], spec["space"]["kind"], manifest["runner"],
+             spec["budget"]["n_hypotheses"], spec["task"]["eps"], json.dumps(spec),
+             json.dumps(manifest["identity"], sort_keys=True)])
+        self.con.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [run_id, task["n_train"], task["n_test"], task["n_outputs"], task["fingerprint"],
+             json.dumps(task.get("statistics")), json.dumps(manifest["runner_info"]),
+             prov["ibdb_version"], prov["torch_version"], prov["duckdb_version"],
+             prov["device"], prov["host"], prov["started_at"],
+             prov.get("finished_at"), prov.get("wall_seconds")])
+        report.runs.append(run_id)
+        for stray in shardfiles.unexpected_files(folder):
+            raise ShardError(f"{stray}: not a shard name ibdb writes (expected "
+                             "losses-<first>-<last>-<sha>.parquet or spectrum-<sha>.parquet); "
+                             "nothing was ingested. Move the file out of the run folder.")
+        for spectrum in shardfiles.spectrum_shards(folder):
+            self._ingest_file(spectrum, run_id, "spectrum", report)
+        paths = shardfiles.loss_shards(folder)
+        alone = _overlapping(paths)
+        batch: list[dict[str, Any]] = []
+        for path in paths:
+            # shards whose range overlaps another's (a chunk written twice) go in one by one,
+            # so the later one is checked against the rows the earlier one stored
+            self._ingest_file(path, run_id, "losses", report,
+                              batch=None if path in alone else batch)
+        self._insert_batch(run_id, batch, report)
+
+    def _ingest_file(self, path: Path, run_id: str, kind: str, report: IngestReport, *,
+                     batch: list[dict[str, Any]] | None = None) -> None:
+        """Validate one shard and insert its rows, or (``batch`` given, losses whose range no
+        stored shard covers) queue it for :meth:`_insert_batch`."""
+        digest = shardfiles.file_sha256(path)
+        if not digest.startswith(shardfiles.name_digest(path)):
+            raise ShardError(f"{path}: its content (sha256 {digest[:16]}) does not match the "
+                             "checksum in its name; the file is truncated, corrupt or was "
+                             "altered. Nothing was ingested. Delete it and re-run the spec to "
+                             "rewrite that chunk.")
+        known = self.con.execute("SELECT run_id, first_hypothesis, last_hypothesis, path FROM "
+                                 "shards WHERE sha256 = ?", [digest]).fetchone()
+        if known is not None:
+            # the same bytes again: a no-op when it is the same shard (re-ingest, or the folder
+            # was moved), an error when the copy sits under another run or range
+            if known[:3] != (run_id, *(shardfiles.shard_range(path) or (None, None))):
+                raise ShardError(f"{path}: a byte-for-byte copy of {known[3]} (run {known[0]}, "
+                                 f"hypotheses {known[1]}..{known[2]}) under another run or "
+                                 "range; nothing was ingested. Delete the copy.")
+            report.shards_skipped += 1
+            return
+        src = f"read_parquet('{_sql_str(path)}')"
+        try:
+            meta = self._shard_metadata(path)
+        except duckdb.Error as exc:
+            raise ShardError(f"{path}: unreadable shard ({str(exc).splitlines()[0]}); nothing "
+                             "was ingested. Delete the file and re-run to rewrite it.") from None
+        present = self._check_columns(path, src, kind)
+        key = "hypothesis_id" if kind == "losses" else "component"
+        n_foreign, n_rows, low, high = self._shard_stats(path, src, run_id, key)
+        if n_foreign:
+            raise ShardError(f"{path}: {n_foreign} rows belong to another run than {run_id}; "
+                             "nothing was ingested. Move the file to its own run folder.")
+        first = last = None
+        if kind == "spectrum":
+            inserted = self.con.execute(
+                f"INSERT INTO spectra SELECT run_id, component, eigenvalue, residuals FROM {src} "
+                "ON CONFLICT DO NOTHING").fetchone()[0]
+        else:
+            first, last = meta.get("first_hypothesis"), meta.get("last_hypothesis")
+            named = shardfiles.shard_range(path)
+            if (first, last) != (low, high) or named != (low, high) or \
+                    n_rows != last - first + 1:
+                raise ShardError(f"{path}: holds hypotheses {low}..{high} in {n_rows} rows, but "
+                                 f"its name says {named[0]}..{named[1]} and its metadata "
+                                 f"{first}..{last}; nothing was ingested. Delete it and re-run "
+                                 "the spec to rewrite that chunk.")
+            if batch is not None and not self._stored_overlap(run_id, first, last):
+                batch.append({"path": path, "sha256": digest, "n_rows": n_rows, "first": first,
+                              "last": last, "meta": meta, "present": present})
+                return
+            inserted = self._insert_losses(path, src, run_id, digest, present, first, last)
+            if inserted < n_rows:  # some hypotheses were stored already: same values?
+                self._check_agrees(path, src, run_id)
+        self.con.execute(
+            "INSERT INTO shards (sha256, run_id, kind, path, n_rows, first_hypothesis, "
+            "last_hypothesis, provenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [digest, run_id, kind, str(path.resolve()), n_rows, first, last,
+             json.dumps(meta)])
+        report.shards_ingested += 1
+        if kind == "losses":
+            report.hypotheses_inserted += inserted
+
+    def _insert_losses(self, path: Path, src: str, run_id: str, digest: str, present: set[str],
+                       first: int, last: int) -> int:
+        """Insert a validated loss shard's rows; return how many were new."""
+        optional = ", ".join(c if c in present else f"NULL AS {c}" for c in OPTIONAL_COLUMNS)
+        insert = (f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
+                  f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT run_id, hypothesis_id, "
+                  f"seed, test_mse, test_error, {optional}, ? FROM {src}")
+        if self._stored_overlap(run_id, first, last):
+            # Another shard of this range is stored (a chunk written twice): keep the stored
+            # rows. A hash-join against the key costs more, so only this case pays for it.
+            distinct = self.con.execute(f"SELECT count(DISTINCT hypothesis_id) FROM {src}"
+                                        ).fetchone()[0]
+            if distinct != last - first + 1:
+                raise ShardError(f"{path}: repeats hypothesis ids ({distinct} distinct in "
+                                 f"{first}..{last}); nothing was ingested. Delete it and re-run.")
+            return self.con.execute(insert + " ON CONFLICT DO NOTHING", [digest]).fetchone()[0]
+        try:
+            # No stored shard covers this range: a plain insert, and the primary key rejects a
+            # repeated id (n rows over a range of n ids with none repeated is the whole range).
+            return self.con.execute(insert, [digest]).fetchone()[0]
+        except duckdb.ConstraintException as exc:
+            raise ShardError(f"{path}: repeats a hypothesis id, or holds one that the store has "
+                             f"without a ledger entry ({str(exc).splitlines()[0]}); nothing "
+                             "was ingested. Delete the shard and re-run.") from None
+
+    def _shard_stats(self, path: Path, src: str, run_id: str, key: str) -> tuple[int, ...]:
+        """(rows of another run, rows, min key, max key) of a shard. The sha256 in its name
+        vouches for the file, so the footer's statistics are read instead of the data (the
+        batch insert re-checks the run and the row count); a file without statistics, or
+        whose statistics name another run, is scanned."""
+        stats = self.con.execute(
+            "SELECT sum(row_group_num_rows) FILTER (path_in_schema = ?), "
+            "min(stats_min_value) FILTER (path_in_schema = 'run_id'), "
+            "max(stats_max_value) FILTER (path_in_schema = 'run_id'), "
+            "sum(stats_null_count) FILTER (path_in_schema = 'run_id'), "
+            "min(TRY_CAST(stats_min_value AS BIGINT)) FILTER (path_in_schema = ?), "
+            "max(TRY_CAST(stats_max_value AS BIGINT)) FILTER (path_in_schema = ?) "
+            "FROM parquet_metadata(?)", [key, key, key, str(path)]).fetchone()
+        if stats[1] == stats[2] == run_id and stats[3] == 0 and None not in stats:
+            return 0, int(stats[0]), stats[4], stats[5]
+        return self.con.execute(
+            f"SELECT count(*) FILTER (run_id IS DISTINCT FROM ?), count(*), min({key}), "
+            f"max({key}) FROM {src}", [run_id]).fetchone()
+
+    def _stored_overlap(self, run_id: str, first: int, last: int) -> bool:
+        return self.con.execute(
+            "SELECT count(*) FROM shards WHERE run_id = ? AND kind = 'losses' AND "
+            "first_hypothesis <= ? AND last_hypothesis >= ?", [run_id, last, first]
+        ).fetchone()[0] > 0
+
+    def _insert_batch(self, run_id: str, batch: list[dict[str, Any]],
+                      report: IngestReport) -> None:
+        """Insert validated loss shards of one run, none overlapping, in one statement: one
+        INSERT over many files is about twice as fast as one per file (benchmarks/)."""
+        if not batch:
+            return
+        present = set().union(*(b["present"] for b in batch))
+        optional = ", ".join(f"r.{c}" if c in present else f"NULL AS {c}"
+                             for c in OPTIONAL_COLUMNS)
+        self.con.execute("CREATE OR REPLACE TEMP TABLE ingest_batch "
+                         "(filename VARCHAR, sha256 VARCHAR)")
+        self.con.executemany("INSERT INTO ingest_batch VALUES (?, ?)",
+                             [[str(b["path"]), b["sha256"]] for b in batch])
+        try:
+            inserted = self.con.execute(
+                f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
+                f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT r.run_id, r.hypothesis_id, "
+                f"r.seed, r.test_mse, r.test_error, {optional}, m.sha256 FROM read_parquet(?, "
+                "filename = true, union_by_name = true) r JOIN ingest_batch m USING (filename) "
+                "WHERE r.run_id = ?", [[str(b["path"]) for b in batch], run_id]).fetchone()[0]
+        except duckdb.ConstraintException as exc:
+            # n rows over a range of n ids fail the key only if an id repeats (or the store has
+            # rows no ledger entry accounts for): name the shard that holds the id
+            found = re.search(r'key "[^"]*?(\d+)"', str(exc))  # 'duplicate key "<run>, <id>"'
+            hid = int(found.group(1)) if found else None
+            culprit = next((str(b["path"]) for b in batch
+                            if hid is not None and b["first"] <= hid <= b["last"]),
+                           f"one of the {len(batch)} shards of run {run_id}")
+            raise ShardError(f"{culprit}: repeats hypothesis {hid}, or holds one that the store "
+                             f"has without a ledger entry; nothing was ingested. Delete the "
+                             "shard and re-run.") from None
+        self.con.execute("DROP TABLE ingest_batch")  # (after a failure, the rollback drops it)
+        expected = sum(b["n_rows"] for b in batch)
+        if inserted != expected:  # the footers' statistics did not describe the data
+            raise ShardError(f"the {len(batch)} loss shards of run {run_id} hold {inserted} rows "
+                             f"of that run where their metadata promise {expected}; nothing "
+                             f"was ingested. Check the run folder {batch[0]['path'].parent}.")
+        self.con.executemany(
+            "INSERT INTO shards (sha256, run_id, kind, path, n_rows, first_hypothesis, "
+            "last_hypothesis, provenance) VALUES (?, ?, 'losses', ?, ?, ?, ?, ?)",
+            [[b["sha256"], run_id, str(b["path"].resolve()), b["n_rows"], b["first"], b["last"],
+              json.dumps(b["meta"])] for b in batch])
+        report.shards_ingested += len(batch)
+        report.hypotheses_inserted += inserted
+
+    def _check_agrees(self, path: Path, src: str, run_id: str) -> None:
+        # A chunk can be written twice (two processes ran one spec into one folder); the copy
+        # adds no rows, but values that differ mean a nondeterministic runner or a damaged file.
+        differ = self.con.execute(
+            f"SELECT count(*) FROM {src} s JOIN losses l USING (run_id, hypothesis_id) "
+            "WHERE l.run_id = ? AND (s.seed IS DISTINCT FROM l.seed OR s.test_mse IS DISTINCT "
+            "FROM l.test_mse OR s.test_error IS DISTINCT FROM l.test_error)", [run_id]
+        ).fetchone()[0]
+        if differ:
+            raise ShardError(f"{path}: {differ} hypotheses are already stored with other values "
+                             "(seed or losses); nothing was ingested. Two executions of run "
+                             f"{run_id} disagree: check that its runner is deterministic, and "
+                             "delete the shard that is wrong.")
+
+    def _check_columns(self, path: Path, src: str, kind: str) -> set[str]:
+        try:
+            described = self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
+        except duckdb.Error as exc:
+            raise ShardError(f"{path}: unreadable shard ({str(exc).splitlines()[0]}); nothing "
+                             "was ingested. Delete the file and re-run to rewrite it.") from None
+        have = {r[0]: r[1] for r in described}
+        want = REQUIRED_COLUMNS[kind]
+        wrong = {c: have.get(c) for c, t in want.items() if have.get(c) != t}
+        if wrong:
+            found = ", ".join(f"{c} {t or 'missing'}" for c, t in wrong.items())
+            expected = ", ".join(f"{c} {want[c]}" for c in wrong)
+            raise ShardError(f"{path}: wrong schema for a {kind} shard ({found}; expected "
+                             f"{expected}); nothing was ingested. It was not written by this "
+                             "ibdb: move it out of the run folder.")
+        return set(have)
+
+    def _shard_metadata(self, path: Path) -> dict[str, Any]:
+        rows = self.con.execute(
+            "SELECT value FROM parquet_kv_metadata(?) WHERE key = 'ibdb'", [str(path)]
+        ).fetchall()
+        if not rows:
+            raise ShardError(f"{path}: no ibdb metadata; not a shard ibdb wrote. Nothing was "
+                             "ingested.")
+        return json.loads(rows[0][0])
+
+
+def _overlapping(paths: list[Path]) -> set[Path]:
+    """Loss shards whose hypothesis range overlaps another shard's in the same list."""
+    spans = sorted((shardfiles.shard_range(p), p) for p in paths)
+    out: set[Path] = set()
+    reach, holder = -1, None  # the furthest last id so far, and the shard that reaches it
+    for (first, last), path in spans:
+        if first <= reach:
+            out.update((path, holder))
+        if last > reach:
+            reach, holder = last, path
+    return out
+
+
+def _sql_str(path: Path) -> str:
+    return str(path).replace("'", "''")

@@ -1,0 +1,210 @@
+"""The report's figures, drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas.
+
+No pyplot: pyplot keeps global figure state and picks a backend from the environment, and a
+library must do neither. Each function draws one figure from data that :mod:`ibdb.report`
+collected, saves it as PNG and returns the path. Import this module only after
+:func:`ibdb.report.require_matplotlib` (matplotlib is an optional dependency).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from ibdb.report import Curve, LossPanel, Sweep
+
+FIGSIZE = (6.4, 4.2)
+DPI = 100  # ~40 KB per PNG: small enough to keep in the repository's docs
+STYLE = {  # method -> (marker, linestyle)
+    "exact": ("o", "-"), "ncx2": ("s", "--"), "paper": ("D", ":"), "empirical": ("^", "-."),
+    "bound": ("v", ":"),
+}
+# Beyond this ratio of the bound to the other methods' largest value, drawing the bound would
+# flatten every estimate against the axis; the report's table carries it instead.
+BOUND_RATIO_SHOWN = 100.0
+
+
+def _figure() -> tuple[Figure, object]:
+    fig = Figure(figsize=FIGSIZE, dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # explicit Agg canvas: no backend chosen from the environment
+    return fig, fig.add_subplot()
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    # No 'Software' metadata: the same data give the same bytes across matplotlib patch versions.
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+    return path
+
+
+def _loss_label(loss: str) -> str:
+    return "test MSE" if loss == "test_mse" else "test 0-1 error"
+
+
+def loss_histogram(panel: LossPanel, title: str, path: Path) -> Path:
+    """Histogram of the run's losses as a density, its fitted densities, and eps marked."""
+    fig, ax = _figure()
+    widths = np.diff(panel.edges)
+    n = panel.values.size
+    ax.bar(panel.edges[:-1], panel.counts / (n * widths), width=widths, align="edge",
+           color="0.8", edgecolor="0.6", linewidth=0.5, label=f"{n} sampled hypotheses")
+    # Fits dashed and wide, exact thin and solid on top, so that both show where they agree.
+    for density, color in zip(panel.densities, ("C0", "C2", "C3"), strict=False):
+        exact = density.name.startswith("exact")
+        ax.plot(density.x, density.y, color=color, lw=1.0 if exact else 2.0,
+                ls="-" if exact else "--", zorder=3 if exact else 2, label=density.name)
+    x_lo, x_hi = ax.get_xlim()
+    shown = [e for e in panel.eps if x_lo <= e <= x_hi]
+    hidden = [e for e in panel.eps if not x_lo <= e <= x_hi]
+    for i, e in enumerate(shown):
+        ax.axvline(e, color="C1", lw=0.8, ls="--", label="eps" if i == 0 else None)
+    if hidden:
+        ax.text(0.02, 0.97, "eps off the axis: " + ", ".join(f"{e:g}" for e in hidden),
+                transform=ax.transAxes, va="top", fontsize=7)
+    ax.set_xlabel(f"{_loss_label(panel.loss)} of a hypothesis that fits the training data")
+    ax.set_ylabel("density (per unit loss)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, loc="upper right")
+    return _save(fig, path)
+
+
+def _eps_axis(ax: object, eps: np.ndarray) -> None:
+    # A log axis when eps spans a decade or more (the paper's curves are over orders of eps).
+    eps = eps[eps > 0]
+    if eps.size and eps.max() / eps.min() >= 10:
+        _log_axis(ax.xaxis, ax.set_xscale)
+
+
+def _log_axis(axis: object, set_scale: object) -> None:
+    from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+
+    set_scale("log")
+    # Ticks at 1, 2, 5 x 10^k labelled as plain numbers: over a decade or two the default
+    # labels every minor tick in scientific notation, and the labels overlap.
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FormatStrFormatter("%g"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _bits_axis(ax: object, top: float) -> None:
+    # Estimates run from 0 bits (every hypothesis good enough) to thousands: symlog keeps 0.
+    if top > 100:
+        ax.set_yscale("symlog", linthresh=1.0)
+    ax.set_ylim(bottom=0.0)  # bits are never negative; symlog would show a negative half
+
+
+def _draw_curve(ax: object, curve: Curve, color: str, label: str) -> None:
+    marker, ls = STYLE.get(curve.method, ("x", "-"))
+    ok = np.isfinite(curve.bits)
+    point = ok & (np.array(curve.bound) == "point")
+    ax.plot(curve.eps[ok], curve.bits[ok], ls=ls, color=color, lw=1.0, alpha=0.6)
+    has_ci = point & np.isfinite(curve.lower) & np.isfinite(curve.upper)
+    if point.any():
+        ax.errorbar(curve.eps[point], curve.bits[point], fmt=marker, color=color, ms=4,
+                    yerr=None if not has_ci.any() else np.where(
+                        has_ci[point], [curve.bits[point] - curve.lower[point],
+                                        curve.upper[point] - curve.bits[point]], 0.0),
+                    capsize=2, lw=0.8, label=label)
+    # Bounds are drawn as open triangles pointing where the true value lies.
+    for kind, mk, text in (("lower", "^", "lower bound"), ("upper", "v", "upper bound")):
+        sel = ok & (np.array(curve.bound) == kind)
+        if sel.any():
+            ax.plot(curve.eps[sel], curve.bits[sel], ls="none", marker=mk, mfc="none", ms=8,
+                    color=color, label=f"{label}: {text}")
+
+
+def ib_vs_eps(curves: list[Curve], loss: str, title: str, path: Path) -> Path:
+    """One run's IB-vs-eps curve per method, with intervals; lower bounds as open triangles."""
+    fig, ax = _figure()
+    others = [c for c in curves if c.method != "bound"]
+    top = max([float(np.nanmax(c.bits[np.isfinite(c.bits)], initial=0.0)) for c in others],
+              default=0.0)
+    skipped = []
+    for i, curve in enumerate(curves):
+        if curve.method == "bound" and others and \
+                np.nanmin(curve.bits) > BOUND_RATIO_SHOWN * max(top, 1.0):
+            skipped.append(curve)
+            continue
+        top = max(top, float(np.nanmax(np.where(np.isfinite(curve.bits), curve.bits, 0.0))))
+        _draw_curve(ax, curve, f"C{i}", curve.method)
+    if skipped:
+        ax.text(0.02, 0.03, f"2023 upper bound not drawn: >= {np.nanmin(skipped[0].bits):.3g} "
+                "bits (see report.md)", transform=ax.transAxes, fontsize=7)
+    _eps_axis(ax, np.concatenate([c.eps for c in curves]))
+    _bits_axis(ax, top)
+    ax.set_xlabel(f"eps (target {_loss_label(loss)})")
+    ax.set_ylabel(f"inductive bias (bits) = -log2 P[{_loss_label(loss)} <= eps]")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def compare_runs(curves: dict[str, list[Curve]], labels: dict[str, str], loss: str,
+                 path: Path) -> Path:
+    """IB vs eps of several runs on one axis: each run's model fit (ncx2) and exact value,
+    and its empirical lower bounds; one colour per run."""
+    fig, ax = _figure()
+    top = 0.0
+    all_eps = []
+    for i, (run_id, run_curves) in enumerate(curves.items()):
+        for curve in run_curves:
+            if curve.method not in ("exact", "ncx2", "empirical"):
+                continue
+            finite = curve.bits[np.isfinite(curve.bits)]
+            top = max(top, float(finite.max(initial=0.0)))
+            all_eps.append(curve.eps)
+            _draw_curve(ax, curve, f"C{i % 10}", f"{labels[run_id]} {curve.method}")
+    if all_eps:
+        _eps_axis(ax, np.concatenate(all_eps))
+    _bits_axis(ax, top)
+    ax.set_xlabel(f"eps (target {_loss_label(loss)})")
+    ax.set_ylabel("inductive bias (bits)")
+    ax.set_title("runs compared (exact: o solid, ncx2 fit: s dashed, empirical: ^)", fontsize=9)
+    ax.legend(fontsize=6)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def sweep(data: Sweep, loss: str, path: Path) -> Path:
+    """IB against the one spec field the runs differ in: colour per eps, line style per method
+    (one space) or per space (several spaces, each with its first method of exact, ncx2,
+    paper, empirical, so that the figure stays readable; report.md has every method)."""
+    fig, ax = _figure()
+    eps_values = sorted({e for s in data.series for _, e in s.bits}, reverse=True)
+    space_styles = ("-", "--", ":", "-.")
+    top = 0.0
+    for k, series in enumerate(data.series):
+        methods = [m for m in STYLE if any(m == mm for mm, _ in series.bits)]
+        if len(data.series) > 1:
+            methods = methods[:1]
+        for (method, e), bits in series.bits.items():
+            if method not in methods:
+                continue
+            marker, ls = STYLE.get(method, ("x", "-"))
+            if len(data.series) > 1:
+                ls = space_styles[k % len(space_styles)]
+            color = f"C{eps_values.index(e) % 10}"
+            lower = np.array(series.bound[(method, e)]) == "lower"
+            ok = np.isfinite(bits)
+            top = max(top, float(bits[ok].max(initial=0.0)))
+            where = f"{series.space}, " if series.space else ""
+            ax.plot(series.x[ok], bits[ok], ls=ls, marker=marker, color=color, ms=4,
+                    label=f"{where}{method}, eps={e:g}")
+            if (lower & ok).any():
+                ax.plot(series.x[lower & ok], bits[lower & ok], ls="none", marker="^",
+                        mfc="none", ms=8, color=color)
+    x = np.concatenate([s.x for s in data.series])
+    if x.min() > 0 and x.max() / x.min() >= 10:
+        _log_axis(ax.xaxis, ax.set_xscale)
+    _bits_axis(ax, top)
+    ax.set_xlabel(data.field)
+    ax.set_ylabel(f"inductive bias (bits), {_loss_label(loss)} <= eps")
+    ax.set_title(f"IB against {data.field} (open triangles: empirical lower bounds)", fontsize=9)
+    ax.legend(fontsize=6, ncols=2 if len(ax.get_lines()) > 24 else 1)
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
