@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import yaml
 
+from ibdb.genchi2 import GenChi2
+
 
 def make_npz(path: Path, *, n_train: int = 40, n_test: int = 30, n_features: int = 5,
              n_classes: int = 3, seed: int = 0, one_hot: bool = False) -> Path:
@@ -61,3 +63,14 @@ def store(tmp_path: Path):
     s = Store.open(tmp_path / "store.duckdb")
     yield s
     s.close()
+
+
+@pytest.fixture(scope="module")
+def mixed() -> GenChi2:
+    """Non-integer dofs, some central components, an offset: N ~ 22 degrees of freedom."""
+    return GenChi2.from_arrays(
+        weights=[0.5, 1.0, 2.0, 0.3, 1.5, 0.8],
+        dofs=[0.7, 2.5, 5.0, 1.0, 3.0, 10.0],
+        noncentralities=[0.0, 4.0, 1.0, 0.0, 8.0, 2.0],
+        offset=0.4,
+    )

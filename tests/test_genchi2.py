@@ -33,17 +33,6 @@ def _sample(dist: GenChi2, m: int, rng: np.random.Generator) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def mixed() -> GenChi2:
-    """Non-integer dofs, some central components, an offset: N ~ 22 degrees of freedom."""
-    return GenChi2.from_arrays(
-        weights=[0.5, 1.0, 2.0, 0.3, 1.5, 0.8],
-        dofs=[0.7, 2.5, 5.0, 1.0, 3.0, 10.0],
-        noncentralities=[0.0, 4.0, 1.0, 0.0, 8.0, 2.0],
-        offset=0.4,
-    )
-
-
-@pytest.fixture(scope="module")
 def kernel_like() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """30 components with k = 10 dof each (N = 300), random weights and noncentralities."""
     rng = np.random.default_rng(20240807)

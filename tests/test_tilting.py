@@ -28,16 +28,6 @@ def kernel_like() -> GenChi2:
     return GenChi2.from_arrays(rng.uniform(0.2, 2.0, 30), 10.0, rng.uniform(0.0, 3.0, 30))
 
 
-@pytest.fixture(scope="module")
-def mixed() -> GenChi2:
-    return GenChi2.from_arrays(
-        weights=[0.5, 1.0, 2.0, 0.3, 1.5, 0.8],
-        dofs=[0.7, 2.5, 5.0, 1.0, 3.0, 10.0],
-        noncentralities=[0.0, 4.0, 1.0, 0.0, 8.0, 2.0],
-        offset=0.4,
-    )
-
-
 def _x_at_bits(dist: GenChi2, bits: float) -> float:
     span = math.log(dist.mean() - dist.offset)
     return dist.offset + math.exp(optimize.brentq(
