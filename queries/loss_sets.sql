@@ -1,26 +1,20 @@
 -- grain: one row per run and loss set (test_mse, test_error, or the gp spectrum).
 -- What an estimate was computed from: the number of values and a digest of them (md5 over
 -- "id:value" in id order; DuckDB prints doubles in shortest round-trip form, so any change of
--- any value changes the digest). Sample sets hold only hypotheses that fit the training data.
+-- any value changes the digest). Sample sets hold only hypotheses that fit the training data;
+-- UNPIVOT drops NULL values, as count() does.
 SELECT
     run_id,
-    'test_mse' AS loss,
-    count(test_mse) AS n,
-    md5(string_agg(hypothesis_id::VARCHAR || ':' || test_mse::VARCHAR, ','
+    loss,
+    count(*) AS n,
+    md5(string_agg(hypothesis_id::VARCHAR || ':' || value::VARCHAR, ','
                    ORDER BY hypothesis_id)) AS digest
-FROM losses
-WHERE fitted IS NOT FALSE
-GROUP BY run_id
-UNION ALL
-SELECT
-    run_id,
-    'test_error' AS loss,
-    count(test_error) AS n,
-    md5(string_agg(hypothesis_id::VARCHAR || ':' || test_error::VARCHAR, ','
-                   ORDER BY hypothesis_id)) AS digest
-FROM losses
-WHERE fitted IS NOT FALSE
-GROUP BY run_id
+FROM (
+    UNPIVOT (SELECT run_id, hypothesis_id, test_mse, test_error FROM losses
+             WHERE fitted IS NOT FALSE)
+    ON test_mse, test_error INTO NAME loss VALUE value
+)
+GROUP BY run_id, loss
 UNION ALL
 SELECT
     run_id,
