@@ -9,7 +9,6 @@ ledger of shard hashes (the ``shards`` table) makes re-ingesting a no-op.
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -87,23 +86,24 @@ class ShardIngest:
             raise ShardError(f"{stray}: not a shard name ibdb writes (expected "
                              "losses-<first>-<last>-<sha>.parquet or spectrum-<sha>.parquet); "
                              "nothing was ingested. Move the file out of the run folder.")
-        for spectrum in shardfiles.spectrum_shards(folder):
-            self._ingest_file(spectrum, run_id, "spectrum", report)
-        paths = shardfiles.loss_shards(folder)
+        spectra, paths = shardfiles.spectrum_shards(folder), shardfiles.loss_shards(folder)
+        digests = shardfiles.file_sha256s(spectra + paths)
+        for spectrum in spectra:
+            self._ingest_file(spectrum, digests[spectrum], run_id, "spectrum", report)
         alone = _overlapping(paths)
         batch: list[dict[str, Any]] = []
         for path in paths:
             # shards whose range overlaps another's (a chunk written twice) go in one by one,
             # so the later one is checked against the rows the earlier one stored
-            self._ingest_file(path, run_id, "losses", report,
+            self._ingest_file(path, digests[path], run_id, "losses", report,
                               batch=None if path in alone else batch)
         self._insert_batch(run_id, batch, report)
 
-    def _ingest_file(self, path: Path, run_id: str, kind: str, report: IngestReport, *,
-                     batch: list[dict[str, Any]] | None = None) -> None:
-        """Validate one shard and insert its rows, or (``batch`` given, losses whose range no
-        stored shard covers) queue it for :meth:`_insert_batch`."""
-        digest = shardfiles.file_sha256(path)
+    def _ingest_file(self, path: Path, digest: str, run_id: str, kind: str,
+                     report: IngestReport, *, batch: list[dict[str, Any]] | None = None) -> None:
+        """Validate one shard (``digest``: its content's sha256) and insert its rows, or
+        (``batch`` given, losses whose range no stored shard covers) queue it for
+        :meth:`_insert_batch`."""
         if not digest.startswith(shardfiles.name_digest(path)):
             raise ShardError(f"{path}: its content (sha256 {digest[:16]}) does not match the "
                              "checksum in its name; the file is truncated, corrupt or was "
@@ -150,9 +150,7 @@ class ShardIngest:
                 batch.append({"path": path, "sha256": digest, "n_rows": n_rows, "first": first,
                               "last": last, "meta": meta, "present": present})
                 return
-            inserted = self._insert_losses(path, src, run_id, digest, present, first, last)
-            if inserted < n_rows:  # some hypotheses were stored already: same values?
-                self._check_agrees(path, src, run_id)
+            inserted = self._insert_overlapping(path, run_id, digest, present, first)
         self.con.execute(
             "INSERT INTO shards (sha256, run_id, kind, path, n_rows, first_hypothesis, "
             "last_hypothesis, provenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -162,30 +160,24 @@ class ShardIngest:
         if kind == "losses":
             report.hypotheses_inserted += inserted
 
-    def _insert_losses(self, path: Path, src: str, run_id: str, digest: str, present: set[str],
-                       first: int, last: int) -> int:
-        """Insert a validated loss shard's rows; return how many were new."""
-        optional = ", ".join(c if c in present else f"NULL AS {c}" for c in OPTIONAL_COLUMNS)
-        insert = (f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
-                  f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT run_id, hypothesis_id, "
-                  f"seed, test_mse, test_error, {optional}, ? FROM {src}")
-        if self._stored_overlap(run_id, first, last):
-            # Another shard of this range is stored (a chunk written twice): keep the stored
-            # rows. A hash-join against the key costs more, so only this case pays for it.
-            distinct = self.con.execute(f"SELECT count(DISTINCT hypothesis_id) FROM {src}"
-                                        ).fetchone()[0]
-            if distinct != last - first + 1:
-                raise ShardError(f"{path}: repeats hypothesis ids ({distinct} distinct in "
-                                 f"{first}..{last}); nothing was ingested. Delete it and re-run.")
-            return self.con.execute(insert + " ON CONFLICT DO NOTHING", [digest]).fetchone()[0]
-        try:
-            # No stored shard covers this range: a plain insert, and the primary key rejects a
-            # repeated id (n rows over a range of n ids with none repeated is the whole range).
-            return self.con.execute(insert, [digest]).fetchone()[0]
-        except duckdb.ConstraintException as exc:
-            raise ShardError(f"{path}: repeats a hypothesis id, or holds one that the store has "
-                             f"without a ledger entry ({str(exc).splitlines()[0]}); nothing "
-                             "was ingested. Delete the shard and re-run.") from None
+    def _insert_overlapping(self, path: Path, run_id: str, digest: str, present: set[str],
+                            first: int) -> int:
+        """Insert the rows of a loss shard whose range overlaps a stored shard or another in
+        the call (a chunk written twice) that the store lacks; return how many went in. The
+        stored values must agree with the shard's."""
+        src = _ordered_scan([path])
+        misplaced = self.con.execute(
+            f"SELECT min(file_row_number), arg_min(hypothesis_id, file_row_number) FROM {src} "
+            "WHERE hypothesis_id IS DISTINCT FROM ? + file_row_number", [first]).fetchone()
+        if misplaced[0] is not None:
+            raise ShardError(_misplaced_message(path, first, *misplaced))
+        self._check_agrees(path, src, run_id)
+        return self.con.execute(
+            f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
+            f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT run_id, hypothesis_id, seed, "
+            f"test_mse, test_error, {_optional_columns(present, '')}, ? FROM {src} s "
+            "WHERE NOT EXISTS (SELECT 1 FROM losses l WHERE l.run_id = s.run_id AND "
+            "l.hypothesis_id = s.hypothesis_id)", [digest]).fetchone()[0]
 
     def _shard_stats(self, path: Path, src: str, run_id: str, key: str) -> tuple[int, ...]:
         """(rows of another run, rows, min key, max key) of a shard. The sha256 in its name
@@ -219,36 +211,25 @@ class ShardIngest:
         if not batch:
             return
         present = set().union(*(b["present"] for b in batch))
-        optional = ", ".join(f"r.{c}" if c in present else f"NULL AS {c}"
-                             for c in OPTIONAL_COLUMNS)
         self.con.execute("CREATE OR REPLACE TEMP TABLE ingest_batch "
-                         "(filename VARCHAR, sha256 VARCHAR)")
-        self.con.executemany("INSERT INTO ingest_batch VALUES (?, ?)",
-                             [[str(b["path"]), b["sha256"]] for b in batch])
-        try:
-            inserted = self.con.execute(
-                f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
-                f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT r.run_id, r.hypothesis_id, "
-                f"r.seed, r.test_mse, r.test_error, {optional}, m.sha256 FROM read_parquet(?, "
-                "filename = true, union_by_name = true) r JOIN ingest_batch m USING (filename) "
-                "WHERE r.run_id = ?", [[str(b["path"]) for b in batch], run_id]).fetchone()[0]
-        except duckdb.ConstraintException as exc:
-            # n rows over a range of n ids fail the key only if an id repeats (or the store has
-            # rows no ledger entry accounts for): name the shard that holds the id
-            found = re.search(r'key "[^"]*?(\d+)"', str(exc))  # 'duplicate key "<run>, <id>"'
-            hid = int(found.group(1)) if found else None
-            culprit = next((str(b["path"]) for b in batch
-                            if hid is not None and b["first"] <= hid <= b["last"]),
-                           f"one of the {len(batch)} shards of run {run_id}")
-            raise ShardError(f"{culprit}: repeats hypothesis {hid}, or holds one that the store "
-                             f"has without a ledger entry; nothing was ingested. Delete the "
-                             "shard and re-run.") from None
-        self.con.execute("DROP TABLE ingest_batch")  # (after a failure, the rollback drops it)
+                         "(filename VARCHAR, sha256 VARCHAR, first_id BIGINT, n_rows BIGINT)")
+        self.con.executemany("INSERT INTO ingest_batch VALUES (?, ?, ?, ?)",
+                             [[str(b["path"]), b["sha256"], b["first"], b["n_rows"]]
+                              for b in batch])
+        src = _ordered_scan([b["path"] for b in batch])
+        # The row filter proves, at no measurable cost, that each file holds first..last once
+        # each and in order; with no two ranges overlapping, no id can repeat (the losses table
+        # has no key index: schemas/002_losses_without_key.sql says why).
+        inserted = self.con.execute(
+            f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
+            f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT r.run_id, r.hypothesis_id, "
+            f"r.seed, r.test_mse, r.test_error, {_optional_columns(present, 'r.')}, m.sha256 "
+            f"FROM {src} r JOIN ingest_batch m USING (filename) WHERE r.run_id = ? AND "
+            "r.hypothesis_id = m.first_id + r.file_row_number", [run_id]).fetchone()[0]
         expected = sum(b["n_rows"] for b in batch)
-        if inserted != expected:  # the footers' statistics did not describe the data
-            raise ShardError(f"the {len(batch)} loss shards of run {run_id} hold {inserted} rows "
-                             f"of that run where their metadata promise {expected}; nothing "
-                             f"was ingested. Check the run folder {batch[0]['path'].parent}.")
+        if inserted != expected:
+            self._name_bad_shard(src, run_id, len(batch))
+        self.con.execute("DROP TABLE ingest_batch")  # (after a failure, the rollback drops it)
         self.con.executemany(
             "INSERT INTO shards (sha256, run_id, kind, path, n_rows, first_hypothesis, "
             "last_hypothesis, provenance) VALUES (?, ?, 'losses', ?, ?, ?, ?, ?)",
@@ -256,6 +237,29 @@ class ShardIngest:
               json.dumps(b["meta"])] for b in batch])
         report.shards_ingested += len(batch)
         report.hypotheses_inserted += inserted
+
+    def _name_bad_shard(self, src: str, run_id: str, n_shards: int) -> None:
+        """Raise naming the first shard of a batch whose rows are not what its footer and
+        metadata promise: rows of another run, or ids not first..last in order."""
+        bad = self.con.execute(
+            f"SELECT filename, any_value(m.first_id), count(*), any_value(m.n_rows), "
+            "count(*) FILTER (r.run_id IS DISTINCT FROM $run), "
+            "min(r.file_row_number) FILTER (r.hypothesis_id IS DISTINCT FROM m.first_id + "
+            "r.file_row_number), arg_min(r.hypothesis_id, r.file_row_number) FILTER "
+            "(r.hypothesis_id IS DISTINCT FROM m.first_id + r.file_row_number) "
+            f"FROM {src} r JOIN ingest_batch m USING (filename) GROUP BY filename "
+            "HAVING count(*) <> any_value(m.n_rows) OR count(*) FILTER (r.run_id IS DISTINCT "
+            "FROM $run OR r.hypothesis_id IS DISTINCT FROM m.first_id + r.file_row_number) > 0 "
+            "ORDER BY filename LIMIT 1", {"run": run_id}).fetchone()
+        if bad is None:
+            raise ShardError(f"the {n_shards} loss shards of run {run_id} hold other rows than "
+                             "their metadata promise; nothing was ingested. Check the run folder.")
+        name, first, n, promised, foreign, row, hid = bad
+        if row is not None:
+            raise ShardError(_misplaced_message(name, first, row, hid))
+        raise ShardError(f"{name}: {n} rows, {foreign} of them of another run than {run_id}, "
+                         f"where its metadata promise {promised} of that run; nothing was "
+                         "ingested. Delete it and re-run the spec to rewrite that chunk.")
 
     def _check_agrees(self, path: Path, src: str, run_id: str) -> None:
         # A chunk can be written twice (two processes ran one spec into one folder); the copy
@@ -309,6 +313,26 @@ def _overlapping(paths: list[Path]) -> set[Path]:
         if last > reach:
             reach, holder = last, path
     return out
+
+
+def _ordered_scan(paths: list[Path]) -> str:
+    """A scan of loss shards with each row's file and its position in that file."""
+    files = ", ".join(f"'{_sql_str(p)}'" for p in paths)
+    return (f"read_parquet([{files}], filename = true, file_row_number = true, "
+            "union_by_name = true)")
+
+
+def _misplaced_message(path: Path | str, first: int, row: int, hypothesis: int | None) -> str:
+    return (f"{path}: row {row} holds hypothesis {hypothesis} where hypothesis {first + row} "
+            "belongs (every shard ibdb writes holds its range once each, in order: an id is "
+            "repeated or missing); nothing was ingested. Delete it and re-run the spec to "
+            "rewrite that chunk.")
+
+
+def _optional_columns(present: set[str], prefix: str) -> str:
+    """The optional loss columns, NULL where no shard of the insert carries one."""
+    return ", ".join(f"{prefix}{c}" if c in present else f"NULL AS {c}"
+                     for c in OPTIONAL_COLUMNS)
 
 
 def _sql_str(path: Path) -> str:

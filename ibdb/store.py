@@ -10,6 +10,7 @@ second opener gets :class:`StoreLockedError` naming the process that holds it. L
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import time
@@ -24,6 +25,7 @@ from ibdb.errors import StoreError, StoreLockedError
 from ibdb.ingest import OPTIONAL_COLUMNS, IngestReport, ShardIngest  # noqa: F401 (re-exported)
 from ibdb.sqlfunctions import register_functions
 
+log = logging.getLogger(__name__)
 SCHEMA_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 LOSS_NAMES = ("test_mse", "test_error")  # the losses estimates can be asked for
 
@@ -119,6 +121,9 @@ class Store(ShardIngest):
         else:
             pending = [(n, text) for n, text in files if n > version]
             if pending:
+                if version:  # (a new store's tables are made in no time; say nothing then)
+                    log.info("%s: upgrading the store from schema version %d to %d, in one "
+                             "transaction", self.path, version, pending[-1][0])
                 self.con.execute("BEGIN")
                 try:
                     for _, text in pending:

@@ -58,6 +58,7 @@ CREATE TABLE shards (
 -- outputs against one-hot targets; test_error: 0-1 error rate on the test points; train_*: the
 -- same on the training set). Runners that fit by construction (gp) leave train_*, epochs and
 -- fitted NULL; trained networks record whether they met the spec's fit criterion.
+-- (Version 2, 002_losses_without_key.sql, rebuilds this table without its primary key.)
 CREATE TABLE losses (
     run_id         VARCHAR NOT NULL,
     hypothesis_id  BIGINT  NOT NULL,

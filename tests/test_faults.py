@@ -24,7 +24,7 @@ import pytest
 from ibdb.api import Ibdb
 from ibdb.errors import ShardError
 from ibdb.execute import execute_run
-from ibdb.shards import loss_shard_name
+from ibdb.shards import loss_shard_name, shard_range
 from ibdb.store import Store
 
 from conftest import make_npz, spec_dict, write_spec
@@ -172,17 +172,18 @@ def _wrong_schema(folder: Path, victim: Path) -> Path:
 
 
 def _repeated_id(folder: Path, victim: Path) -> Path:
-    """Same row count, range and metadata, but hypothesis 5 twice and 6 missing."""
+    """Same row count, range and metadata, but hypothesis first+5 twice and first+6 missing."""
+    first, last = shard_range(victim)
     tmp = folder.parent / "repeated.parquet"
     con = duckdb.connect()
     meta = con.execute("SELECT value FROM parquet_kv_metadata(?) WHERE key = 'ibdb'",
                        [str(victim)]).fetchone()[0].decode().replace("'", "''")
-    con.execute(f"COPY (SELECT * REPLACE (CASE hypothesis_id WHEN 6 THEN 5 ELSE hypothesis_id "
-                f"END AS hypothesis_id) FROM read_parquet('{victim}')) TO '{tmp}' "
-                f"(FORMAT parquet, KV_METADATA {{ibdb: '{meta}'}})")
+    con.execute(f"COPY (SELECT * REPLACE (CASE hypothesis_id WHEN {first + 6} THEN {first + 5} "
+                f"ELSE hypothesis_id END AS hypothesis_id) FROM read_parquet('{victim}')) TO "
+                f"'{tmp}' (FORMAT parquet, KV_METADATA {{ibdb: '{meta}'}})")
     con.close()
     victim.unlink()
-    return _write_named(folder, 0, 63, tmp.read_bytes())
+    return _write_named(folder, first, last, tmp.read_bytes())
 
 
 def _bit_flip(victim: Path) -> Path:
@@ -197,7 +198,7 @@ DAMAGE = {
                   "does not match the checksum in its name"),
     "bit-flipped": (lambda f, v: _bit_flip(v), "does not match the checksum in its name"),
     "wrong schema": (_wrong_schema, r"wrong schema for a losses shard \(test_mse VARCHAR"),
-    "repeated id": (_repeated_id, "repeats hypothesis 5"),
+    "repeated id": (_repeated_id, "row 6 holds hypothesis 5 where hypothesis 6 belongs"),
     "empty": (lambda f, v: (v.unlink(), _write_named(f, 0, 63, b""))[1], "unreadable shard"),
     "copy under a name": (lambda f, v: Path(shutil.copy(v, f / "losses-backup.parquet")),
                           "not a shard name ibdb writes"),
@@ -274,3 +275,12 @@ def test_a_chunk_written_twice_adds_no_rows_and_must_agree(two_runs):
         with pytest.raises(ShardError, match=rf"{bad.name}: 64 hypotheses are already stored "
                                              "with other values"):
             store.ingest([target])
+    # and so is a second copy that repeats an id (what a primary key would have caught)
+    bad.unlink()
+    bad = _repeated_id(target, Path(shutil.copy(twin, root / twin.name)))
+    with Store.open(tmp_path / "s.duckdb") as store:
+        with pytest.raises(ShardError, match=rf"{bad.name}: row 6 holds hypothesis 69 where "
+                                             "hypothesis 70 belongs"):
+            store.ingest([target])
+        assert store.con.execute("SELECT count(*), count(DISTINCT (run_id, hypothesis_id)) "
+                                 "FROM losses").fetchone() == (400, 400)

@@ -33,13 +33,47 @@ def _counts(store: Store) -> tuple[int, int, int]:
 
 
 def test_new_store_has_tables_and_views(store):
-    assert store.schema_version() == 1
+    assert store.schema_version() == 2
     tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert {"specs", "runs", "losses", "spectra", "estimates", "shards"} <= tables
     views = {r[0] for r in store.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT "
                                              "internal").fetchall()}
     assert {name for name, _ in view_definitions()} <= views
     assert {"run_summary", "ib_estimates", "gp_components"} <= views
+
+
+def test_a_version_1_store_is_migrated_keeping_every_row(tmp_path, toy_spec):
+    """Version 2 rebuilds `losses` without its primary key; rows and views survive."""
+    from importlib import resources
+
+    Ibdb(tmp_path / "new.duckdb", shards=tmp_path / "shards").run(toy_spec, estimate=False)
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))  # what ibdb 1 made: schema 001 only, then the same rows
+    con.execute(resources.files("ibdb.schemas").joinpath("001_core.sql").read_text())
+    con.execute("INSERT INTO ibdb_meta VALUES ('schema_version', '1')")
+    con.execute(f"ATTACH '{tmp_path / 'new.duckdb'}' AS new (READ_ONLY)")
+    for table in ("specs", "runs", "shards", "losses", "spectra"):
+        con.execute(f"INSERT INTO {table} SELECT * FROM new.{table}")
+    expected = con.execute("SELECT * FROM new.losses ORDER BY ALL").fetchall()
+    keys = con.execute("SELECT count(*) FROM duckdb_constraints() WHERE table_name = "
+                       "'losses' AND constraint_type = 'PRIMARY KEY'").fetchone()
+    con.close()
+    assert keys == (1,) and len(expected) > 0
+
+    with Store.open(old) as store:
+        assert store.schema_version() == 2
+        assert store.con.execute("SELECT * FROM losses ORDER BY ALL").fetchall() == expected
+        constraints = store.con.execute(
+            "SELECT constraint_type, constraint_column_names FROM duckdb_constraints() WHERE "
+            "table_name = 'losses' ORDER BY ALL").fetchall()
+        assert constraints == [("NOT NULL", [c]) for c in
+                               sorted(["hypothesis_id", "run_id", "seed", "shard_sha256"])]
+        fresh = duckdb.connect(str(tmp_path / "new.duckdb"), read_only=True)
+        assert store.con.execute("DESCRIBE losses").fetchall() == \
+            fresh.execute("DESCRIBE losses").fetchall()  # the same table as a new store's
+        fresh.close()
+        summary = store.con.execute("SELECT n_stored FROM run_summary").fetchall()
+        assert summary == [(len(expected),)]
 
 
 def test_every_view_file_states_its_grain():
@@ -157,6 +191,8 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
         store.con.execute("UPDATE losses SET test_mse = test_mse + 1 WHERE hypothesis_id = 0")
         store.con.execute("UPDATE losses SET seed = (SELECT seed FROM losses WHERE "
                           "hypothesis_id = 1) WHERE hypothesis_id = 2")
+        # no key stops a row inserted by hand (ingest never repeats one): id 3 and its seed
+        store.con.execute("INSERT INTO losses SELECT * FROM losses WHERE hypothesis_id = 3")
     got = CliRunner().invoke(main, [*base, "check"])
     assert got.exit_code == 1, got.output
     out = got.output
@@ -166,7 +202,8 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
     assert "temporary file  " in out and ".shard.tmp-4242" in out
     assert out.count("not ingested") == 5
     assert "PROBLEM  stale_estimates: " in out
-    assert "PROBLEM  duplicate_rows: 1 row(s)." in out and f"seed        {run_id}" in out
+    assert "PROBLEM  duplicate_rows: 3 row(s)." in out and f"seed           {run_id}" in out
+    assert f"hypothesis_id  {run_id}  3 " in out
     assert out.splitlines()[-1] == ("4 of 4 check(s) found problems: incomplete_runs, "
                                     "orphaned_shards, stale_estimates, duplicate_rows")
 
