@@ -242,17 +242,32 @@ class Ibdb:
     # -- SQL -----------------------------------------------------------------------------------
 
     def sql(self, query: str, *, write: bool = False) -> tuple[list[str], list[tuple]]:
-        """Run one query; read-only unless ``write``. Returns (column names, rows)."""
+        """Run ``query`` (one statement or several, separated by ``;``); read-only unless
+        ``write``. Returns the last statement's (column names, rows).
+
+        With ``write`` the statements run in one transaction, so a failing statement leaves
+        the store as it was (DuckDB alone would keep the statements before it).
+        """
         import duckdb
 
         with self._open(read_only=not write) as store:
             try:
+                if write:
+                    store.con.execute("BEGIN")
                 cursor = store.con.execute(query)
+                result = ([], []) if cursor.description is None else \
+                    ([d[0] for d in cursor.description], cursor.fetchall())
+                if write:
+                    store.con.execute("COMMIT")
             except duckdb.Error as exc:
-                raise IbdbError(f"SQL error: {str(exc).strip()}") from None
-            if cursor.description is None:
-                return [], []
-            return [d[0] for d in cursor.description], cursor.fetchall()
+                hint = ""
+                if write:
+                    store.con.execute("ROLLBACK")
+                    hint = " Nothing was written: the statements run in one transaction."
+                    if "transaction" in str(exc).lower():
+                        hint += " Leave BEGIN/COMMIT out; ibdb adds them."
+                raise IbdbError(f"SQL error: {str(exc).strip()}{hint}") from None
+            return result
 
     # -- quickstart ----------------------------------------------------------------------------
 

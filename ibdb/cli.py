@@ -165,8 +165,14 @@ def estimate(api: Ibdb, methods: tuple[str, ...], eps: tuple[float, ...],
 @click.option("--write", is_flag=True, help="Open the store for writing (default: read-only).")
 @click.pass_obj
 def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
-    """Run QUERY on the store. Views: run_summary, ib_estimates, gp_components; functions:
-    ib_fit(losses, eps, method), ib_exact(eigenvalues, residual_sq, n_test, n_outputs, eps)."""
+    """Run QUERY on the store and print the last statement's rows.
+
+    QUERY may hold several statements separated by ';'; with --write they run in one
+    transaction, so an error writes nothing. Tables: specs, runs, shards, losses, spectra,
+    estimates. Views: run_summary, ib_estimates, method_agreement, stale_estimates, loss_sets,
+    gp_components. Functions: ib_fit(losses, eps, method), ib_exact(eigenvalues, residual_sq,
+    n_test, n_outputs, eps), ib_bound(task_statistics, eps); each returns a struct with bits.
+    'DESCRIBE <name>' shows a table's or view's columns."""
     columns, rows = api.sql(query, write=write)
     if fmt == "json":
         click.echo(json.dumps([dict(zip(columns, r, strict=True)) for r in rows],

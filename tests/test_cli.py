@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ibdb.cli import main
+from ibdb.store import Store
 
 from conftest import make_npz, spec_dict, write_spec
 
@@ -165,6 +166,41 @@ def test_sql_csv(tmp_path, toy_spec):
     result = invoke(tmp_path, "sql", "SELECT n_stored, complete FROM run_summary",
                     "--format", "csv")
     assert result.output == "n_stored,complete\n200,True\n"
+
+
+def test_sql_runs_several_statements_and_writes_all_or_nothing(tmp_path, toy_spec):
+    assert invoke(tmp_path, "run", str(toy_spec), "--no-estimate").exit_code == 0
+    count = "SELECT count(*) AS n FROM losses"
+    last = invoke(tmp_path, "sql", f"SELECT 1 AS a; {count}", "--format", "csv")
+    assert last.exit_code == 0 and last.output == "n\n200\n"  # the last statement's rows
+    # the first DELETE would succeed alone; the typo after it must undo it
+    failed = invoke(tmp_path, "sql", "--write",
+                    "DELETE FROM losses WHERE hypothesis_id < 50; SELECT * FROM nowhere")
+    assert failed.exit_code == 2 and "Nothing was written" in failed.output
+    assert invoke(tmp_path, "sql", count, "--format", "csv").output == "n\n200\n"
+    own = invoke(tmp_path, "sql", "--write", "BEGIN; DELETE FROM losses; COMMIT")
+    assert own.exit_code == 2 and "Leave BEGIN/COMMIT out" in own.output
+    assert invoke(tmp_path, "sql", count, "--format", "csv").output == "n\n200\n"
+    done = invoke(tmp_path, "sql", "--write", "DELETE FROM losses WHERE hypothesis_id < 50; "
+                  "DELETE FROM losses WHERE hypothesis_id >= 150")
+    assert done.exit_code == 0, done.output
+    assert invoke(tmp_path, "sql", count, "--format", "csv").output == "n\n100\n"
+
+
+def test_sql_help_names_every_view_and_function(tmp_path):
+    from ibdb.store import view_definitions
+
+    text = " ".join(invoke(tmp_path, "sql", "--help").output.split())
+    store = Store.open(tmp_path / "h.duckdb")
+    functions = {r[0] for r in store.con.execute(
+        "SELECT function_name FROM duckdb_functions() WHERE function_name LIKE 'ib\\_%' "
+        "ESCAPE '\\'").fetchall()}
+    tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables() WHERE "
+                                              "table_name <> 'ibdb_meta'").fetchall()}
+    store.close()
+    assert functions == {"ib_fit", "ib_exact", "ib_bound"}
+    for name in [*(n for n, _ in view_definitions()), *functions, *tables]:
+        assert name in text, name
 
 
 def test_run_against_a_locked_store(tmp_path, toy_spec):
