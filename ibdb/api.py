@@ -250,6 +250,15 @@ class Ibdb:
         """
         import duckdb
 
+        if write:  # ibdb owns the transaction; a COMMIT inside would end it half-way
+            try:
+                kinds = [st.type for st in duckdb.extract_statements(query)]
+            except duckdb.Error as exc:
+                raise IbdbError(f"SQL error: {str(exc).strip()}") from None
+            if duckdb.StatementType.TRANSACTION in kinds:
+                raise IbdbError("SQL error: the query holds BEGIN, COMMIT or ROLLBACK; with "
+                                "--write ibdb runs all statements in one transaction itself. "
+                                "Leave them out.")
         with self._open(read_only=not write) as store:
             try:
                 if write:
@@ -264,8 +273,6 @@ class Ibdb:
                 if write:
                     store.con.execute("ROLLBACK")
                     hint = " Nothing was written: the statements run in one transaction."
-                    if "transaction" in str(exc).lower():
-                        hint += " Leave BEGIN/COMMIT out; ibdb adds them."
                 raise IbdbError(f"SQL error: {str(exc).strip()}{hint}") from None
             return result
 
