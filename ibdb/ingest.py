@@ -8,6 +8,8 @@ ledger of shard hashes (the ``shards`` table) makes re-ingesting a no-op.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +19,7 @@ import duckdb
 
 from ibdb import shards as shardfiles
 from ibdb.errors import ShardError
+from ibdb.footers import Footer, UnreadableShard, read_footers, sql_file_list
 
 # Per-hypothesis columns a loss shard may carry besides test_mse and test_error; a shard
 # without one of them (a gp run has no training loss) stores NULL there.
@@ -27,6 +30,19 @@ REQUIRED_COLUMNS = {
     "spectrum": {"run_id": "VARCHAR", "component": "INTEGER", "eigenvalue": "DOUBLE",
                  "residuals": "DOUBLE[]"},
 }
+
+
+@dataclass(frozen=True)
+class _Shard:
+    """A validated shard (a loss shard, or a spectrum with no range) on its way in."""
+
+    path: Path
+    sha256: str
+    rows: int
+    first: int | None
+    last: int | None
+    meta: dict[str, Any]
+    present: frozenset[str]  # its columns
 
 
 @dataclass
@@ -88,56 +104,97 @@ class ShardIngest:
                              "nothing was ingested. Move the file out of the run folder.")
         spectra, paths = shardfiles.spectrum_shards(folder), shardfiles.loss_shards(folder)
         digests = shardfiles.file_sha256s(spectra + paths)
+        known = self._ledger_entries(list(digests.values()))
+        spectra = [p for p in spectra if not self._is_ingested(p, digests[p], run_id, known)]
+        paths = [p for p in paths if not self._is_ingested(p, digests[p], run_id, known)]
+        report.shards_skipped += len(digests) - len(spectra) - len(paths)
         for spectrum in spectra:
-            self._ingest_file(spectrum, digests[spectrum], run_id, "spectrum", report)
+            self._ingest_spectrum(spectrum, digests[spectrum], run_id, report)
+        shards = self._validate_losses(paths, digests, run_id)
         alone = _overlapping(paths)
-        batch: list[dict[str, Any]] = []
-        for path in paths:
-            # shards whose range overlaps another's (a chunk written twice) go in one by one,
-            # so the later one is checked against the rows the earlier one stored
-            self._ingest_file(path, digests[path], run_id, "losses", report,
-                              batch=None if path in alone else batch)
+        stored = _Ranges(self.con.execute(
+            "SELECT first_hypothesis, last_hypothesis FROM shards WHERE run_id = ? AND "
+            "kind = 'losses'", [run_id]).fetchall())
+        batch = []
+        for shard in shards:
+            if shard.path in alone or stored.overlaps(shard.first, shard.last):
+                # a chunk written twice: one by one, each checked against the rows stored
+                inserted = self._insert_overlapping(shard, run_id)
+                self._add_to_ledger(run_id, "losses", [shard])
+                report.shards_ingested += 1
+                report.hypotheses_inserted += inserted
+            else:
+                batch.append(shard)
         self._insert_batch(run_id, batch, report)
 
-    def _ingest_file(self, path: Path, digest: str, run_id: str, kind: str,
-                     report: IngestReport, *, batch: list[dict[str, Any]] | None = None) -> None:
-        """Validate one shard (``digest``: its content's sha256) and insert its rows, or
-        (``batch`` given, losses whose range no stored shard covers) queue it for
-        :meth:`_insert_batch`."""
+    # -- validation ----------------------------------------------------------------------------
+
+    def _ledger_entries(self, digests: list[str]) -> dict[str, tuple]:
+        """sha256 -> (run, first, last, path) of the given contents the ledger holds."""
+        rows = self.con.execute(
+            "SELECT sha256, run_id, first_hypothesis, last_hypothesis, path FROM shards "
+            "WHERE sha256 IN (SELECT unnest($digests))", {"digests": digests}).fetchall()
+        return {row[0]: row[1:] for row in rows}
+
+    def _is_ingested(self, path: Path, digest: str, run_id: str,
+                     known: dict[str, tuple]) -> bool:
+        """Whether ``path`` is in the ledger already (a no-op); raises when its content does
+        not match its name, or when its bytes are ledgered under another run or range."""
         if not digest.startswith(shardfiles.name_digest(path)):
             raise ShardError(f"{path}: its content (sha256 {digest[:16]}) does not match the "
                              "checksum in its name; the file is truncated, corrupt or was "
                              "altered. Nothing was ingested. Delete it and re-run the spec to "
                              "rewrite that chunk.")
-        known = self.con.execute("SELECT run_id, first_hypothesis, last_hypothesis, path FROM "
-                                 "shards WHERE sha256 = ?", [digest]).fetchone()
-        if known is not None:
-            # the same bytes again: a no-op when it is the same shard (re-ingest, or the folder
-            # was moved), an error when the copy sits under another run or range
-            if known[:3] != (run_id, *(shardfiles.shard_range(path) or (None, None))):
-                raise ShardError(f"{path}: a byte-for-byte copy of {known[3]} (run {known[0]}, "
-                                 f"hypotheses {known[1]}..{known[2]}) under another run or "
-                                 "range; nothing was ingested. Delete the copy.")
-            report.shards_skipped += 1
-            return
-        src = f"read_parquet('{_sql_str(path)}')"
+        if digest not in known:
+            return False
+        # the same bytes again: a no-op when it is the same shard (re-ingest, or the folder
+        # was moved), an error when the copy sits under another run or range
+        entry = known[digest]
+        if entry[:3] != (run_id, *(shardfiles.shard_range(path) or (None, None))):
+            raise ShardError(f"{path}: a byte-for-byte copy of {entry[3]} (run {entry[0]}, "
+                             f"hypotheses {entry[1]}..{entry[2]}) under another run or "
+                             "range; nothing was ingested. Delete the copy.")
+        return True
+
+    def _footers(self, paths: list[Path], run_id: str, key: str) -> dict[Path, Footer]:
         try:
-            meta = self._shard_metadata(path)
-        except duckdb.Error as exc:
-            raise ShardError(f"{path}: unreadable shard ({str(exc).splitlines()[0]}); nothing "
-                             "was ingested. Delete the file and re-run to rewrite it.") from None
-        present = self._check_columns(path, src, kind)
+            return read_footers(self.con, paths, run_id=run_id, key=key)
+        except UnreadableShard as exc:
+            raise ShardError(f"{exc.path}: unreadable shard ({exc.detail}); nothing was "
+                             "ingested. Delete the file and re-run to rewrite it.") from None
+
+    def _checked(self, path: Path, footer: Footer, run_id: str, kind: str
+                 ) -> tuple[dict[str, Any], tuple[int, int, int, int]]:
+        """A shard's metadata and (rows, min key, max key), after the checks every kind of
+        shard passes: ibdb metadata present, the required columns and types, no foreign rows."""
+        if footer.meta is None:
+            raise ShardError(f"{path}: no ibdb metadata; not a shard ibdb wrote. Nothing was "
+                             "ingested.")
+        want = REQUIRED_COLUMNS[kind]
+        wrong = {c: footer.columns.get(c) for c, t in want.items() if footer.columns.get(c) != t}
+        if wrong:
+            found = ", ".join(f"{c} {t or 'missing'}" for c, t in wrong.items())
+            expected = ", ".join(f"{c} {want[c]}" for c in wrong)
+            raise ShardError(f"{path}: wrong schema for a {kind} shard ({found}; expected "
+                             f"{expected}); nothing was ingested. It was not written by this "
+                             "ibdb: move it out of the run folder.")
         key = "hypothesis_id" if kind == "losses" else "component"
-        n_foreign, n_rows, low, high = self._shard_stats(path, src, run_id, key)
+        # The sha256 in its name vouches for the file, so the footer's statistics are trusted
+        # (the insert re-checks the run and the rows); without them the data are scanned.
+        n_foreign, n_rows, low, high = footer.stats or self.con.execute(
+            f"SELECT count(*) FILTER (run_id IS DISTINCT FROM ?), count(*), min({key}), "
+            f"max({key}) FROM read_parquet({sql_file_list([path])})", [run_id]).fetchone()
         if n_foreign:
             raise ShardError(f"{path}: {n_foreign} rows belong to another run than {run_id}; "
                              "nothing was ingested. Move the file to its own run folder.")
-        first = last = None
-        if kind == "spectrum":
-            inserted = self.con.execute(
-                f"INSERT INTO spectra SELECT run_id, component, eigenvalue, residuals FROM {src} "
-                "ON CONFLICT DO NOTHING").fetchone()[0]
-        else:
+        return footer.meta, (n_rows, low, high)
+
+    def _validate_losses(self, paths: list[Path], digests: dict[Path, str],
+                         run_id: str) -> list[_Shard]:
+        footers = self._footers(paths, run_id, "hypothesis_id")
+        shards = []
+        for path in paths:
+            meta, (n_rows, low, high) = self._checked(path, footers[path], run_id, "losses")
             first, last = meta.get("first_hypothesis"), meta.get("last_hypothesis")
             named = shardfiles.shard_range(path)
             if (first, last) != (low, high) or named != (low, high) or \
@@ -146,25 +203,39 @@ class ShardIngest:
                                  f"its name says {named[0]}..{named[1]} and its metadata "
                                  f"{first}..{last}; nothing was ingested. Delete it and re-run "
                                  "the spec to rewrite that chunk.")
-            if batch is not None and not self._stored_overlap(run_id, first, last):
-                batch.append({"path": path, "sha256": digest, "n_rows": n_rows, "first": first,
-                              "last": last, "meta": meta, "present": present})
-                return
-            inserted = self._insert_overlapping(path, run_id, digest, present, first)
+            shards.append(_Shard(path, digests[path], n_rows, first, last, meta,
+                                     frozenset(footers[path].columns)))
+        return shards
+
+    # -- inserting -----------------------------------------------------------------------------
+
+    def _ingest_spectrum(self, path: Path, digest: str, run_id: str,
+                         report: IngestReport) -> None:
+        footer = self._footers([path], run_id, "component")[path]
+        meta, (n_rows, _, _) = self._checked(path, footer, run_id, "spectrum")
+        self.con.execute(
+            f"INSERT INTO spectra SELECT run_id, component, eigenvalue, residuals FROM "
+            f"read_parquet({sql_file_list([path])}) ON CONFLICT DO NOTHING")
+        self._add_to_ledger(run_id, "spectrum", [_Shard(path, digest, n_rows, None, None,
+                                                            meta, frozenset())])
+        report.shards_ingested += 1
+
+    def _add_to_ledger(self, run_id: str, kind: str, shards: list[_Shard]) -> None:
+        # one statement over lists: executemany is one round trip per row (~1 ms each)
         self.con.execute(
             "INSERT INTO shards (sha256, run_id, kind, path, n_rows, first_hypothesis, "
-            "last_hypothesis, provenance) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            [digest, run_id, kind, str(path.resolve()), n_rows, first, last,
-             json.dumps(meta)])
-        report.shards_ingested += 1
-        if kind == "losses":
-            report.hypotheses_inserted += inserted
+            "last_hypothesis, provenance) SELECT unnest($sha), $run, $kind, unnest($path), "
+            "unnest($rows), unnest($first), unnest($last), unnest($meta)",
+            {"sha": [s.sha256 for s in shards], "run": run_id, "kind": kind,
+             "path": [str(s.path.resolve()) for s in shards], "rows": [s.rows for s in shards],
+             "first": [s.first for s in shards], "last": [s.last for s in shards],
+             "meta": [json.dumps(s.meta) for s in shards]})
 
-    def _insert_overlapping(self, path: Path, run_id: str, digest: str, present: set[str],
-                            first: int) -> int:
+    def _insert_overlapping(self, shard: _Shard, run_id: str) -> int:
         """Insert the rows of a loss shard whose range overlaps a stored shard or another in
         the call (a chunk written twice) that the store lacks; return how many went in. The
         stored values must agree with the shard's."""
+        path, first = shard.path, shard.first
         src = _ordered_scan([path])
         misplaced = self.con.execute(
             f"SELECT min(file_row_number), arg_min(hypothesis_id, file_row_number) FROM {src} "
@@ -175,48 +246,24 @@ class ShardIngest:
         return self.con.execute(
             f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
             f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT run_id, hypothesis_id, seed, "
-            f"test_mse, test_error, {_optional_columns(present, '')}, ? FROM {src} s "
+            f"test_mse, test_error, {_optional_columns(shard.present, '')}, ? FROM {src} s "
             "WHERE NOT EXISTS (SELECT 1 FROM losses l WHERE l.run_id = s.run_id AND "
-            "l.hypothesis_id = s.hypothesis_id)", [digest]).fetchone()[0]
+            "l.hypothesis_id = s.hypothesis_id)", [shard.sha256]).fetchone()[0]
 
-    def _shard_stats(self, path: Path, src: str, run_id: str, key: str) -> tuple[int, ...]:
-        """(rows of another run, rows, min key, max key) of a shard. The sha256 in its name
-        vouches for the file, so the footer's statistics are read instead of the data (the
-        batch insert re-checks the run and the row count); a file without statistics, or
-        whose statistics name another run, is scanned."""
-        stats = self.con.execute(
-            "SELECT sum(row_group_num_rows) FILTER (path_in_schema = ?), "
-            "min(stats_min_value) FILTER (path_in_schema = 'run_id'), "
-            "max(stats_max_value) FILTER (path_in_schema = 'run_id'), "
-            "sum(stats_null_count) FILTER (path_in_schema = 'run_id'), "
-            "min(TRY_CAST(stats_min_value AS BIGINT)) FILTER (path_in_schema = ?), "
-            "max(TRY_CAST(stats_max_value AS BIGINT)) FILTER (path_in_schema = ?) "
-            "FROM parquet_metadata(?)", [key, key, key, str(path)]).fetchone()
-        if stats[1] == stats[2] == run_id and stats[3] == 0 and None not in stats:
-            return 0, int(stats[0]), stats[4], stats[5]
-        return self.con.execute(
-            f"SELECT count(*) FILTER (run_id IS DISTINCT FROM ?), count(*), min({key}), "
-            f"max({key}) FROM {src}", [run_id]).fetchone()
-
-    def _stored_overlap(self, run_id: str, first: int, last: int) -> bool:
-        return self.con.execute(
-            "SELECT count(*) FROM shards WHERE run_id = ? AND kind = 'losses' AND "
-            "first_hypothesis <= ? AND last_hypothesis >= ?", [run_id, last, first]
-        ).fetchone()[0] > 0
-
-    def _insert_batch(self, run_id: str, batch: list[dict[str, Any]],
+    def _insert_batch(self, run_id: str, batch: list[_Shard],
                       report: IngestReport) -> None:
         """Insert validated loss shards of one run, none overlapping, in one statement: one
         INSERT over many files is about twice as fast as one per file (benchmarks/)."""
         if not batch:
             return
-        present = set().union(*(b["present"] for b in batch))
-        self.con.execute("CREATE OR REPLACE TEMP TABLE ingest_batch "
-                         "(filename VARCHAR, sha256 VARCHAR, first_id BIGINT, n_rows BIGINT)")
-        self.con.executemany("INSERT INTO ingest_batch VALUES (?, ?, ?, ?)",
-                             [[str(b["path"]), b["sha256"], b["first"], b["n_rows"]]
-                              for b in batch])
-        src = _ordered_scan([b["path"] for b in batch])
+        present = set().union(*(b.present for b in batch))
+        self.con.execute(
+            "CREATE OR REPLACE TEMP TABLE ingest_batch AS SELECT unnest($file) AS filename, "
+            "unnest($sha) AS sha256, unnest($first)::BIGINT AS first_id, "
+            "unnest($rows)::BIGINT AS n_rows",
+            {"file": [str(b.path) for b in batch], "sha": [b.sha256 for b in batch],
+             "first": [b.first for b in batch], "rows": [b.rows for b in batch]})
+        src = _ordered_scan([b.path for b in batch])
         # The row filter proves, at no measurable cost, that each file holds first..last once
         # each and in order; with no two ranges overlapping, no id can repeat (the losses table
         # has no key index: schemas/002_losses_without_key.sql says why).
@@ -226,15 +273,10 @@ class ShardIngest:
             f"r.seed, r.test_mse, r.test_error, {_optional_columns(present, 'r.')}, m.sha256 "
             f"FROM {src} r JOIN ingest_batch m USING (filename) WHERE r.run_id = ? AND "
             "r.hypothesis_id = m.first_id + r.file_row_number", [run_id]).fetchone()[0]
-        expected = sum(b["n_rows"] for b in batch)
-        if inserted != expected:
+        if inserted != sum(b.rows for b in batch):
             self._name_bad_shard(src, run_id, len(batch))
         self.con.execute("DROP TABLE ingest_batch")  # (after a failure, the rollback drops it)
-        self.con.executemany(
-            "INSERT INTO shards (sha256, run_id, kind, path, n_rows, first_hypothesis, "
-            "last_hypothesis, provenance) VALUES (?, ?, 'losses', ?, ?, ?, ?, ?)",
-            [[b["sha256"], run_id, str(b["path"].resolve()), b["n_rows"], b["first"], b["last"],
-              json.dumps(b["meta"])] for b in batch])
+        self._add_to_ledger(run_id, "losses", batch)
         report.shards_ingested += len(batch)
         report.hypotheses_inserted += inserted
 
@@ -275,32 +317,6 @@ class ShardIngest:
                              f"{run_id} disagree: check that its runner is deterministic, and "
                              "delete the shard that is wrong.")
 
-    def _check_columns(self, path: Path, src: str, kind: str) -> set[str]:
-        try:
-            described = self.con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()
-        except duckdb.Error as exc:
-            raise ShardError(f"{path}: unreadable shard ({str(exc).splitlines()[0]}); nothing "
-                             "was ingested. Delete the file and re-run to rewrite it.") from None
-        have = {r[0]: r[1] for r in described}
-        want = REQUIRED_COLUMNS[kind]
-        wrong = {c: have.get(c) for c, t in want.items() if have.get(c) != t}
-        if wrong:
-            found = ", ".join(f"{c} {t or 'missing'}" for c, t in wrong.items())
-            expected = ", ".join(f"{c} {want[c]}" for c in wrong)
-            raise ShardError(f"{path}: wrong schema for a {kind} shard ({found}; expected "
-                             f"{expected}); nothing was ingested. It was not written by this "
-                             "ibdb: move it out of the run folder.")
-        return set(have)
-
-    def _shard_metadata(self, path: Path) -> dict[str, Any]:
-        rows = self.con.execute(
-            "SELECT value FROM parquet_kv_metadata(?) WHERE key = 'ibdb'", [str(path)]
-        ).fetchall()
-        if not rows:
-            raise ShardError(f"{path}: no ibdb metadata; not a shard ibdb wrote. Nothing was "
-                             "ingested.")
-        return json.loads(rows[0][0])
-
 
 def _overlapping(paths: list[Path]) -> set[Path]:
     """Loss shards whose hypothesis range overlaps another shard's in the same list."""
@@ -315,10 +331,22 @@ def _overlapping(paths: list[Path]) -> set[Path]:
     return out
 
 
+class _Ranges:
+    """Hypothesis ranges (first, last) stored for a run, asked whether a range overlaps one."""
+
+    def __init__(self, ranges: list[tuple[int, int]]) -> None:
+        self.firsts = sorted(f for f, _ in ranges)
+        self.reach = list(itertools.accumulate((last for _, last in sorted(ranges)), max))
+
+    def overlaps(self, first: int, last: int) -> bool:
+        # the stored ranges starting at or before `last` overlap iff one reaches `first`
+        k = bisect.bisect_right(self.firsts, last)
+        return k > 0 and self.reach[k - 1] >= first
+
+
 def _ordered_scan(paths: list[Path]) -> str:
     """A scan of loss shards with each row's file and its position in that file."""
-    files = ", ".join(f"'{_sql_str(p)}'" for p in paths)
-    return (f"read_parquet([{files}], filename = true, file_row_number = true, "
+    return (f"read_parquet({sql_file_list(paths)}, filename = true, file_row_number = true, "
             "union_by_name = true)")
 
 
@@ -333,7 +361,3 @@ def _optional_columns(present: set[str], prefix: str) -> str:
     """The optional loss columns, NULL where no shard of the insert carries one."""
     return ", ".join(f"{prefix}{c}" if c in present else f"NULL AS {c}"
                      for c in OPTIONAL_COLUMNS)
-
-
-def _sql_str(path: Path) -> str:
-    return str(path).replace("'", "''")
