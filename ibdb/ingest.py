@@ -1,9 +1,10 @@
 """Ingest: load shard folders into the store, validated, in one transaction per call.
 
 A mixin of :class:`ibdb.store.Store` (it uses the store's connection). Every shard is checked
-against the sha256 in its name, its metadata, schema, run and hypothesis range before any row
-goes in; any failure aborts the whole call, naming the file (docs/decisions.md says why). A
-ledger of shard hashes (the ``shards`` table) makes re-ingesting a no-op.
+against the sha256 in its name, its metadata, schema, run and hypothesis range (read from the
+footers of all of a run's shards at once, :mod:`ibdb.footers`) before any row goes in; any
+failure aborts the whole call, naming the file (docs/decisions.md says why). A ledger of shard
+hashes (the ``shards`` table) makes re-ingesting a no-op.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ class ShardIngest:
                              "ingested. Delete the file and re-run to rewrite it.") from None
 
     def _checked(self, path: Path, footer: Footer, run_id: str, kind: str
-                 ) -> tuple[dict[str, Any], tuple[int, int, int, int]]:
+                 ) -> tuple[dict[str, Any], tuple[int, int | None, int | None]]:
         """A shard's metadata and (rows, min key, max key), after the checks every kind of
         shard passes: ibdb metadata present, the required columns and types, no foreign rows."""
         if footer.meta is None:
@@ -204,7 +205,7 @@ class ShardIngest:
                                  f"{first}..{last}; nothing was ingested. Delete it and re-run "
                                  "the spec to rewrite that chunk.")
             shards.append(_Shard(path, digests[path], n_rows, first, last, meta,
-                                     frozenset(footers[path].columns)))
+                                 frozenset(footers[path].columns)))
         return shards
 
     # -- inserting -----------------------------------------------------------------------------
@@ -216,8 +217,8 @@ class ShardIngest:
         self.con.execute(
             f"INSERT INTO spectra SELECT run_id, component, eigenvalue, residuals FROM "
             f"read_parquet({sql_file_list([path])}) ON CONFLICT DO NOTHING")
-        self._add_to_ledger(run_id, "spectrum", [_Shard(path, digest, n_rows, None, None,
-                                                            meta, frozenset())])
+        self._add_to_ledger(run_id, "spectrum",
+                            [_Shard(path, digest, n_rows, None, None, meta, frozenset())])
         report.shards_ingested += 1
 
     def _add_to_ledger(self, run_id: str, kind: str, shards: list[_Shard]) -> None:
