@@ -62,6 +62,7 @@ def _list_shard_files(store: Store, root: Path) -> None:
                         present[str(path.resolve())] = True
     for (path,) in store.con.execute("SELECT path FROM shards").fetchall():
         present.setdefault(path, os.path.exists(path))
-    store.con.execute("CREATE OR REPLACE TEMP TABLE shard_files (path VARCHAR, present BOOLEAN)")
-    if present:
-        store.con.executemany("INSERT INTO shard_files VALUES (?, ?)", list(present.items()))
+    # one statement over lists: executemany is one round trip per row (~1 ms each)
+    store.con.execute("CREATE OR REPLACE TEMP TABLE shard_files AS SELECT "
+                      "unnest($path)::VARCHAR AS path, unnest($present)::BOOLEAN AS present",
+                      {"path": list(present), "present": list(present.values())})

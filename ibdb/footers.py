@@ -18,6 +18,8 @@ from typing import Any
 
 import duckdb
 
+from ibdb.shards import sql_path
+
 __all__ = ["Footer", "UnreadableShard", "read_footers", "sql_file_list"]
 
 
@@ -43,7 +45,7 @@ class Footer:
 
 def sql_file_list(paths: list[Path]) -> str:
     """A DuckDB list literal of file names, for table functions that take several files."""
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+    return "[" + ", ".join(f"'{sql_path(p)}'" for p in paths) + "]"
 
 
 def read_footers(con: duckdb.DuckDBPyConnection, paths: list[Path], *, run_id: str,

@@ -175,7 +175,7 @@ def _write_parquet(folder: Path, name: Callable[[str], str], select: str,
         con = duckdb.connect()
         try:
             con.execute(
-                f"COPY ({select}) TO '{_sql_path(tmp)}' "
+                f"COPY ({select}) TO '{sql_path(tmp)}' "
                 f"(FORMAT parquet, COMPRESSION snappy, KV_METADATA {{ibdb: '{kv}'}})",
                 params,
             )
@@ -185,7 +185,8 @@ def _write_parquet(folder: Path, name: Callable[[str], str], select: str,
     return _write_atomically(folder, name, write)
 
 
-def _sql_path(path: Path) -> str:
+def sql_path(path: Path) -> str:
+    """A path as the body of a SQL string literal (quotes doubled)."""
     return str(path).replace("'", "''")
 
 
