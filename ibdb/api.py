@@ -12,22 +12,20 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from ibdb import estimators
-from ibdb.bound import TaskStatistics
-from ibdb.checks import CheckResult, run_checks
+from ibdb.columns import LOSS_NAMES
 from ibdb.errors import EstimateError, IbdbError, StoreError
-from ibdb.execute import Progress, execute_run
-from ibdb.executors import make_mapper
-from ibdb.plan import PlannedRun, load_runs
-from ibdb.shards import list_run_folders
-from ibdb.specs import Experiment, load_experiment
-from ibdb.spectrum import gp_loss_distribution
-from ibdb.store import LOSS_NAMES, IngestReport, Store
+from ibdb.methods import METHODS
 
-if TYPE_CHECKING:  # ibdb.report is imported by the report command only
+# Each command imports what it needs when it runs, so that `ibdb --help`, `sql`, `check`,
+# `validate` and `plan` never load torch or scipy.stats (see docs/decisions.md).
+if TYPE_CHECKING:
+    from ibdb.checks import CheckResult
+    from ibdb.execute import Progress
+    from ibdb.ingest import IngestReport
+    from ibdb.plan import PlannedRun
     from ibdb.report import Report
+    from ibdb.specs import Experiment
+    from ibdb.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +62,18 @@ class Ibdb:
 
     def validate(self, spec_path: str | Path) -> tuple[Experiment, list[tuple[str, str]]]:
         """Check a spec and its data; return the experiment and its (label, run_id) pairs."""
+        from ibdb.plan import load_runs
+        from ibdb.specs import load_experiment
+
         experiment = load_experiment(spec_path)
         runs = load_runs(experiment.runs(), spec_dir=Path(spec_path).parent)
         return experiment, [(spec.label, run_id) for spec, run_id, _, _ in runs]
 
     def plan(self, spec_path: str | Path) -> list[PlannedRun]:
         """Every run of the spec with the hypotheses the store does not hold yet."""
+        from ibdb.plan import PlannedRun, load_runs
+        from ibdb.specs import load_experiment
+
         experiment = load_experiment(spec_path)
         runs = load_runs(experiment.runs(), spec_dir=Path(spec_path).parent)
         stored: dict[str, frozenset[int]] = {}
@@ -93,6 +97,9 @@ class Ibdb:
         never opens the store for writing), so several processes can sample into one shared
         shard folder; one `ibdb ingest` loads them after.
         """
+        from ibdb.execute import execute_run
+        from ibdb.executors import make_mapper
+
         mapper = make_mapper(executor, shard_root=self.shard_root, device_name=self.device,
                              ray_address=ray_address, **(executor_options or {}))
         planned = self.plan(spec_path)
@@ -116,6 +123,8 @@ class Ibdb:
         return report
 
     def ingest(self, paths: list[str | Path]) -> IngestReport:
+        from ibdb.shards import list_run_folders
+
         folders = list_run_folders([Path(p) for p in paths])
         if not folders:
             raise StoreError(f"no run folders (with run.json) under {', '.join(map(str, paths))}.")
@@ -145,77 +154,60 @@ class Ibdb:
                   ) -> EstimateReport:
         if loss not in LOSS_NAMES:
             raise EstimateError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
-        unknown = sorted(set(methods or ()) - set(estimators.ALL_METHODS))
+        unknown = sorted(set(methods or ()) - set(METHODS.names()))
         if unknown:
             raise EstimateError(f"unknown method(s) {', '.join(unknown)}; choose from "
-                                f"{', '.join(estimators.ALL_METHODS)}.")
+                                f"{', '.join(METHODS.names())}.")
         if eps is not None:
-            bad = [e for e in eps if not (np.isfinite(e) and e > 0)]
+            bad = [e for e in eps if not (isinstance(e, int | float) and 0 < e < float("inf"))]
             if bad or not eps:
                 raise EstimateError(f"eps must be positive numbers; got {bad or eps}.")
+        chosen = [METHODS.get(m) for m in dict.fromkeys(methods)] if methods \
+            else METHODS.defaults()
         report = EstimateReport()
         run_ids = run_ids or store.run_ids()
+        with store.transaction():  # (reads every loss of these runs, as estimating does)
+            store.refresh_loss_sets(run_ids)  # so that edits outside ibdb are seen
         digests = store.loss_set_digests(run_ids)
         for run_id in run_ids:
             facts = store.run_facts(run_id)
             grid = list(eps) if eps is not None else facts["eps"]
-            for method in methods or estimators.DEFAULT_METHODS:
-                try:
-                    report.rows.extend(self._estimate_one(store, run_id, facts, method, grid,
-                                                          loss, check_exact, digests))
-                except _NotApplicable as why:
+            sources: dict[str, Any] = {}
+            for method in chosen:
+                if method.reads not in sources:
+                    sources[method.reads] = store.method_source(method.reads, run_id, loss, facts)
+                source = sources[method.reads]
+                if source is None:
                     if methods:  # asked for explicitly: say why there is none
-                        report.skipped.append(f"{run_id} {method}: {why}")
+                        why = method.source.missing.format(loss=loss, kind=facts["space_kind"])
+                        report.skipped.append(f"{run_id} {method.name}: {why}")
+                    continue
+                try:
+                    rows = method.estimate(source, grid, check=check_exact)
                 except EstimateError as exc:
-                    report.skipped.append(f"{run_id} {method}: {exc}")
+                    report.skipped.append(f"{run_id} {method.name}: {exc}")
+                    continue
+                loss_set = method.loss_set(loss)
+                digest = digests.get((run_id, loss_set), "") if loss_set else ""
+                report.rows.extend(
+                    {"run_id": run_id, "loss": loss, "method": e.method,
+                     "method_version": e.method_version, "eps": e.eps, "bits": e.bits,
+                     "lower_bits": e.lower_bits, "upper_bits": e.upper_bits, "bound": e.bound,
+                     "n": e.n, "params": e.params, "diagnostics": e.diagnostics,
+                     "loss_set_hash": digest, "loss_set": loss_set} for e in rows)
         store.replace_estimates(report.rows)
         return report
-
-    def _estimate_one(self, store: Store, run_id: str, facts: dict[str, Any], method: str,
-                      grid: list[float], loss: str, check_exact: bool,
-                      digests: dict[tuple[str, str], str]) -> list[dict[str, Any]]:
-        if method == "exact":
-            spectrum = store.spectrum(run_id) if loss == "test_mse" else None
-            if spectrum is None:
-                raise _NotApplicable(f"no closed-form law for the {loss} of a "
-                                     f"{facts['space_kind']} run")
-            dist = gp_loss_distribution(*spectrum, n_test=facts["n_test"],
-                                        n_outputs=facts["n_outputs"])
-            ests = estimators.estimate_exact(dist, grid, check=check_exact)
-            digest = digests.get((run_id, "spectrum"), "")
-        elif method == "bound":
-            if loss != "test_mse" or facts["task_statistics"] is None:
-                raise _NotApplicable("the 2023 bound needs the run's task statistics and "
-                                     "applies to test_mse")
-            ests = estimators.estimate_bound(TaskStatistics(**facts["task_statistics"]), grid)
-            digest = "task-statistics"
-        else:
-            values = store.losses(run_id, loss)
-            ests = estimators.estimate_losses(values, grid, method)
-            digest = digests.get((run_id, loss), "")
-        return [{"run_id": run_id, "loss": loss, "method": e.method,
-                 "method_version": e.method_version, "eps": e.eps, "bits": e.bits,
-                 "lower_bits": e.lower_bits, "upper_bits": e.upper_bits, "bound": e.bound,
-                 "n": e.n, "params": e.params, "diagnostics": e.diagnostics,
-                 "loss_set_hash": digest} for e in ests]
 
     def fit_counts(self, run_ids: list[str]) -> dict[str, tuple[int, int]]:
         """(hypotheses stored, hypotheses that did not fit the training data) per run."""
         with self._open(read_only=True) as store:
-            rows = store.con.execute("SELECT run_id, n_stored, n_not_fitted FROM run_summary "
-                                     "WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
+            return store.fit_counts(run_ids)
 
     def ib_table(self, run_ids: list[str] | None = None, loss: str = "test_mse") -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,
         bound) rows."""
         with self._open(read_only=True) as store:
-            where = "" if run_ids is None else "AND run_id IN (SELECT unnest(?))"
-            return store.con.execute(
-                "SELECT run_id, experiment || '/' || task_name || '/' || space_name, method, "
-                f"eps, bits, lower_bits, upper_bits, bound FROM ib_estimates WHERE loss = ? "
-                f"{where} ORDER BY run_id, method, eps DESC",
-                [loss] if run_ids is None else [loss, run_ids]).fetchall()
+            return store.ib_rows(run_ids, loss)
 
     # -- reports -------------------------------------------------------------------------------
 
@@ -236,6 +228,8 @@ class Ibdb:
 
     def check(self) -> list[CheckResult]:
         """Run every health check (queries/checks/*.sql) on the store and its shard folder."""
+        from ibdb.checks import run_checks
+
         with self._open(read_only=True) as store:
             return run_checks(store, self.shard_root)
 
@@ -261,20 +255,11 @@ class Ibdb:
                                 "Leave them out.")
         with self._open(read_only=not write) as store:
             try:
-                if write:
-                    store.con.execute("BEGIN")
-                cursor = store.con.execute(query)
-                result = ([], []) if cursor.description is None else \
-                    ([d[0] for d in cursor.description], cursor.fetchall())
-                if write:
-                    store.con.execute("COMMIT")
+                return store.run_sql(query, write=write)
             except duckdb.Error as exc:
-                hint = ""
-                if write:
-                    store.con.execute("ROLLBACK")
-                    hint = " Nothing was written: the statements run in one transaction."
+                hint = " Nothing was written: the statements run in one transaction." \
+                    if write else ""
                 raise IbdbError(f"SQL error: {str(exc).strip()}{hint}") from None
-            return result
 
     # -- quickstart ----------------------------------------------------------------------------
 
@@ -291,12 +276,10 @@ class Ibdb:
         return spec_path, written, self.run(spec_path, progress=progress)
 
     def _open(self, *, read_only: bool = False) -> Store:
+        from ibdb.store import Store
+
         return Store.open(self.db, read_only=read_only,
                           retry_seconds=READ_RETRY_SECONDS if read_only else 0.0)
-
-
-class _NotApplicable(Exception):
-    """A method that does not apply to a run (e.g. exact for a network space)."""
 
 
 def _default_shard_root(db: str) -> Path:

@@ -15,7 +15,8 @@ from pathlib import Path
 
 from ibdb.store import Store
 
-ORDER = ("incomplete_runs", "orphaned_shards", "stale_estimates", "duplicate_rows")
+ORDER = ("incomplete_runs", "orphaned_shards", "stale_estimates", "changed_loss_sets",
+         "duplicate_rows")
 
 
 @dataclass
@@ -44,11 +45,10 @@ def run_checks(store: Store, shard_root: Path) -> list[CheckResult]:
     _list_shard_files(store, Path(shard_root))
     results = []
     for name, sql in check_definitions():
-        cursor = store.con.execute(sql)
+        columns, rows = store.query(sql)
         about = " ".join(line[2:].strip() for line in sql.splitlines()
                          if line.startswith("--"))
-        results.append(CheckResult(name, about, [d[0] for d in cursor.description],
-                                   cursor.fetchall()))
+        results.append(CheckResult(name, about, columns, rows))
     return results
 
 
@@ -60,9 +60,9 @@ def _list_shard_files(store: Store, root: Path) -> None:
                 for path in run_folder.iterdir():
                     if path.suffix == ".parquet" or ".tmp-" in path.name:
                         present[str(path.resolve())] = True
-    for (path,) in store.con.execute("SELECT path FROM shards").fetchall():
+    for (path,) in store.query("SELECT path FROM shards")[1]:
         present.setdefault(path, os.path.exists(path))
     # one statement over lists: executemany is one round trip per row (~1 ms each)
-    store.con.execute("CREATE OR REPLACE TEMP TABLE shard_files AS SELECT "
-                      "unnest($path)::VARCHAR AS path, unnest($present)::BOOLEAN AS present",
-                      {"path": list(present), "present": list(present.values())})
+    store.query("CREATE OR REPLACE TEMP TABLE shard_files AS SELECT "
+                "unnest($path)::VARCHAR AS path, unnest($present)::BOOLEAN AS present",
+                {"path": list(present), "present": list(present.values())})

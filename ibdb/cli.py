@@ -19,13 +19,38 @@ from typing import Any
 import click
 
 from ibdb.api import DEFAULT_DB, Ibdb
+from ibdb.columns import LOSS_NAMES
 from ibdb.errors import IbdbError
+from ibdb.methods import METHODS
 
 UNITS = {
     "test_mse": "inductive bias in bits = -log2 P[test MSE <= eps]; test MSE is the mean squared "
                 "error over test points and outputs against one-hot targets",
     "test_error": "inductive bias in bits = -log2 P[test 0-1 error <= eps]",
 }
+
+
+class _MethodChoice(click.ParamType):
+    """A registered estimation method, checked against the registry when the option is parsed
+    (so a method registered after this module loaded is accepted too)."""
+
+    name = "method"
+
+    def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
+        return "[" + "|".join(METHODS.names()) + "]"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+                ) -> str:
+        if value in METHODS:
+            return value
+        self.fail(f"{value!r} is not one of {', '.join(METHODS.names())}.", param, ctx)
+
+
+def _method_help() -> str:
+    defaults = [m.name for m in METHODS.defaults()]
+    asked = [m.name for m in METHODS if not m.default]
+    return (f"Repeatable [default: {', '.join(defaults)} where they apply"
+            + (f"; {', '.join(asked)} only when asked" if asked else "") + "].")
 
 
 class _Group(click.Group):
@@ -134,15 +159,12 @@ def ingest(api: Ibdb, paths: tuple[str, ...]) -> None:
 
 
 @main.command()
-@click.option("--method", "methods", multiple=True,
-              type=click.Choice(["exact", "ncx2", "empirical", "paper", "bound"]),
-              help="Repeatable [default: exact, ncx2, empirical and bound where they apply; "
-                   "paper (scipy's fit, seconds per run) only when asked].")
+@click.option("--method", "methods", multiple=True, type=_MethodChoice(), help=_method_help())
 @click.option("--eps", "eps", multiple=True, type=float,
               help="Target test MSE (repeatable) [default: the spec's eps].")
 @click.option("--run", "run_ids", multiple=True, help="Run id (repeatable) [default: all].")
 @click.option("--loss", default="test_mse", show_default=True,
-              type=click.Choice(["test_mse", "test_error"]),
+              type=click.Choice(LOSS_NAMES),
               help="Which recorded loss: test MSE against one-hot targets, or the 0-1 error.")
 @click.option("--check-exact", is_flag=True,
               help="Check each exact value by importance sampling; stores its standard error.")
@@ -169,8 +191,8 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
 
     QUERY may hold several statements separated by ';'; with --write they run in one
     transaction, so an error writes nothing. Tables: specs, runs, shards, losses, spectra,
-    estimates. Views: run_summary, ib_estimates, method_agreement, stale_estimates, loss_sets,
-    gp_components. Functions: ib_fit(losses, eps, method), ib_exact(eigenvalues, residual_sq,
+    estimates, loss_set_digests. Views: run_summary, ib_estimates, method_agreement,
+    stale_estimates, loss_sets, loss_set_contents, gp_components. Functions: ib_fit(losses, eps, method), ib_exact(eigenvalues, residual_sq,
     n_test, n_outputs, eps), ib_bound(task_statistics, eps); each returns a struct with bits.
     'DESCRIBE <name>' shows a table's or view's columns."""
     columns, rows = api.sql(query, write=write)
@@ -227,7 +249,7 @@ def quickstart(api: Ibdb) -> None:
 @click.option("--out", default="report", show_default=True, type=click.Path(file_okay=False),
               help="Folder for report.md and the PNG figures.")
 @click.option("--loss", default="test_mse", show_default=True,
-              type=click.Choice(["test_mse", "test_error"]),
+              type=click.Choice(LOSS_NAMES),
               help="Which recorded loss the figures and tables show.")
 @click.pass_obj
 def report(api: Ibdb, run_ids: tuple[str, ...], out: str, loss: str) -> None:
@@ -319,8 +341,8 @@ def _echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> No
     click.echo(f"\n{UNITS[loss]}; '>=' marks a lower bound (no sample at or below eps), '<=' the "
                "2023 upper bound; [a, b]: 95% interval.")
     for run_id, run_rows in by_run.items():
-        methods = sorted({r[2] for r in run_rows},
-                         key=["exact", "ncx2", "paper", "empirical", "bound"].index)
+        found = {r[2] for r in run_rows}
+        methods = [m for m in METHODS.names() if m in found] + sorted(found - set(METHODS.names()))
         grid = sorted({r[3] for r in run_rows}, reverse=True)
         cell = {(r[2], r[3]): r for r in run_rows}
         body = []

@@ -2,7 +2,9 @@
 
 Estimates are rows, never bare floats: each :class:`Estimate` carries its method and version,
 eps, the value in bits, an interval where one exists, the sample size, the fit parameters and
-diagnostics. Methods:
+diagnostics. The methods themselves are declared in :mod:`ibdb.methods` (the registry: name,
+version, input, default, interval); this module holds their functions, each called as
+``function(source, eps, **options)``:
 
 - ``ncx2``: the paper's model done properly: a maximum-likelihood scaled non-central
   chi-squared (location 0) fitted once and read at every eps in log space
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,26 +35,23 @@ from ibdb.bound import TaskStatistics, bound_bits
 from ibdb.diagnostics import eps_position, goodness_of_fit
 from ibdb.errors import EstimateError
 from ibdb.genchi2 import GenChi2
+from ibdb.methods import METHODS
 from ibdb.ncx2fit import MIN_LOSSES, fit_scaled_ncx2
 from ibdb.paper import paper_fit, paper_neg_log_cdf_nats
+from ibdb.spectrum import gp_loss_distribution
 
 __all__ = [
-    "ALL_METHODS",
-    "DEFAULT_METHODS",
-    "METHOD_VERSIONS",
-    "SAMPLE_METHODS",
     "Estimate",
+    "bound_estimates",
+    "empirical_estimates",
     "estimate_bound",
     "estimate_exact",
     "estimate_losses",
+    "exact_estimates",
+    "ncx2_estimates",
+    "paper_estimates",
 ]
 
-SAMPLE_METHODS = ("ncx2", "empirical", "paper")
-ALL_METHODS = ("exact", "ncx2", "empirical", "paper", "bound")
-# `paper` runs scipy's fit (seconds per run), so it is computed only when asked for.
-DEFAULT_METHODS = ("exact", "ncx2", "empirical", "bound")
-# Bump a method's version whenever its numbers can change, so stored rows can be told apart.
-METHOD_VERSIONS = {"ncx2": "2", "empirical": "2", "exact": "2", "paper": "1", "bound": "1"}
 _LN2 = math.log(2.0)
 _Z95 = 1.959963984540054
 
@@ -61,13 +60,13 @@ _Z95 = 1.959963984540054
 class Estimate:
     """One estimate of inductive bias at one eps."""
 
-    method: str  # 'ncx2' | 'empirical' | 'exact'
+    method: str  # a name in ibdb.methods.METHODS (stamped by Method.estimate)
     method_version: str
     eps: float
     bits: float  # point estimate in bits; for bound == 'lower', the lower bound itself
     lower_bits: float | None  # interval in bits (None where not available)
     upper_bits: float | None
-    bound: str  # 'point', or 'lower' when bits is only a lower bound
+    bound: str  # 'point', 'lower' when bits is only a lower bound, 'upper' for an upper one
     n: int  # number of losses used (0 for exact)
     params: dict[str, Any] = field(default_factory=dict)  # JSON-able fit parameters
     diagnostics: dict[str, Any] = field(default_factory=dict)  # JSON-able
@@ -94,35 +93,8 @@ def _check_eps(eps: Sequence[float] | float) -> list[float]:
     return [float(v) for v in values]
 
 
-def _check_method(method: str, known: tuple[str, ...]) -> str:
-    if method not in known:
-        raise EstimateError(
-            f"unknown estimation method {method!r}; the known methods here are "
-            f"{', '.join(known)}."
-        )
-    return method
-
-
-def estimate_losses(
-    losses: Sequence[float] | np.ndarray,
-    eps: Sequence[float] | float,
-    method: str,
-    *,
-    confidence: float = 0.95,
-    interval: bool = True,
-    seed: int = 0,
-) -> list[Estimate]:
-    """Estimates of I(eps) in bits from sampled test losses, one per eps, in eps order.
-
-    Non-finite losses (NaN, inf: failed hypotheses) are excluded and counted in
-    diagnostics['n_excluded_nonfinite']. ``confidence`` is the level of every interval;
-    ``interval=False`` skips the ncx2 bootstrap; ``seed`` makes the bootstrap repeatable.
-    """
-    _check_method(method, SAMPLE_METHODS)
-    eps_list = _check_eps(eps)
-    confidence = float(confidence)
-    if not 0.0 < confidence < 1.0:
-        raise EstimateError(f"confidence must lie in (0, 1), got {confidence!r}; e.g. 0.95.")
+def _sorted_finite(losses: Sequence[float] | np.ndarray) -> tuple[np.ndarray, int]:
+    """The finite losses, sorted, and how many were not finite (failed hypotheses)."""
     raw = np.asarray(losses, dtype=np.float64).ravel()
     finite = np.isfinite(raw)
     x = np.sort(raw[finite])
@@ -137,21 +109,82 @@ def estimate_losses(
             f"losses include a negative value, {float(x[0])!r}; losses here are >= 0. Check "
             "the loss column that was passed."
         )
-    if method == "empirical":
-        return _estimate_empirical(x, eps_list, n_excluded, confidence)
+    return x, n_excluded
+
+
+def _check_confidence(confidence: float) -> float:
+    confidence = float(confidence)
+    if not 0.0 < confidence < 1.0:
+        raise EstimateError(f"confidence must lie in (0, 1), got {confidence!r}; e.g. 0.95.")
+    return confidence
+
+
+def _fittable(losses: Sequence[float] | np.ndarray, what: str) -> tuple[np.ndarray, int]:
+    """Sorted finite losses a 3-parameter continuous model can be fitted to."""
+    x, n_excluded = _sorted_finite(losses)
     if x.size < MIN_LOSSES:
         raise EstimateError(
-            f"{method}: refusing to fit a 3-parameter model to {x.size} finite losses (fewer "
+            f"{what}: refusing to fit a 3-parameter model to {x.size} finite losses (fewer "
             f"than {MIN_LOSSES}); sample more hypotheses, or use the empirical method."
         )
     if x[0] == x[-1]:
         raise EstimateError(
-            f"{method}: all {x.size} losses equal {float(x[0])!r}, so no continuous model fits; "
+            f"{what}: all {x.size} losses equal {float(x[0])!r}, so no continuous model fits; "
             "the empirical method gives 0 bits at eps >= that value and a lower bound below it."
         )
-    if method == "ncx2":
-        return _estimate_ncx2(x, eps_list, n_excluded, confidence, interval, seed)
+    return x, n_excluded
+
+
+def estimate_losses(
+    losses: Sequence[float] | np.ndarray,
+    eps: Sequence[float] | float,
+    method: str,
+    *,
+    confidence: float = 0.95,
+    interval: bool = True,
+    seed: int = 0,
+) -> list[Estimate]:
+    """Estimates of I(eps) in bits from sampled test losses by any registered method that
+    reads losses, one per eps, in eps order.
+
+    Non-finite losses (NaN, inf: failed hypotheses) are excluded and counted in
+    diagnostics['n_excluded_nonfinite']. ``confidence`` is the level of every interval;
+    ``interval=False`` skips the ncx2 bootstrap; ``seed`` makes the bootstrap repeatable.
+    """
+    chosen = METHODS.get(method)
+    if chosen.reads != "losses":
+        raise EstimateError(
+            f"method {method!r} reads the {chosen.reads.replace('_', ' ')}, not sampled losses;"
+            f" the methods that estimate from losses are "
+            f"{', '.join(m.name for m in METHODS.reading('losses'))}."
+        )
+    return chosen.estimate(losses, _check_eps(eps), confidence=confidence, interval=interval,
+                           seed=seed)
+
+
+def ncx2_estimates(losses: Sequence[float] | np.ndarray, eps: Sequence[float] | float, *,
+                   confidence: float = 0.95, interval: bool = True, seed: int = 0
+                   ) -> list[Estimate]:
+    """The ``ncx2`` method: a maximum-likelihood scaled ncx2 read at each eps."""
+    eps_list, confidence = _check_eps(eps), _check_confidence(confidence)
+    x, n_excluded = _fittable(losses, "ncx2")
+    return _estimate_ncx2(x, eps_list, n_excluded, confidence, interval, seed)
+
+
+def paper_estimates(losses: Sequence[float] | np.ndarray, eps: Sequence[float] | float
+                    ) -> list[Estimate]:
+    """The ``paper`` method: the published procedure (scipy's fit), in bits."""
+    eps_list = _check_eps(eps)
+    x, n_excluded = _fittable(losses, "paper")
     return _estimate_paper(x, eps_list, n_excluded)
+
+
+def empirical_estimates(losses: Sequence[float] | np.ndarray, eps: Sequence[float] | float, *,
+                        confidence: float = 0.95) -> list[Estimate]:
+    """The ``empirical`` method: the sample fraction with a Clopper-Pearson interval."""
+    eps_list, confidence = _check_eps(eps), _check_confidence(confidence)
+    x, n_excluded = _sorted_finite(losses)
+    return _estimate_empirical(x, eps_list, n_excluded, confidence)
 
 
 def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int, confidence: float,
@@ -169,7 +202,7 @@ def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int, confid
     for e, (lo, hi) in zip(eps_list, bounds, strict=True):
         log_p, how = fit.logcdf_with_method(e)
         rows.append(Estimate(
-            method="ncx2", method_version=METHOD_VERSIONS["ncx2"], eps=e, bits=_bits(log_p),
+            method="ncx2", method_version="", eps=e, bits=_bits(log_p),
             lower_bits=lo, upper_bits=hi, bound="point", n=int(x.size), params=dict(params),
             diagnostics={
                 "converged": fit.converged,
@@ -192,7 +225,7 @@ def _estimate_paper(x: np.ndarray, eps_list: list[float], n_excluded: int) -> li
     for e in eps_list:
         nats, how = paper_neg_log_cdf_nats(fit, e)
         rows.append(Estimate(
-            method="paper", method_version=METHOD_VERSIONS["paper"], eps=e, bits=nats / _LN2,
+            method="paper", method_version="", eps=e, bits=nats / _LN2,
             lower_bits=None, upper_bits=None, bound="point", n=int(x.size), params=dict(params),
             diagnostics={"approximation": how, "nats": nats, "n_excluded_nonfinite": n_excluded,
                          **eps_position(x, e)},
@@ -236,26 +269,25 @@ def _estimate_empirical(
         else:
             bits, bound, upper_bits = _bits(math.log(k / n)), "point", _bits(math.log(p_lo))
         rows.append(Estimate(
-            method="empirical", method_version=METHOD_VERSIONS["empirical"], eps=e, bits=bits,
+            method="empirical", method_version="", eps=e, bits=bits,
             lower_bits=lower_bits, upper_bits=upper_bits, bound=bound, n=n,
             params={"k": k, "n": n}, diagnostics=diagnostics,
         ))
     return rows
 
 
-def estimate_exact(dist: GenChi2, eps: Sequence[float] | float, *, check: bool = False,
-                   check_samples: int = 20000, seed: int = 0) -> list[Estimate]:
-    """I(eps) in bits of a generalised chi-squared loss (a kernel space), one row per eps.
+def exact_estimates(source: GenChi2 | Mapping[str, Any], eps: Sequence[float] | float, *,
+                    check: bool = False, check_samples: int = 20000, seed: int = 0
+                    ) -> list[Estimate]:
+    """The ``exact`` method: I(eps) in bits of a generalised chi-squared loss (a kernel space).
 
+    ``source`` is a :class:`GenChi2`, or a gp run's stored spectrum as a mapping with
+    ``eigenvalues``, ``residual_sq``, ``n_test`` and ``n_outputs`` (what the store reads).
     With ``check``, each value is re-estimated by importance sampling from the law tilted at
     the saddlepoint; its estimate and standard error are stored, and the interval is the
     importance-sampling estimate +- 1.96 standard errors.
     """
-    if not isinstance(dist, GenChi2):
-        raise EstimateError(
-            f"estimate_exact needs a GenChi2 distribution, got {type(dist).__name__}; build one "
-            "with GenChi2.from_arrays(weights, dofs, noncentralities, offset)."
-        )
+    dist = _as_genchi2(source)
     eps_list = _check_eps(eps)
     params = {
         "n_components": dist.n_components,
@@ -276,20 +308,39 @@ def estimate_exact(dist: GenChi2, eps: Sequence[float] | float, *, check: bool =
                                 "interval": "importance sampling +- 1.96 SE"})
             lower, upper = max(is_bits - _Z95 * se_bits, 0.0), is_bits + _Z95 * se_bits
         rows.append(Estimate(
-            method="exact", method_version=METHOD_VERSIONS["exact"], eps=e,
+            method="exact", method_version="", eps=e,
             bits=dist.bits_below(e), lower_bits=lower, upper_bits=upper, bound="point", n=0,
             params=dict(params), diagnostics=diagnostics,
         ))
     return rows
 
 
-def estimate_bound(task: TaskStatistics, eps: Sequence[float] | float) -> list[Estimate]:
-    """The ICML 2023 upper bound on inductive-bias complexity, in bits, at each eps."""
+def _as_genchi2(source: GenChi2 | Mapping[str, Any]) -> GenChi2:
+    if isinstance(source, GenChi2):
+        return source
+    if isinstance(source, Mapping):
+        return gp_loss_distribution(np.asarray(source["eigenvalues"], dtype=np.float64),
+                                    np.asarray(source["residual_sq"], dtype=np.float64),
+                                    n_test=int(source["n_test"]),
+                                    n_outputs=int(source["n_outputs"]))
+    raise EstimateError(
+        f"the exact method needs a GenChi2 distribution or a gp spectrum, got "
+        f"{type(source).__name__}; build one with GenChi2.from_arrays(weights, dofs, "
+        "noncentralities, offset)."
+    )
+
+
+def bound_estimates(task: TaskStatistics | Mapping[str, Any], eps: Sequence[float] | float
+                    ) -> list[Estimate]:
+    """The ``bound`` method: the ICML 2023 upper bound on inductive-bias complexity, in bits,
+    from task statistics (a :class:`TaskStatistics`, or its stored JSON as a mapping)."""
+    if isinstance(task, Mapping):
+        task = TaskStatistics(**task)
     rows = []
     for e in _check_eps(eps):
         bits, parts = bound_bits(task, e)
         rows.append(Estimate(
-            method="bound", method_version=METHOD_VERSIONS["bound"], eps=e, bits=bits,
+            method="bound", method_version="", eps=e, bits=bits,
             lower_bits=None, upper_bits=None, bound="upper", n=task.n,
             params={**dataclasses.asdict(task),  # the inputs, stored beside the value
                     **{k: v for k, v in parts.items() if _jsonable(v)}},
@@ -297,6 +348,23 @@ def estimate_bound(task: TaskStatistics, eps: Sequence[float] | float) -> list[E
                                  "(Boopathy et al., ICML 2023); not an estimate of this space"},
         ))
     return rows
+
+
+def estimate_exact(dist: GenChi2, eps: Sequence[float] | float, *, check: bool = False,
+                   check_samples: int = 20000, seed: int = 0) -> list[Estimate]:
+    """The registered ``exact`` method's rows for a :class:`GenChi2` (see exact_estimates)."""
+    if not isinstance(dist, GenChi2):
+        raise EstimateError(
+            f"estimate_exact needs a GenChi2 distribution, got {type(dist).__name__}; build one "
+            "with GenChi2.from_arrays(weights, dofs, noncentralities, offset)."
+        )
+    return METHODS.get("exact").estimate(dist, _check_eps(eps), check=check,
+                                         check_samples=check_samples, seed=seed)
+
+
+def estimate_bound(task: TaskStatistics, eps: Sequence[float] | float) -> list[Estimate]:
+    """The registered ``bound`` method's rows for task statistics (see bound_estimates)."""
+    return METHODS.get("bound").estimate(task, _check_eps(eps))
 
 
 def _jsonable(value: Any) -> bool:

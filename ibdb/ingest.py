@@ -1,10 +1,11 @@
 """Ingest: load shard folders into the store, validated, in one transaction per call.
 
-A mixin of :class:`ibdb.store.Store` (it uses the store's connection). Every shard is checked
-against the sha256 in its name, its metadata, schema, run and hypothesis range (read from the
-footers of all of a run's shards at once, :mod:`ibdb.footers`) before any row goes in; any
-failure aborts the whole call, naming the file (docs/decisions.md says why). A ledger of shard
-hashes (the ``shards`` table) makes re-ingesting a no-op.
+A collaborator of :class:`ibdb.store.Store`, which calls it inside a transaction on its
+connection (so any failure stores nothing) and then refreshes the loss-set digests. Every
+shard is checked against the sha256 in its name, its metadata, schema, run and hypothesis
+range (read from the footers of all of a run's shards at once, :mod:`ibdb.footers`) before any
+row goes in; any failure aborts the whole call, naming the file (docs/decisions.md says why).
+A ledger of shard hashes (the ``shards`` table) makes re-ingesting a no-op.
 """
 
 from __future__ import annotations
@@ -19,15 +20,15 @@ from typing import Any
 import duckdb
 
 from ibdb import shards as shardfiles
+from ibdb.columns import LOSS_COLUMNS, LOSS_KEY_COLUMNS, OPTIONAL_LOSSES, REQUIRED_LOSSES
 from ibdb.errors import ShardError
 from ibdb.footers import Footer, UnreadableShard, read_footers, sql_file_list
 
-# Per-hypothesis columns a loss shard may carry besides test_mse and test_error; a shard
-# without one of them (a gp run has no training loss) stores NULL there.
-OPTIONAL_COLUMNS = ("train_mse", "train_error", "epochs", "fitted")
+# Per-hypothesis columns a loss shard may carry besides the required losses; a shard without
+# one of them (a gp run has no training loss) stores NULL there.
+OPTIONAL_COLUMNS = OPTIONAL_LOSSES
 REQUIRED_COLUMNS = {
-    "losses": {"run_id": "VARCHAR", "hypothesis_id": "BIGINT", "seed": "BIGINT",
-               "test_mse": "DOUBLE", "test_error": "DOUBLE"},
+    "losses": {**LOSS_KEY_COLUMNS, **{n: LOSS_COLUMNS[n].sql_type for n in REQUIRED_LOSSES}},
     "spectrum": {"run_id": "VARCHAR", "component": "INTEGER", "eigenvalue": "DOUBLE",
                  "residuals": "DOUBLE[]"},
 }
@@ -55,24 +56,17 @@ class IngestReport:
 
 
 class ShardIngest:
-    """The ingest half of :class:`ibdb.store.Store`."""
+    """Loads shards through a store's connection; the caller owns the transaction."""
 
-    con: duckdb.DuckDBPyConnection
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        self.con = con
 
     def ingest(self, folders: list[Path]) -> IngestReport:
-        """Load run folders' shards in one transaction; shards already ingested are skipped.
-
-        Any invalid shard aborts the whole call with nothing stored, naming the file.
-        """
+        """Load run folders' shards; shards already ingested are skipped. Raises on the first
+        invalid shard, naming the file (the caller's rollback then stores nothing)."""
         report = IngestReport()
-        self.con.execute("BEGIN")
-        try:
-            for folder in folders:
-                self._ingest_run(Path(folder), report)
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+        for folder in folders:
+            self._ingest_run(Path(folder), report)
         return report
 
     def _ingest_run(self, folder: Path, report: IngestReport) -> None:
@@ -245,9 +239,8 @@ class ShardIngest:
             raise ShardError(_misplaced_message(path, first, *misplaced))
         self._check_agrees(path, src, run_id)
         return self.con.execute(
-            f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
-            f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT run_id, hypothesis_id, seed, "
-            f"test_mse, test_error, {_optional_columns(shard.present, '')}, ? FROM {src} s "
+            f"INSERT INTO losses ({_LOSS_ROW}, shard_sha256) SELECT {_required('')}, "
+            f"{_optional_columns(shard.present, '')}, ? FROM {src} s "
             "WHERE NOT EXISTS (SELECT 1 FROM losses l WHERE l.run_id = s.run_id AND "
             "l.hypothesis_id = s.hypothesis_id)", [shard.sha256]).fetchone()[0]
 
@@ -269,9 +262,8 @@ class ShardIngest:
         # each and in order; with no two ranges overlapping, no id can repeat (the losses table
         # has no key index: schemas/002_losses_without_key.sql says why).
         inserted = self.con.execute(
-            f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
-            f"{', '.join(OPTIONAL_COLUMNS)}, shard_sha256) SELECT r.run_id, r.hypothesis_id, "
-            f"r.seed, r.test_mse, r.test_error, {_optional_columns(present, 'r.')}, m.sha256 "
+            f"INSERT INTO losses ({_LOSS_ROW}, shard_sha256) SELECT {_required('r.')}, "
+            f"{_optional_columns(present, 'r.')}, m.sha256 "
             f"FROM {src} r JOIN ingest_batch m USING (filename) WHERE r.run_id = ? AND "
             "r.hypothesis_id = m.first_id + r.file_row_number", [run_id]).fetchone()[0]
         if inserted != sum(b.rows for b in batch):
@@ -356,6 +348,14 @@ def _misplaced_message(path: Path | str, first: int, row: int, hypothesis: int |
             "belongs (every shard ibdb writes holds its range once each, in order: an id is "
             "repeated or missing); nothing was ingested. Delete it and re-run the spec to "
             "rewrite that chunk.")
+
+
+# A loss row's columns, in the order the inserts above list them.
+_LOSS_ROW = ", ".join([*LOSS_KEY_COLUMNS, *REQUIRED_LOSSES, *OPTIONAL_COLUMNS])
+
+
+def _required(prefix: str) -> str:
+    return ", ".join(f"{prefix}{c}" for c in [*LOSS_KEY_COLUMNS, *REQUIRED_LOSSES])
 
 
 def _optional_columns(present: set[str], prefix: str) -> str:

@@ -15,15 +15,14 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ibdb.methods import METHODS
+
 if TYPE_CHECKING:
     from ibdb.report import Curve, LossPanel, Sweep
 
 FIGSIZE = (6.4, 4.2)
 DPI = 100  # ~40 KB per PNG: small enough to keep in the repository's docs
-STYLE = {  # method -> (marker, linestyle)
-    "exact": ("o", "-"), "ncx2": ("s", "--"), "paper": ("D", ":"), "empirical": ("^", "-."),
-    "bound": ("v", ":"),
-}
+_LINE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
 # Beyond this ratio of the bound to the other methods' largest value, drawing the bound would
 # flatten every estimate against the axis; the report's table carries it instead.
 BOUND_RATIO_SHOWN = 100.0
@@ -41,6 +40,22 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
+def _style(method: str) -> tuple[str, str]:
+    """(marker, line style) of a method, from the registry (rows of a method no longer
+    registered still draw)."""
+    return METHODS.get(method).style if method in METHODS else ("x", "-")
+
+
+def _is_comparison(method: str) -> bool:
+    """A method that does not estimate the sampled space (the 2023 bound): drawn apart."""
+    return method in METHODS and METHODS.get(method).role == "comparison"
+
+
+def _compared(method: str) -> bool:
+    """Drawn when several runs share one axis: the default methods that estimate the space."""
+    return method in METHODS and METHODS.get(method).default and not _is_comparison(method)
+
+
 def _loss_label(loss: str) -> str:
     return "test MSE" if loss == "test_mse" else "test 0-1 error"
 
@@ -54,7 +69,7 @@ def loss_histogram(panel: LossPanel, title: str, path: Path) -> Path:
            color="0.8", edgecolor="0.6", linewidth=0.5, label=f"{n} sampled hypotheses")
     # Fits dashed and wide, exact thin and solid on top, so that both show where they agree.
     for density, color in zip(panel.densities, ("C0", "C2", "C3"), strict=False):
-        exact = density.name.startswith("exact")
+        exact = density.closed_form
         ax.plot(density.x, density.y, color=color, lw=1.0 if exact else 2.0,
                 ls="-" if exact else "--", zorder=3 if exact else 2, label=density.name)
     x_lo, x_hi = ax.get_xlim()
@@ -98,7 +113,7 @@ def _bits_axis(ax: object, top: float) -> None:
 
 
 def _draw_curve(ax: object, curve: Curve, color: str, label: str) -> None:
-    marker, ls = STYLE.get(curve.method, ("x", "-"))
+    marker, ls = _style(curve.method)
     ok = np.isfinite(curve.bits)
     point = ok & (np.array(curve.bound) == "point")
     ax.plot(curve.eps[ok], curve.bits[ok], ls=ls, color=color, lw=1.0, alpha=0.6)
@@ -120,12 +135,12 @@ def _draw_curve(ax: object, curve: Curve, color: str, label: str) -> None:
 def ib_vs_eps(curves: list[Curve], loss: str, title: str, path: Path) -> Path:
     """One run's IB-vs-eps curve per method, with intervals; lower bounds as open triangles."""
     fig, ax = _figure()
-    others = [c for c in curves if c.method != "bound"]
+    others = [c for c in curves if not _is_comparison(c.method)]
     top = max([float(np.nanmax(c.bits[np.isfinite(c.bits)], initial=0.0)) for c in others],
               default=0.0)
     skipped = []
     for i, curve in enumerate(curves):
-        if curve.method == "bound" and others and \
+        if _is_comparison(curve.method) and others and \
                 np.nanmin(curve.bits) > BOUND_RATIO_SHOWN * max(top, 1.0):
             skipped.append(curve)
             continue
@@ -153,7 +168,7 @@ def compare_runs(curves: dict[str, list[Curve]], labels: dict[str, str], loss: s
     all_eps = []
     for i, (run_id, run_curves) in enumerate(curves.items()):
         for curve in run_curves:
-            if curve.method not in ("exact", "ncx2", "empirical"):
+            if not _compared(curve.method):
                 continue
             finite = curve.bits[np.isfinite(curve.bits)]
             top = max(top, float(finite.max(initial=0.0)))
@@ -164,7 +179,9 @@ def compare_runs(curves: dict[str, list[Curve]], labels: dict[str, str], loss: s
     _bits_axis(ax, top)
     ax.set_xlabel(f"eps (target {_loss_label(loss)})")
     ax.set_ylabel("inductive bias (bits)")
-    ax.set_title("runs compared (exact: o solid, ncx2 fit: s dashed, empirical: ^)", fontsize=9)
+    shown = ", ".join(f"{m.name}: {m.style[0]} {_LINE_NAMES.get(m.style[1], m.style[1])}"
+                      for m in METHODS if _compared(m.name))
+    ax.set_title(f"runs compared ({shown})", fontsize=9)
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -179,13 +196,13 @@ def sweep(data: Sweep, loss: str, path: Path) -> Path:
     space_styles = ("-", "--", ":", "-.")
     top = 0.0
     for k, series in enumerate(data.series):
-        methods = [m for m in STYLE if any(m == mm for mm, _ in series.bits)]
+        methods = [m.name for m in METHODS if any(m.name == mm for mm, _ in series.bits)]
         if len(data.series) > 1:
             methods = methods[:1]
         for (method, e), bits in series.bits.items():
             if method not in methods:
                 continue
-            marker, ls = STYLE.get(method, ("x", "-"))
+            marker, ls = _style(method)
             if len(data.series) > 1:
                 ls = space_styles[k % len(space_styles)]
             color = f"C{eps_values.index(e) % 10}"

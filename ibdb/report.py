@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from ibdb.columns import LOSS_NAMES, LOSS_UNITS
 from ibdb.errors import IbdbError
+from ibdb.methods import METHODS, Method
 from ibdb.spectrum import gp_loss_distribution
-from ibdb.store import LOSS_NAMES, Store
+from ibdb.store import Store
 
-METHOD_ORDER = ("exact", "ncx2", "paper", "empirical", "bound")
-LOSS_TEXT = {"test_mse": "test MSE (mean squared error against one-hot targets)",
-             "test_error": "test 0-1 error"}
+LOSS_TEXT = LOSS_UNITS
 LOSS_SHORT = {"test_mse": "test MSE", "test_error": "test 0-1 error"}
 # Spec fields that do not change what a run measures: a sweep is a difference in any other one.
 _IGNORED_SPEC_KEYS = ("name", "experiment", "description", "eps", "chunk_size")
@@ -75,6 +75,7 @@ class Density:
     name: str
     x: np.ndarray
     y: np.ndarray
+    closed_form: bool = False  # the exact law (drawn thin, on top), not a fitted model
 
 
 @dataclass(frozen=True)
@@ -187,13 +188,13 @@ def collect(store: Store, run_ids: list[str] | None = None, *, loss: str = "test
 
 
 def _run_info(store: Store, run_id: str, loss: str) -> RunInfo:
-    row = store.con.execute(
+    _, (row,) = store.query(
         f"SELECT rs.experiment || '/' || rs.task_name || '/' || rs.space_name, s.space_kind, "
         f"rs.n_train, rs.n_test, rs.n_outputs, rs.n_stored, rs.n_not_fitted, rs.wall_seconds, "
         f"s.spec, (SELECT avg({loss}) FROM losses WHERE run_id = ? AND fitted IS NOT FALSE), "
         f"(SELECT min({loss}) FROM losses WHERE run_id = ? AND fitted IS NOT FALSE) "
         f"FROM run_summary rs JOIN specs s USING (run_id) WHERE run_id = ?",
-        [run_id, run_id, run_id]).fetchone()
+        [run_id, run_id, run_id])
     return RunInfo(run_id=run_id, label=row[0], space_kind=row[1], n_train=row[2],
                    n_test=row[3], n_outputs=row[4], n_stored=row[5], n_not_fitted=row[6],
                    wall_seconds=row[7], spec=json.loads(row[8]), mean_loss=row[9],
@@ -201,13 +202,14 @@ def _run_info(store: Store, run_id: str, loss: str) -> RunInfo:
 
 
 def _curves(store: Store, run_id: str, loss: str) -> list[Curve]:
-    rows = store.con.execute(
+    _, rows = store.query(
         "SELECT method, eps, bits, lower_bits, upper_bits, bound, stale FROM ib_estimates "
-        "WHERE run_id = ? AND loss = ? ORDER BY method, eps", [run_id, loss]).fetchall()
+        "WHERE run_id = ? AND loss = ? ORDER BY method, eps", [run_id, loss])
     by_method: dict[str, list[tuple]] = {}
     for r in rows:
         by_method.setdefault(r[0], []).append(r)
-    order = [m for m in METHOD_ORDER if m in by_method] + sorted(set(by_method) - set(METHOD_ORDER))
+    known = METHODS.names()
+    order = [m for m in known if m in by_method] + sorted(set(by_method) - set(known))
 
     def col(rs: list[tuple], i: int) -> np.ndarray:
         return np.array([np.nan if r[i] is None else r[i] for r in rs], dtype=np.float64)
@@ -221,9 +223,10 @@ def _curves(store: Store, run_id: str, loss: str) -> list[Curve]:
 
 def _fit_params(store: Store, run_id: str, loss: str, method: str) -> dict[str, Any] | None:
     # Every eps of one fit stores the same parameters; prefer a fresh, recent row.
-    row = store.con.execute(
+    _, rows = store.query(
         "SELECT params FROM ib_estimates WHERE run_id = ? AND loss = ? AND method = ? "
-        "ORDER BY stale, computed_at DESC, eps LIMIT 1", [run_id, loss, method]).fetchone()
+        "ORDER BY stale, computed_at DESC, eps LIMIT 1", [run_id, loss, method])
+    row = rows[0] if rows else None
     return json.loads(row[0]) if row and row[0] else None
 
 
@@ -245,24 +248,29 @@ def _loss_panel(store: Store, info: RunInfo, loss: str, curves: list[Curve], bin
     grid = np.linspace(max(x_lo, 0.0), hi + 0.05 * span, N_DENSITY_POINTS)
     grid = grid[grid > 0]
     densities = []
-    for method in ("ncx2", "paper"):
-        p = _fit_params(store, info.run_id, loss, method)
-        if p is None:
-            continue
-        y = stats.ncx2.pdf(grid, p["df"], p["nc"], scale=p["scale"]) if p["nc"] > 0 else \
-            stats.chi2.pdf(grid, p["df"], scale=p["scale"])
-        name = "ncx2 ML fit" if method == "ncx2" else "paper's fit (scipy)"
-        densities.append(Density(
-            name=f"{name}: df={p['df']:.4g}, nc={p['nc']:.4g}, scale={p['scale']:.3g}",
-            x=grid, y=np.asarray(y, dtype=np.float64)))
-    exact = _exact_density(store, info, loss, grid)
-    if exact is not None:
-        densities.append(exact)
+    # fitted densities under the closed form, which is drawn last (on top)
+    for method in sorted((m for m in METHODS if m.density), key=lambda m: m.density == "spectrum"):
+        density = _DENSITIES[method.density](store, info, loss, grid, method)
+        if density is not None:
+            densities.append(density)
     return LossPanel(run_id=info.run_id, loss=loss, values=values, counts=counts, edges=edges,
                      densities=densities, eps=eps)
 
 
-def _exact_density(store: Store, info: RunInfo, loss: str, grid: np.ndarray) -> Density | None:
+def _ncx2_density(store: Store, info: RunInfo, loss: str, grid: np.ndarray, method: Method
+                  ) -> Density | None:
+    """A scaled ncx2 density from a method's stored fit parameters (df, nc, scale)."""
+    p = _fit_params(store, info.run_id, loss, method.name)
+    if p is None:
+        return None
+    y = stats.ncx2.pdf(grid, p["df"], p["nc"], scale=p["scale"]) if p["nc"] > 0 else \
+        stats.chi2.pdf(grid, p["df"], scale=p["scale"])
+    return Density(name=f"{method.density_label}: df={p['df']:.4g}, nc={p['nc']:.4g}, "
+                        f"scale={p['scale']:.3g}", x=grid, y=np.asarray(y, dtype=np.float64))
+
+
+def _spectrum_density(store: Store, info: RunInfo, loss: str, grid: np.ndarray,
+                      method: Method) -> Density | None:
     """The gp run's exact (generalized chi-squared) density, as the numerical derivative of its
     saddlepoint CDF: ~0.1 s for 400 points, and accurate wherever the CDF is (its log is
     accurate to ~1e-6 bits), which a density formula of its own would not add to."""
@@ -271,8 +279,11 @@ def _exact_density(store: Store, info: RunInfo, loss: str, grid: np.ndarray) -> 
         return None
     dist = gp_loss_distribution(*spectrum, n_test=info.n_test, n_outputs=info.n_outputs)
     cdf = np.exp([dist.logcdf(float(v)) for v in grid])
-    return Density(name="exact (generalized chi-squared, from the spectrum)", x=grid,
-                   y=np.gradient(cdf, grid))
+    return Density(name=method.density_label, x=grid, y=np.gradient(cdf, grid),
+                   closed_form=True)
+
+
+_DENSITIES = {"ncx2": _ncx2_density, "spectrum": _spectrum_density}
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
@@ -331,7 +342,7 @@ def _series(space: str, runs: list[RunInfo], flat: list[dict[str, Any]], key: st
     ordered = [runs[i].run_id for i in order]
     bits: dict[tuple[str, float], np.ndarray] = {}
     bounds: dict[tuple[str, float], tuple[str, ...]] = {}
-    for method in (m for m in METHOD_ORDER if m != "bound"):
+    for method in (m.name for m in METHODS if m.role != "comparison"):
         per_run = [{float(e): (float(b), s) for c in curves.get(r, []) if c.method == method
                     for e, b, s in zip(c.eps, c.bits, c.bound, strict=True)} for r in ordered]
         shared = set.intersection(*(set(p) for p in per_run))

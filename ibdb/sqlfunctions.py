@@ -3,7 +3,7 @@
 DuckDB has no Python aggregate functions, so a function receives a whole loss set as a list::
 
     SELECT run_id, ib_fit(list(test_mse ORDER BY hypothesis_id), 0.05, 'ncx2') AS est
-    FROM losses WHERE fitted IS NOT FALSE GROUP BY run_id;      -- also 'empirical', 'paper'
+    FROM losses WHERE fitted IS NOT FALSE GROUP BY run_id;      -- any method reading losses
 
     SELECT run_id, ib_exact(list(eigenvalue ORDER BY component),
                             list(residual_sq ORDER BY component),
@@ -12,22 +12,27 @@ DuckDB has no Python aggregate functions, so a function receives a whole loss se
 
     SELECT run_id, ib_bound(task_statistics::VARCHAR, 0.05) AS est FROM runs;
 
-All return the same STRUCT as a row of the ``estimates`` table (params and diagnostics as JSON
-text). They call the very functions ``ibdb estimate`` uses, so the numbers are identical.
+There is one function per kind of input (:data:`ibdb.methods.SOURCES`); ``ib_fit`` takes the
+method by name from the registry, while ``ib_exact`` and ``ib_bound`` run the registered method
+that reads their input. All return the same STRUCT as a row of the ``estimates`` table (params
+and diagnostics as JSON text) and call the very functions ``ibdb estimate`` uses, so the numbers
+are identical. Registering them imports no estimator: that happens on the first call.
 """
 
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
 from duckdb import sqltypes
 
-from ibdb.bound import TaskStatistics
-from ibdb.estimators import Estimate, estimate_bound, estimate_exact, estimate_losses
-from ibdb.spectrum import gp_loss_distribution
+from ibdb.errors import EstimateError
+from ibdb.methods import METHODS
+
+if TYPE_CHECKING:
+    from ibdb.estimators import Estimate
 
 ESTIMATE_STRUCT = {
     "method": sqltypes.VARCHAR,
@@ -44,46 +49,59 @@ ESTIMATE_STRUCT = {
 
 
 def estimate_struct(est: Estimate) -> dict[str, Any]:
-    return {
-        "method": est.method,
-        "method_version": est.method_version,
-        "eps": est.eps,
-        "bits": est.bits,
-        "lower_bits": est.lower_bits,
-        "upper_bits": est.upper_bits,
-        "bound": est.bound,
-        "n": est.n,
-        "params": json.dumps(est.params, sort_keys=True),
-        "diagnostics": json.dumps(est.diagnostics, sort_keys=True),
-    }
+    out = {name: getattr(est, name) for name in ESTIMATE_STRUCT}
+    out["params"] = json.dumps(est.params, sort_keys=True)
+    out["diagnostics"] = json.dumps(est.diagnostics, sort_keys=True)
+    return out
+
+
+def _one(source_name: str, source: Any, eps: float, method: str | None = None
+         ) -> dict[str, Any]:
+    if method is None:  # the function of a source without a method argument
+        readers = METHODS.reading(source_name)
+        if not readers:
+            raise EstimateError(f"no registered method reads the {source_name}.")
+        chosen = readers[0]
+    else:
+        chosen = METHODS.get(method)
+        if chosen.reads != source_name:
+            raise EstimateError(
+                f"method {method!r} reads the {chosen.reads.replace('_', ' ')}; ib_fit takes "
+                f"the methods that read losses: "
+                f"{', '.join(m.name for m in METHODS.reading(source_name))}.")
+    (est,) = chosen.estimate(source, [float(eps)])
+    return estimate_struct(est)
 
 
 def _ib_fit(losses: list[float], eps: float, method: str) -> dict[str, Any]:
-    (est,) = estimate_losses(np.asarray(losses, dtype=np.float64), [eps], method)
-    return estimate_struct(est)
+    import numpy as np
+
+    return _one("losses", np.asarray(losses, dtype=np.float64), eps, method)
 
 
 def _ib_exact(eigenvalues: list[float], residual_sq: list[float], n_test: int, n_outputs: int,
               eps: float) -> dict[str, Any]:
-    dist = gp_loss_distribution(np.asarray(eigenvalues), np.asarray(residual_sq),
-                                n_test=int(n_test), n_outputs=int(n_outputs))
-    (est,) = estimate_exact(dist, [eps])
-    return estimate_struct(est)
+    spectrum = {"eigenvalues": eigenvalues, "residual_sq": residual_sq, "n_test": n_test,
+                "n_outputs": n_outputs}
+    return _one("spectrum", spectrum, eps)
 
 
 def _ib_bound(task_statistics: str, eps: float) -> dict[str, Any]:
-    (est,) = estimate_bound(TaskStatistics(**json.loads(task_statistics)), [eps])
-    return estimate_struct(est)
+    return _one("task_statistics", json.loads(task_statistics), eps)
+
+
+# name -> (function, argument types) per source; the STRUCT result is shared.
+_DOUBLES = duckdb.list_type(sqltypes.DOUBLE)
+FUNCTIONS: dict[str, tuple[Callable[..., dict[str, Any]], list[Any]]] = {
+    "ib_fit": (_ib_fit, [_DOUBLES, sqltypes.DOUBLE, sqltypes.VARCHAR]),
+    "ib_exact": (_ib_exact, [_DOUBLES, _DOUBLES, sqltypes.BIGINT, sqltypes.BIGINT,
+                             sqltypes.DOUBLE]),
+    "ib_bound": (_ib_bound, [sqltypes.VARCHAR, sqltypes.DOUBLE]),
+}
 
 
 def register_functions(con: duckdb.DuckDBPyConnection) -> None:
     """Make ``ib_fit``, ``ib_exact`` and ``ib_bound`` callable from SQL on ``con``."""
     result = duckdb.struct_type(ESTIMATE_STRUCT)
-    doubles = duckdb.list_type(sqltypes.DOUBLE)
-    con.create_function("ib_fit", _ib_fit, [doubles, sqltypes.DOUBLE, sqltypes.VARCHAR], result,
-                        side_effects=False)
-    con.create_function("ib_exact", _ib_exact,
-                        [doubles, doubles, sqltypes.BIGINT, sqltypes.BIGINT, sqltypes.DOUBLE],
-                        result, side_effects=False)
-    con.create_function("ib_bound", _ib_bound, [sqltypes.VARCHAR, sqltypes.DOUBLE], result,
-                        side_effects=False)
+    for name, (function, arguments) in FUNCTIONS.items():
+        con.create_function(name, function, arguments, result, side_effects=False)

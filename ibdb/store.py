@@ -14,23 +14,31 @@ import logging
 import os
 import re
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
-import numpy as np
 
+from ibdb.columns import ESTIMATE_COLUMNS, LOSS_NAMES
 from ibdb.errors import StoreError, StoreLockedError
-from ibdb.ingest import OPTIONAL_COLUMNS, IngestReport, ShardIngest  # noqa: F401 (re-exported)
+from ibdb.methods import SOURCES
 from ibdb.sqlfunctions import register_functions
+from ibdb.views import create_views, view_definitions  # noqa: F401 (view_definitions re-exported)
+
+if TYPE_CHECKING:  # numpy and the ingest machinery load only when a call needs them
+    import numpy as np
+
+    from ibdb.ingest import IngestReport
 
 log = logging.getLogger(__name__)
 SCHEMA_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
-LOSS_NAMES = ("test_mse", "test_error")  # the losses estimates can be asked for
+DIGESTS_STORED_SINCE = 3  # the schema version that stores loss-set digests
 
 
-class Store(ShardIngest):
+class Store:
     """An open store. Use :meth:`open`; close it (or use ``with``) to release the file lock."""
 
     def __init__(self, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool) -> None:
@@ -111,6 +119,17 @@ class Store(ShardIngest):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    @contextmanager
+    def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Everything in the block commits together or not at all."""
+        self.con.execute("BEGIN")
+        try:
+            yield self.con
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
     def _prepare(self) -> None:
         version = self.schema_version()
         files = _schema_files()
@@ -124,22 +143,30 @@ class Store(ShardIngest):
                 if version:  # (a new store's tables are made in no time; say nothing then)
                     log.info("%s: upgrading the store from schema version %d to %d, in one "
                              "transaction", self.path, version, pending[-1][0])
-                self.con.execute("BEGIN")
-                try:
+                with self.transaction():
                     for _, text in pending:
                         self.con.execute(text)
                     self.con.execute("INSERT OR REPLACE INTO ibdb_meta VALUES "
                                      "('schema_version', ?)", [str(pending[-1][0])])
-                    self.con.execute("COMMIT")
-                except BaseException:
-                    self.con.execute("ROLLBACK")
-                    raise
+                    if version < DIGESTS_STORED_SINCE:
+                        create_views(self.con, temporary=False)
+                        self._carry_over_digests()
         latest = files[-1][0]
         if self.schema_version() > latest:
             raise StoreError(f"{self.path}: store schema version {self.schema_version()} is "
                              f"newer than this ibdb understands ({latest}); upgrade ibdb.")
-        self._create_views()
+        create_views(self.con, temporary=self.read_only)
         register_functions(self.con)
+
+    def _carry_over_digests(self) -> None:
+        """Store digests of every run, and move each estimate that was fresh under the md5
+        digests of schema version 2 (schemas/003_...) onto its set's new digest."""
+        self.refresh_loss_sets(None)
+        self.con.execute(
+            "UPDATE estimates e SET loss_set_hash = d.digest FROM legacy_loss_set_md5 m, "
+            "loss_set_digests d WHERE m.run_id = e.run_id AND m.loss = e.loss_set AND "
+            "m.digest = e.loss_set_hash AND d.run_id = e.run_id AND d.loss = e.loss_set")
+        self.con.execute("DROP TABLE legacy_loss_set_md5")
 
     def schema_version(self) -> int:
         exists = self.con.execute(
@@ -151,21 +178,12 @@ class Store(ShardIngest):
             "SELECT value FROM ibdb_meta WHERE key = 'schema_version'").fetchone()
         return int(row[0]) if row else 0
 
-    def _create_views(self) -> None:
-        # Read-only stores cannot change their catalog; temporary views serve the session.
-        scope = "TEMP " if self.read_only else ""
-        pending = view_definitions()
-        while pending:  # a view can name another: create in dependency order, by retrying
-            failed = []
-            for name, body in pending:
-                try:
-                    self.con.execute(f"CREATE OR REPLACE {scope}VIEW {name} AS {body}")
-                except duckdb.CatalogException:
-                    failed.append((name, body))
-            if len(failed) == len(pending):
-                name, body = failed[0]
-                self.con.execute(f"CREATE OR REPLACE {scope}VIEW {name} AS {body}")  # raises
-            pending = failed
+    def query(self, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
+        """(column names, rows) of the last statement of ``sql`` over the store."""
+        cursor = self.con.execute(sql, params)
+        if cursor.description is None:
+            return [], []
+        return [d[0] for d in cursor.description], cursor.fetchall()
 
     # -- reading -------------------------------------------------------------------------------
 
@@ -190,9 +208,8 @@ class Store(ShardIngest):
                 "task_statistics": statistics}
 
     def loss_set_digests(self, run_ids: list[str]) -> dict[tuple[str, str], str]:
-        """{(run_id, loss set): digest} for the given runs; loss sets are 'test_mse',
-        'test_error' and 'spectrum' (see queries/loss_sets.sql). One query for all runs: the
-        view aggregates every run, so asking run by run would cost quadratic time."""
+        """{(run_id, loss set): digest} for the given runs; loss sets are the loss columns
+        and 'spectrum' (see queries/loss_sets.sql): a look-up of stored rows."""
         rows = self.con.execute("SELECT run_id, loss, digest FROM loss_sets WHERE run_id IN "
                                 "(SELECT unnest(?))", [run_ids]).fetchall()
         return {(r[0], r[1]): r[2] for r in rows}
@@ -200,6 +217,8 @@ class Store(ShardIngest):
     def losses(self, run_id: str, loss: str = "test_mse") -> np.ndarray:
         """A run's ``loss`` column, by hypothesis id, for the hypotheses that fit the training
         data (the definition conditions on fitting; ``fitted`` NULL means fit by construction)."""
+        import numpy as np
+
         if loss not in LOSS_NAMES:
             raise StoreError(f"unknown loss {loss!r}; recorded losses: {', '.join(LOSS_NAMES)}.")
         out = self.con.execute(
@@ -209,6 +228,8 @@ class Store(ShardIngest):
 
     def spectrum(self, run_id: str) -> tuple[np.ndarray, np.ndarray] | None:
         """(eigenvalues, residual_sq) of a gp run's loss distribution, or None if not stored."""
+        import numpy as np
+
         got = self.con.execute(
             "SELECT eigenvalue, residual_sq FROM gp_components WHERE run_id = ? "
             "ORDER BY component", [run_id]).fetchnumpy()
@@ -217,41 +238,104 @@ class Store(ShardIngest):
         return (np.asarray(got["eigenvalue"], dtype=np.float64),
                 np.asarray(got["residual_sq"], dtype=np.float64))
 
+    def method_source(self, source: str, run_id: str, loss: str,
+                      facts: dict[str, Any] | None = None) -> Any:
+        """The input that methods reading ``source`` (a key of ibdb.methods.SOURCES) take for
+        ``run_id`` and ``loss``, or None when the run has none (e.g. the spectrum of a network
+        run). ``facts``: the run's :meth:`run_facts`, when the caller has them already."""
+        if source not in _SOURCE_READERS:
+            raise StoreError(f"the store cannot read a source named {source!r}; known sources: "
+                             f"{', '.join(_SOURCE_READERS)}.")
+        if loss not in SOURCES[source].losses:
+            return None
+        return _SOURCE_READERS[source](self, run_id, loss, facts or self.run_facts(run_id))
+
+    def _losses_source(self, run_id: str, loss: str, facts: dict[str, Any]) -> Any:
+        values = self.losses(run_id, loss)
+        return values if values.size else None
+
+    def _spectrum_source(self, run_id: str, loss: str, facts: dict[str, Any]) -> Any:
+        spectrum = self.spectrum(run_id)
+        if spectrum is None or not facts["n_test"] or not facts["n_outputs"]:
+            return None
+        return {"eigenvalues": spectrum[0], "residual_sq": spectrum[1],
+                "n_test": facts["n_test"], "n_outputs": facts["n_outputs"]}
+
+    def _task_statistics_source(self, run_id: str, loss: str, facts: dict[str, Any]) -> Any:
+        return facts["task_statistics"]
+
+    def fit_counts(self, run_ids: list[str]) -> dict[str, tuple[int, int]]:
+        """(hypotheses stored, hypotheses that did not fit the training data) per run."""
+        rows = self.con.execute("SELECT run_id, n_stored, n_not_fitted FROM run_summary "
+                                "WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
+        return {r[0]: (r[1], r[2]) for r in rows}
+
+    def ib_rows(self, run_ids: list[str] | None, loss: str) -> list[tuple]:
+        """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,
+        bound) rows, by run, method and descending eps."""
+        where = "" if run_ids is None else "AND run_id IN (SELECT unnest(?))"
+        return self.con.execute(
+            "SELECT run_id, experiment || '/' || task_name || '/' || space_name, method, "
+            f"eps, bits, lower_bits, upper_bits, bound FROM ib_estimates WHERE loss = ? "
+            f"{where} ORDER BY run_id, method, eps DESC",
+            [loss] if run_ids is None else [loss, run_ids]).fetchall()
+
     # -- writing -------------------------------------------------------------------------------
+
+    def ingest(self, folders: list[Path]) -> IngestReport:
+        """Load run folders' shards in one transaction (shards already ingested are skipped)
+        and store the digests of the loss sets of the runs they belong to.
+
+        Any invalid shard aborts the whole call with nothing stored, naming the file.
+        """
+        from ibdb.ingest import ShardIngest
+
+        with self.transaction():
+            report = ShardIngest(self.con).ingest(folders)
+            self.refresh_loss_sets(report.runs)
+        return report
+
+    def refresh_loss_sets(self, run_ids: list[str] | None) -> None:
+        """Recompute and store the loss-set digests of ``run_ids`` (None: every run) from the
+        stored rows (queries/loss_set_contents.sql); call inside the transaction that changed
+        them."""
+        if run_ids is not None and not run_ids:
+            return
+        where = "" if run_ids is None else " WHERE run_id IN (SELECT unnest($runs))"
+        params = {} if run_ids is None else {"runs": list(run_ids)}
+        self.con.execute(f"DELETE FROM loss_set_digests{where}", params)
+        self.con.execute(f"INSERT INTO loss_set_digests SELECT run_id, loss, n, digest FROM "
+                         f"loss_set_contents{where}", params)
 
     def replace_estimates(self, rows: list[dict[str, Any]]) -> None:
         """Insert estimate rows, replacing any with the same (run, loss, method, eps)."""
         if not rows:
             return
-        # One set-based statement: executemany costs ~10 ms a row here.
-        names = ["run_id", "loss", "method", "method_version", "eps", "bits", "lower_bits",
-                 "upper_bits", "bound", "n", "params", "diagnostics", "loss_set_hash"]
-        jsonish = {"params", "diagnostics"}
-        new_rows = {  # noqa: F841 -- read by DuckDB's replacement scan below
-            name: np.array([json.dumps(r[name]) if name in jsonish else r[name] for r in rows],
-                           dtype=object if name not in {"eps", "n"} else None)
-            for name in names}
-        self.con.execute("BEGIN")
-        try:
-            self.con.execute(
-                f"INSERT OR REPLACE INTO estimates ({', '.join(names)}) SELECT run_id, loss, "
-                "method, method_version, eps, bits::DOUBLE, lower_bits::DOUBLE, "
-                "upper_bits::DOUBLE, bound, n, params::JSON, diagnostics::JSON, loss_set_hash "
-                "FROM new_rows")
-            self.con.execute("COMMIT")
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
+        # One set-based statement over lists: executemany costs ~10 ms a row here.
+        names = [n for n in ESTIMATE_COLUMNS if n != "computed_at"]
+        jsonish = {n for n, t in ESTIMATE_COLUMNS.items() if t == "JSON"}
+        values = {n: [json.dumps(r[n]) if n in jsonish else r[n] for r in rows] for n in names}
+        select = ", ".join(f"unnest(${n})::{ESTIMATE_COLUMNS[n]} AS {n}" for n in names)
+        with self.transaction():
+            self.con.execute(f"INSERT OR REPLACE INTO estimates ({', '.join(names)}) "
+                             f"SELECT {select}", values)
+
+    def run_sql(self, query: str, *, write: bool) -> tuple[list[str], list[tuple]]:
+        """Run ``query`` (one statement or several); return the last one's (columns, rows).
+
+        With ``write`` every statement runs in one transaction together with a refresh of
+        the loss-set digests, so that hand-edited losses make the estimates computed from
+        them stale, and an error writes nothing."""
+        if not write:
+            return self.query(query)
+        with self.transaction():
+            result = self.query(query)
+            self.refresh_loss_sets(None)
+        return result
 
 
-def view_definitions() -> list[tuple[str, str]]:
-    """(name, SELECT body) for every ``queries/*.sql`` file, in name order."""
-    folder = resources.files("ibdb.queries")
-    out = []
-    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-        if entry.name.endswith(".sql"):
-            out.append((entry.name[:-4], entry.read_text(encoding="utf-8")))
-    return out
+_SOURCE_READERS = {"losses": Store._losses_source, "spectrum": Store._spectrum_source,
+                   "task_statistics": Store._task_statistics_source}
 
 
 def _schema_files() -> list[tuple[int, str]]:

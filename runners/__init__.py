@@ -16,7 +16,9 @@ if TYPE_CHECKING:
     from ibdb.runners.base import Runner
     from ibdb.tasks import TaskData
 
-_NETWORK_COLUMNS = ("test_mse", "test_error", "train_mse", "train_error", "epochs", "fitted")
+from ibdb.columns import LOSS_COLUMNS, REQUIRED_LOSSES
+
+_NETWORK_COLUMNS = tuple(LOSS_COLUMNS)  # trained networks record every loss column
 
 
 @dataclass(frozen=True)
@@ -25,7 +27,7 @@ class RunnerEntry:
     module: str
     version: str  # bump when a change alters any hypothesis's losses: it enters the run id
     sane_space: dict[str, Any] = field(default_factory=dict)
-    loss_columns: tuple[str, ...] = ("test_mse", "test_error")  # names in base.LOSS_COLUMNS
+    loss_columns: tuple[str, ...] = REQUIRED_LOSSES  # names in ibdb.columns.LOSS_COLUMNS
     check: str | None = None  # "module:function(space, data)" raising SpecError; no torch
 
     def load(self) -> type[Runner]:

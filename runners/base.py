@@ -2,35 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
 import torch
 
+from ibdb.columns import LOSS_COLUMNS, LossColumn
 from ibdb.errors import IbdbError
 from ibdb.tasks import TaskData
 
-
-@dataclass(frozen=True)
-class LossColumn:
-    dtype: str  # numpy dtype of the array `sample` returns
-    required: bool  # every runner returns it; optional ones are NULL in the store when absent
-    description: str
-
-
-# What runners record per hypothesis; the store's `losses` table has one column each.
-LOSS_COLUMNS: dict[str, LossColumn] = {
-    "test_mse": LossColumn("float64", True, "mean squared error over test points and outputs "
-                           "against one-hot targets"),
-    "test_error": LossColumn("float64", True, "fraction of test points whose largest output "
-                             "is not the true class (0-1 error)"),
-    "train_mse": LossColumn("float64", False, "the same mean squared error on the training set"),
-    "train_error": LossColumn("float64", False, "the 0-1 error on the training set"),
-    "epochs": LossColumn("int64", False, "epochs the network trained"),
-    "fitted": LossColumn("bool", False, "whether the network met the space's fit criterion; "
-                         "runners whose hypotheses fit by construction (gp) omit it"),
-}
+# What runners record per hypothesis (names, dtypes, which are required) is defined once,
+# without torch, in ibdb.columns; the store's `losses` table has one column each.
+__all__ = ["LOSS_COLUMNS", "LossColumn", "Runner", "resolve_device"]
 
 
 class Runner(Protocol):

@@ -11,13 +11,14 @@ from scipy import stats
 
 from ibdb.errors import EstimateError
 from ibdb.estimators import (
-    ALL_METHODS,
-    SAMPLE_METHODS,
     Estimate,
     estimate_exact,
     estimate_losses,
 )
 from ibdb.genchi2 import GenChi2
+from ibdb.methods import METHODS
+
+SAMPLE_METHODS = tuple(m.name for m in METHODS.reading("losses"))
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,9 @@ def _bits(p: float) -> float:
 
 
 def test_method_registry():
-    assert SAMPLE_METHODS == ("ncx2", "empirical", "paper")
-    assert ALL_METHODS == ("exact", "ncx2", "empirical", "paper", "bound")
+    assert set(SAMPLE_METHODS) == {"ncx2", "empirical", "paper"}
+    assert METHODS.names() == ("exact", "ncx2", "paper", "empirical", "bound")
+    assert [m.name for m in METHODS.defaults()] == ["exact", "ncx2", "empirical", "bound"]
 
 
 def test_empirical_matches_clopper_pearson(losses):
@@ -103,8 +105,11 @@ def test_bad_eps_raises(losses, bad_eps):
 
 
 def test_unknown_method_lists_known_ones(losses):
-    with pytest.raises(EstimateError, match="'kde'.*ncx2, empirical"):
+    with pytest.raises(EstimateError, match="'kde'.*exact, ncx2, paper, empirical, bound"):
         estimate_losses(losses, [0.05], "kde")
+    with pytest.raises(EstimateError, match="'bound' reads the task statistics.*ncx2, paper, "
+                                            "empirical"):
+        estimate_losses(losses, [0.05], "bound")
 
 
 def test_negative_or_missing_losses_raise():

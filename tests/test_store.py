@@ -33,9 +33,11 @@ def _counts(store: Store) -> tuple[int, int, int]:
 
 
 def test_new_store_has_tables_and_views(store):
-    assert store.schema_version() == 2
+    assert store.schema_version() == 3
     tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
-    assert {"specs", "runs", "losses", "spectra", "estimates", "shards"} <= tables
+    assert {"specs", "runs", "losses", "spectra", "estimates", "shards",
+            "loss_set_digests"} <= tables
+    assert "legacy_loss_set_md5" not in tables  # a migration's scaffolding, dropped
     views = {r[0] for r in store.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT "
                                              "internal").fetchall()}
     assert {name for name, _ in view_definitions()} <= views
@@ -61,8 +63,12 @@ def test_a_version_1_store_is_migrated_keeping_every_row(tmp_path, toy_spec):
     assert keys == (1,) and len(expected) > 0
 
     with Store.open(old) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert store.con.execute("SELECT * FROM losses ORDER BY ALL").fetchall() == expected
+        digests = "SELECT * FROM loss_sets ORDER BY ALL"
+        fresh = duckdb.connect(str(tmp_path / "new.duckdb"), read_only=True)
+        assert store.con.execute(digests).fetchall() == fresh.execute(digests).fetchall()
+        fresh.close()
         constraints = store.con.execute(
             "SELECT constraint_type, constraint_column_names FROM duckdb_constraints() WHERE "
             "table_name = 'losses' ORDER BY ALL").fetchall()
@@ -74,6 +80,58 @@ def test_a_version_1_store_is_migrated_keeping_every_row(tmp_path, toy_spec):
         fresh.close()
         summary = store.con.execute("SELECT n_stored FROM run_summary").fetchall()
         assert summary == [(len(expected),)]
+
+
+_V2_MD5 = """
+    SELECT run_id, loss, md5(string_agg(hypothesis_id::VARCHAR || ':' || value::VARCHAR, ','
+                                        ORDER BY hypothesis_id)) AS digest
+    FROM (UNPIVOT (SELECT run_id, hypothesis_id, test_mse, test_error FROM losses
+                   WHERE fitted IS NOT FALSE)
+          ON test_mse, test_error INTO NAME loss VALUE value)
+    GROUP BY run_id, loss
+    UNION ALL
+    SELECT run_id, 'spectrum', md5(string_agg(component::VARCHAR || ':' || eigenvalue::VARCHAR
+                                              || ':' || residuals::VARCHAR, ','
+                                              ORDER BY component))
+    FROM spectra GROUP BY run_id"""
+
+
+def test_a_version_2_store_keeps_which_estimates_are_stale(tmp_path, toy_spec):
+    """Version 3 stores digests of a new kind; an estimate that was fresh under version 2's
+    md5 digests stays fresh, and one whose losses changed since stays stale."""
+    from importlib import resources
+
+    Ibdb(tmp_path / "new.duckdb", shards=tmp_path / "shards").run(toy_spec)
+    old = tmp_path / "old.duckdb"
+    con = duckdb.connect(str(old))  # what ibdb 2 made: schemas 001 and 002, md5 digests
+    for name in ("001_core.sql", "002_losses_without_key.sql"):
+        con.execute(resources.files("ibdb.schemas").joinpath(name).read_text())
+    con.execute("INSERT INTO ibdb_meta VALUES ('schema_version', '2')")
+    con.execute(f"ATTACH '{tmp_path / 'new.duckdb'}' AS new (READ_ONLY)")
+    for table in ("specs", "runs", "shards", "losses", "spectra"):
+        con.execute(f"INSERT INTO {table} SELECT * FROM new.{table}")
+    columns = [r[0] for r in con.execute("DESCRIBE estimates").fetchall()]
+    con.execute(f"INSERT INTO estimates SELECT {', '.join(columns)} FROM new.estimates")
+    con.execute(f"CREATE TEMP TABLE v2 AS {_V2_MD5}")
+    con.execute("UPDATE estimates e SET loss_set_hash = v2.digest FROM v2 WHERE "
+                "v2.run_id = e.run_id AND v2.loss = CASE WHEN e.method = 'exact' "
+                "THEN 'spectrum' ELSE e.loss END")
+    # one loss changed after its estimates were computed: those (test_mse, sample methods)
+    # were stale in version 2 and must stay so
+    con.execute("UPDATE losses SET test_mse = test_mse * 1.5 WHERE hypothesis_id = 3")
+    by_method = con.execute("SELECT method, count(*) FROM estimates GROUP BY ALL").fetchall()
+    con.close()
+    assert {m for m, _ in by_method} == {"exact", "ncx2", "empirical", "bound"}
+
+    with Store.open(old) as store:
+        assert store.schema_version() == 3
+        stale = dict(store.con.execute(
+            "SELECT method, bool_and(stale) FROM ib_estimates GROUP BY method").fetchall())
+        assert stale == {"exact": False, "ncx2": True, "empirical": True, "bound": False}
+        sets = dict(store.con.execute("SELECT method, any_value(loss_set) FROM estimates "
+                                      "GROUP BY method").fetchall())
+        assert sets == {"exact": "spectrum", "ncx2": "test_mse", "empirical": "test_mse",
+                        "bound": None}
 
 
 def test_every_view_file_states_its_grain():
@@ -174,8 +232,9 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
     clean = CliRunner().invoke(main, [*base, "check"])
     assert clean.exit_code == 0, clean.output
     assert clean.output.splitlines() == ["ok       incomplete_runs", "ok       orphaned_shards",
-                                         "ok       stale_estimates", "ok       duplicate_rows",
-                                         "0 of 4 check(s) found problems"]
+                                         "ok       stale_estimates", "ok       changed_loss_sets",
+                                         "ok       duplicate_rows",
+                                         "0 of 5 check(s) found problems"]
 
     # every kind of problem at once
     (run_id,) = [p.name for p in shards.iterdir()]
@@ -186,9 +245,10 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
     other = write_spec(tmp_path, spec_dict(source={"kind": "npz", "path": "other.npz"}),
                        "other.yaml")
     assert CliRunner().invoke(main, [*base, "run", str(other), "--no-ingest"]).exit_code == 0
-    with Store.open(db) as store:
+    # an edit through ibdb keeps the digests current: the estimates show as stale
+    api.sql("UPDATE losses SET test_mse = test_mse + 1 WHERE hypothesis_id = 0", write=True)
+    with Store.open(db) as store:  # edits outside ibdb: the data no longer match the digests
         store.con.execute("UPDATE specs SET n_hypotheses = 250")
-        store.con.execute("UPDATE losses SET test_mse = test_mse + 1 WHERE hypothesis_id = 0")
         store.con.execute("UPDATE losses SET seed = (SELECT seed FROM losses WHERE "
                           "hypothesis_id = 1) WHERE hypothesis_id = 2")
         # no key stops a row inserted by hand (ingest never repeats one): id 3 and its seed
@@ -202,10 +262,19 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
     assert "temporary file  " in out and ".shard.tmp-4242" in out
     assert out.count("not ingested") == 5
     assert "PROBLEM  stale_estimates: " in out
+    # the row inserted by hand changed both loss sets of the run
+    assert "PROBLEM  changed_loss_sets: 2 row(s)." in out
+    assert f"{run_id}  test_error  200              201" in out
     assert "PROBLEM  duplicate_rows: 3 row(s)." in out and f"seed           {run_id}" in out
     assert f"hypothesis_id  {run_id}  3 " in out
-    assert out.splitlines()[-1] == ("4 of 4 check(s) found problems: incomplete_runs, "
-                                    "orphaned_shards, stale_estimates, duplicate_rows")
+    assert out.splitlines()[-1] == ("5 of 5 check(s) found problems: incomplete_runs, "
+                                    "orphaned_shards, stale_estimates, changed_loss_sets, "
+                                    "duplicate_rows")
+
+    # estimating again digests the run's losses first: no changed sets, no stale estimates
+    api.estimate(methods=["empirical"])
+    again = CliRunner().invoke(main, [*base, "check"]).output
+    assert "ok       changed_loss_sets" in again and "ok       stale_estimates" in again
 
 
 def test_a_store_killed_while_being_created_leaves_no_file(tmp_path, monkeypatch):
