@@ -253,7 +253,10 @@ class Ibdb:
                 raise IbdbError("SQL error: the query holds BEGIN, COMMIT or ROLLBACK; with "
                                 "--write ibdb runs all statements in one transaction itself. "
                                 "Leave them out.")
-        with self._open(read_only=not write) as store:
+        from ibdb.sqlfunctions import FUNCTIONS
+
+        calls_functions = any(name in query.lower() for name in FUNCTIONS)
+        with self._open(read_only=not write, functions=calls_functions) as store:
             try:
                 return store.run_sql(query, write=write)
             except duckdb.Error as exc:
@@ -275,10 +278,10 @@ class Ibdb:
             written = True
         return spec_path, written, self.run(spec_path, progress=progress)
 
-    def _open(self, *, read_only: bool = False) -> Store:
+    def _open(self, *, read_only: bool = False, functions: bool = False) -> Store:
         from ibdb.store import Store
 
-        return Store.open(self.db, read_only=read_only,
+        return Store.open(self.db, read_only=read_only, functions=functions,
                           retry_seconds=READ_RETRY_SECONDS if read_only else 0.0)
 
 

@@ -50,11 +50,13 @@ class Store:
 
     @classmethod
     def open(cls, path: str | Path, *, read_only: bool = False, retry_seconds: float = 0.0,
-             create: bool = True) -> Store:
+             create: bool = True, functions: bool = True) -> Store:
         """Open (and, unless read-only, create or upgrade) the store at ``path``.
 
         ``:memory:`` gives an in-memory store. Read-only openers retry for ``retry_seconds`` while
-        a writer holds the file, then raise :class:`StoreLockedError`.
+        a writer holds the file, then raise :class:`StoreLockedError`. ``functions`` registers
+        the ``ib_*`` SQL functions; DuckDB's registration imports numpy (~0.1 s), so callers
+        that run no SQL calling them (estimates, checks, a query without ``ib_``) skip it.
         """
         path = str(path)
         if path != ":memory:":
@@ -81,7 +83,7 @@ class Store:
                                  "Point --db at another file.") from None
         store = cls(con, path, read_only=read_only and path != ":memory:")
         try:
-            store._prepare()
+            store._prepare(functions=functions)
         except BaseException:
             con.close()
             raise
@@ -98,7 +100,7 @@ class Store:
         try:
             con = duckdb.connect(str(tmp))
             try:
-                cls(con, str(tmp), read_only=False)._prepare()
+                cls(con, str(tmp), read_only=False)._prepare(functions=False)
                 con.execute("CHECKPOINT")
             finally:
                 con.close()
@@ -130,7 +132,7 @@ class Store:
             raise
         self.con.execute("COMMIT")
 
-    def _prepare(self) -> None:
+    def _prepare(self, *, functions: bool) -> None:
         version = self.schema_version()
         files = _schema_files()
         if self.read_only:
@@ -156,7 +158,8 @@ class Store:
             raise StoreError(f"{self.path}: store schema version {self.schema_version()} is "
                              f"newer than this ibdb understands ({latest}); upgrade ibdb.")
         create_views(self.con, temporary=self.read_only)
-        register_functions(self.con)
+        if functions:
+            register_functions(self.con)
 
     def _carry_over_digests(self) -> None:
         """Store digests of every run, and move each estimate that was fresh under the md5

@@ -280,7 +280,7 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
 def test_a_store_killed_while_being_created_leaves_no_file(tmp_path, monkeypatch):
     db = tmp_path / "new.duckdb"
 
-    def killed(self):
+    def killed(self, **options):
         raise KeyboardInterrupt  # stands for a kill -9 while the schema is applied
 
     monkeypatch.setattr(Store, "_prepare", killed)
@@ -290,3 +290,17 @@ def test_a_store_killed_while_being_created_leaves_no_file(tmp_path, monkeypatch
     monkeypatch.undo()
     with Store.open(db) as store:
         assert store.schema_version() >= 1
+
+
+def test_column_definitions_match_the_tables(store):
+    """ibdb.columns is the one torch-free definition of loss and estimate columns: the
+    tables schemas/ creates hold exactly those columns, with those types, in that order."""
+    from ibdb.columns import ESTIMATE_COLUMNS, LOSS_COLUMNS, LOSS_KEY_COLUMNS
+
+    def described(table: str) -> list[tuple[str, str]]:
+        return [(r[0], r[1]) for r in store.con.execute(f"DESCRIBE {table}").fetchall()]
+
+    assert described("losses") == [*LOSS_KEY_COLUMNS.items(),
+                                   *((n, c.sql_type) for n, c in LOSS_COLUMNS.items()),
+                                   ("shard_sha256", "VARCHAR")]
+    assert described("estimates") == list(ESTIMATE_COLUMNS.items())
