@@ -9,19 +9,19 @@ leaves [0, inf), and is right whenever some monotone transform of the estimate i
 normal. Basic intervals can go negative and BCa needs a jackknife (n refits) for its
 acceleration, too slow for the budget below.
 
-Speed (the budget is ~0.15 s per call for 10^4 losses and 10 eps; measured 50-120 ms on a
-2-core VM, benchmarks/bench_ncx2_fit.py): every replicate's log-likelihood is a dot product
-of its summed per-loss features (:class:`ibdb.ncx2fit.Compressed`) with the same
-parameter-dependent coefficients, so the replicates are summarised by one (B x n) @ (n x ~30)
-product. Each replicate is then refitted to convergence, all at once: damped Newton from the
-best of the full-sample MLE and a grid of rho, on an interpolated model whose Bessel part is
-tabulated on a few cells of the (nu, c) plane (:class:`_ReplicateModel`), then checked
-against the direct evaluation. No linearisation: one or two Newton steps from the MLE were
-tried and missed the replicate optima by up to 2.5 replicate spreads, because df is often
-poorly determined (for near-normal losses the replicates' optima spread over df in [0, 1000],
-in two clumps). Against replicates refitted by the main fit's optimiser the refits agree to
-1e-6 nats in log-likelihood, i.e. to ~1e-3 replicate standard deviations
-(tests/test_bootstrap.py).
+Speed (the budget is ~0.15 s per call for 10^4 losses and 10 eps; measured 50-120 ms on a 2-core
+VM, benchmarks/bench_ncx2_fit.py): every replicate's log-likelihood is a dot product of its
+summed per-loss features (:class:`ibdb.ncx2fit.Compressed`) with the same parameter-dependent
+coefficients, so the replicates are summarised by (B x n) @ (n x ~30) products, a block of 8 or
+more replicates' counts at a time (memory: the feature matrix and O(n), never O(B n);
+:func:`resampled_stats`). Each replicate is then refitted to convergence, all at once: damped
+Newton from the best of the full-sample MLE and a grid of rho, on an interpolated model whose
+Bessel part is tabulated on a few cells of the (nu, c) plane (:class:`_ReplicateModel`), then
+checked against the direct evaluation. No linearisation: one or two Newton steps from the MLE
+were tried and missed the replicate optima by up to 2.5 replicate spreads, because df is often
+poorly determined (for near-normal losses the replicates' optima spread over df in [0, 1000], in
+two clumps). Against replicates refitted by the main fit's optimiser the refits agree to 1e-6
+nats in log-likelihood, i.e. to ~1e-3 replicate standard deviations (tests/test_bootstrap.py).
 """
 
 from __future__ import annotations
@@ -30,11 +30,10 @@ import math
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from scipy import special, stats
 
 from ibdb.errors import EstimateError
+from ibdb.ncx2cdf import ncx2_logcdf_many
 from ibdb.ncx2fit import (
-    SCIPY_LOGCDF_FLOOR,
     THETA_HI,
     THETA_LO,
     Compressed,
@@ -46,18 +45,12 @@ from ibdb.ncx2fit import (
     validate_losses,
 )
 
-__all__ = ["ncx2_bits_interval", "ncx2_logcdf_many", "ncx2_logcdf_saddlepoint"]
+__all__ = ["ncx2_bits_interval", "replicate_thetas", "resampled_stats", "theta_of_fit"]
 
 _LN2 = math.log(2.0)
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-_SQRT_HALF_PI = math.sqrt(0.5 * math.pi)
-_SQRT2 = math.sqrt(2.0)
 # Step lengths tried at once in the iterations on the interpolated model (cheap there).
 _LINE = np.array([1.0, 0.5, 0.25, 0.1, 0.01, 1e-3])
 _MAX_ITER = 40
-# log-CDF (nats) above which replicate values come from scipy rather than the saddlepoint
-_SHALLOW = -60.0
-_NEAR_NORMAL = 500.0
 # Finite-difference step for the replicates' Newton iterations: ten times the main fit's, as
 # the interpolated model's rounding (~1e-12 of a log-likelihood of ~1e4) would otherwise
 # swamp the Hessian along the flat directions (measured: 40 iterations at 3e-5, 5 at 3e-4).
@@ -70,7 +63,16 @@ _KNU, _KC = 16, 14
 _C_CELL = 1.0
 _NU_CELL_MIN = -60
 _MIN_CELL_POINTS = 120
-_SERIES_TERMS = 20
+# Interpolated points evaluated at once: each gathers a (_KNU, _KC) table (1.8 kB), so this
+# bounds that gather at ~7 MB instead of growing with n_boot (19 stencil points a replicate).
+_POINTS_PER_SLICE = 4096
+# Replicates are resampled in blocks of rows, a multiple of _BLOCK_ROWS, with counts of at most
+# _BLOCK_ELEMENTS values (16 MiB) unless n is so large that _BLOCK_ROWS rows exceed that. Fewer,
+# larger blocks are faster: each block is one BLAS call, and a multithreaded BLAS pays a thread
+# hand-off per call (25 calls of 8 rows took 0.5-4 s against 0.06 s for one call on a loaded
+# 2-core VM, at n = 10^5).
+_BLOCK_ROWS = 8
+_BLOCK_ELEMENTS = 1 << 21
 # A replicate stops when its predicted gain is below this many nats (in total): then its
 # distance from the optimum is below sqrt(2 * 1e-6) ~ 0.0014 sampling standard deviations
 # in every direction, even along the nearly flat ones (df against nc for near-normal losses).
@@ -81,134 +83,36 @@ _GAIN_TOL = 1e-6
 _MODEL_TOL = 1e-6
 
 
-def _v_minus_log1p_neg(sig: np.ndarray, log_r: np.ndarray) -> np.ndarray:
-    """v - log1p(v) at v = -sig (1 - sig = r = e^log_r), without cancellation for small sig."""
-    acc = np.zeros_like(sig)
-    for k in range(30, 1, -1):  # the Taylor series, for |v| < 0.25: 0.25^28 / 30 < 1e-18
-        acc = acc * -sig + (1.0 if k % 2 == 0 else -1.0) / k
-    series = sig * sig * acc
-    return np.where(sig < 0.25, series, -sig - log_r)
-
-
-def ncx2_logcdf_saddlepoint(x: np.ndarray, df: np.ndarray, nc: np.ndarray,
-                            scale: np.ndarray) -> np.ndarray:
-    """log P[scale * chi2'(df, nc) <= x] left of the mean by Lugannani-Rice with Daniels'
-    second-order term, vectorised (broadcast) and in log space: finite for every x > 0.
-
-    For one component the saddlepoint equation is a quadratic, so the root is closed-form:
-    r = 1 / (1 - 2 s scale) = 2y / (df + sqrt(df^2 + 4 nc y)), y = x / scale (formed in logs,
-    so that it never underflows). The formulas are those of :meth:`ibdb.genchi2.GenChi2.logcdf`
-    with sig = 1 - r. Against an mpmath oracle (tests/test_bootstrap.py) its error is 0.014
-    bits at df = 2.5 (0.005 beyond 20 bits), <= 0.001 bits at df >= 7, 0.04 bits at df = 1,
-    at any depth; it fails for df << 1 near y = 0 (a near point mass), where the exact series
-    of :func:`ncx2_logcdf_many` takes over. Only for x below the mean.
-    """
-    x, df, nc, scale = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
-                                             for a in (x, df, nc, scale)))
-    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
-        log_y = np.log(x) - np.log(scale)
-        y = np.exp(log_y)
-        log_r = _LN2 + log_y - np.log(df + np.sqrt(df * df + 4.0 * nc * y))
-        r = np.exp(log_r)
-        sig = 1.0 - r
-        s2 = sig * sig * (df + 2.0 * nc * r)  # 2 s^2 K''(s)
-        s3 = sig**3 * (df + 3.0 * nc * r)  # |s|^3 K'''(s)
-        s4 = sig**4 * (df + 4.0 * nc * r)  # s^4 K''''(s) / 3
-        half_w2 = 0.5 * (df * _v_minus_log1p_neg(sig, log_r) + nc * sig * sig)
-        w = -np.sqrt(2.0 * half_w2)
-        u = -np.sqrt(0.5 * s2)
-        rho3 = s3 * 2.0**1.5 / s2**1.5
-        rho4 = 12.0 * s4 / (s2 * s2)
-        daniels = (rho4 / 8.0 - 5.0 * rho3**2 / 24.0) / u - rho3 / (2.0 * u * u) - 1.0 / u**3 \
-            + 1.0 / w**3
-        bracket = _SQRT_HALF_PI * special.erfcx(-w / _SQRT2) + 1.0 / w - 1.0 / u - daniels
-        out = -half_w2 - _LOG_SQRT_2PI + np.log(bracket)
-        # the first-order r* form where the bracket is not positive (not seen in practice)
-        rstar = special.log_ndtr(w + np.log(u / w) / w)
-    out = np.where((bracket > 0) & np.isfinite(out), out, rstar)
-    return np.minimum(np.where(x > 0, out, -np.inf), 0.0)
-
-
-def _logcdf_small_argument(log_y: np.ndarray, df: np.ndarray, nc: np.ndarray) -> np.ndarray:
-    """log P[chi2'(df, nc) <= y] for z = y/2 <= 1 and z nc/2 <= 1, exactly, in log space.
-
-    P = sum_i Pois(i; nc/2) P(df/2 + i, z), with the regularised lower incomplete gamma as
-    P(b, z) = z^b e^-z / Gamma(b + 1) * sum_m z^m / ((b+1)...(b+m)). Both ratios are below
-    1/(i+1) and 1/(m+1) here, so 20 terms of each leave < 1e-18. This is where the saddlepoint
-    fails (df below ~1, a near point mass at 0); it never underflows, since y enters by its log.
-    """
-    a = 0.5 * df
-    h = 0.5 * nc
-    z = np.exp(log_y - _LN2)
-    with np.errstate(divide="ignore"):
-        log_h = np.log(h)
-    terms = []
-    for i in range(_SERIES_TERMS):
-        b = a + i
-        hyp = np.ones_like(z)  # sum_m z^m / ((b+1)...(b+m)), Horner from the inside
-        for m in range(_SERIES_TERMS, 0, -1):
-            hyp = 1.0 + hyp * z / (b + m)
-        log_gam = b * (log_y - _LN2) - z - special.gammaln(b + 1.0) + np.log(hyp)
-        log_pois = -h + (i * log_h if i else 0.0) - special.gammaln(i + 1.0)
-        terms.append(np.where(h > 0, log_pois, 0.0 if i == 0 else -np.inf) + log_gam)
-    return special.logsumexp(np.stack(terms), axis=0)
-
-
-def ncx2_logcdf_many(x: np.ndarray, df: np.ndarray, nc: np.ndarray,
-                     scale: np.ndarray) -> np.ndarray:
-    """log P[scale * chi2'(df, nc) <= x], broadcast and vectorised, for the replicates.
-
-    Where x is below the mean by half a standard deviation or more, the log-space saddlepoint
-    is computed first (0.5 us per value against scipy's 3-30). Where that says the value is
-    above -60 nats (87 bits; there the intervals are narrow) and df + nc < 500, and wherever
-    x is not that far below the mean, scipy's ncx2.logcdf is used, as for the point estimate.
-    Deeper, the exact Poisson-gamma series where it converges in a few terms (y = x/scale <= 2,
-    y nc <= 4), else the saddlepoint: against scipy, within 0.04 bits for df < 2, 0.007 for
-    df >= 2, 0.002 for df >= 10 (at 87 bits and more), and exact for df + nc > ~1000.
-    """
-    x, df, nc, scale = np.broadcast_arrays(*(np.asarray(a, dtype=np.float64)
-                                             for a in (x, df, nc, scale)))
-    lp = np.full(x.shape, -np.inf)
-    pos = x > 0
-    with np.errstate(all="ignore"):
-        log_y = np.log(x) - np.log(scale)
-        z = (np.exp(log_y) - (df + nc)) / np.sqrt(2.0 * (df + 2.0 * nc))
-        left = pos & (z < -0.5)
-        lp[left] = ncx2_logcdf_saddlepoint(x[left], df[left], nc[left], scale[left])
-        # (for df + nc >= _NEAR_NORMAL the saddlepoint is within 1e-5 bits at every depth)
-        use_scipy = pos & (~left | ~((lp < _SHALLOW) | (df + nc >= _NEAR_NORMAL)))
-        y = np.exp(log_y[use_scipy])
-        d, n_ = df[use_scipy], nc[use_scipy]
-        lp[use_scipy] = np.where(n_ > 0, stats.ncx2.logcdf(y, d, np.where(n_ > 0, n_, 1.0)),
-                                 stats.chi2.logcdf(y, d))
-    # where scipy underflows or degrades, and where the saddlepoint was never replaced by it
-    deep = pos & ~(np.isfinite(lp) & (lp > SCIPY_LOGCDF_FLOOR))
-    deep |= left & ~use_scipy
-    small = deep & (log_y <= _LN2)
-    with np.errstate(divide="ignore"):
-        small &= log_y + np.log(nc) <= 2.0 * _LN2
-    if small.any():
-        lp[small] = _logcdf_small_argument(log_y[small], df[small], nc[small])
-    rest = deep & ~small & ~(left & ~use_scipy)  # (those already hold the saddlepoint)
-    if rest.any():
-        lp[rest] = ncx2_logcdf_saddlepoint(x[rest], df[rest], nc[rest], scale[rest])
-    return np.minimum(lp, 0.0)
-
-
-def _theta_of(fit: Ncx2Fit, xm: float) -> np.ndarray:
+def theta_of_fit(fit: Ncx2Fit, xm: float) -> np.ndarray:
     """theta = (log mean, log kappa, rho) of a fit, for losses divided by xm."""
     total = fit.df + fit.nc
     rho = min(max(fit.nc / total, 0.0), float(THETA_HI[2]))
     return np.array([math.log(fit.scale / xm * total), math.log(total / (1.0 + rho)), rho])
 
 
-def _resampled_stats(comp: Compressed, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """(n_boot, M + 4) summed features of n_boot resamples (with replacement) of the losses."""
+def resampled_stats(comp: Compressed, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """(n_boot, M + 4) summed features of n_boot resamples (with replacement) of the losses.
+
+    Replicate b's summed features are its counts (how often each loss was drawn) times the
+    (n, M + 4) feature matrix. The counts are formed a block of rows at a time, from the same
+    draws in the same order as one (n_boot, n) call would make, so memory beyond the feature
+    matrix is O(n), not O(n_boot n): at 10^5 losses and n_boot = 200 a tracemalloc peak of
+    42 MB (25 of them the feature matrix) against 509 MB before
+    (benchmarks/bench_bootstrap_memory.py). Blocks are a multiple of 8 rows: with OpenBLAS
+    the rows then came out bit for bit as from one (n_boot, n) product whenever n_boot is a
+    multiple of 8 (the default 200 included; otherwise the last bits may differ).
+    """
     n = comp.t.size
-    idx = rng.integers(0, n, size=(n_boot, n))
-    idx += (np.arange(n_boot) * n)[:, None]
-    counts = np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n)
-    return counts.astype(np.float64) @ comp.features()
+    feats = comp.features()
+    rows = min(n_boot, max(_BLOCK_ROWS, _BLOCK_ELEMENTS // n // _BLOCK_ROWS * _BLOCK_ROWS))
+    counts = np.empty((rows, n))
+    out = np.empty((n_boot, feats.shape[1]))
+    for start in range(0, n_boot, rows):
+        k = min(rows, n_boot - start)
+        for i in range(k):
+            counts[i] = np.bincount(rng.integers(0, n, size=n), minlength=n)
+        out[start:start + k] = counts[:k] @ feats
+    return out
 
 
 def _cheb_matrix(k: int) -> np.ndarray:
@@ -305,13 +209,16 @@ class _ReplicateModel:
             vals = np.empty(inverse.size)
             nu_t, c_t, b_t, ci_t, cj_t = nu[tab], c[tab], b_all[tab], ci[tab], cj[tab]
             for k in range(uniq.size):
-                sel = inverse.ravel() == k
                 nu_mid, nu_half, c_mid, c_half, table = self._cell(
                     int(uniq[k]), int(ci_t[first[k]]), int(cj_t[first[k]]))
-                tn = _cheb_basis((nu_t[sel] - nu_mid) / nu_half, _KNU)
-                tc = _cheb_basis((c_t[sel] - c_mid) / c_half, _KC)
-                t_rows = table[rows[b_t[sel]]]  # (p, kn, kc)
-                vals[sel] = np.einsum("pi,pij,pj->p", tn, t_rows, tc, optimize=True)
+                sel = np.flatnonzero(inverse.ravel() == k)
+                # in slices: each point gathers its replicate's (kn, kc) table
+                for lo in range(0, sel.size, _POINTS_PER_SLICE):
+                    part = sel[lo:lo + _POINTS_PER_SLICE]
+                    tn = _cheb_basis((nu_t[part] - nu_mid) / nu_half, _KNU)
+                    tc = _cheb_basis((c_t[part] - c_mid) / c_half, _KC)
+                    t_rows = table[rows[b_t[part]]]  # (p, kn, kc)
+                    vals[part] = np.einsum("pi,pij,pj->p", tn, t_rows, tc, optimize=True)
             out[tab] += vals
         return out
 
@@ -409,14 +316,15 @@ def ncx2_bits_interval(
     :func:`ibdb.ncx2fit.fit_scaled_ncx2` (``fit``). Deterministic for a given seed.
 
     Nonparametric (losses resampled), percentile interval: see the module docstring for why.
-    Each of ``n_boot`` replicates is refitted to convergence (from ``fit``), and its bits at
-    eps computed as for the point estimate (scipy's log-CDF; beyond 87 bits, or for
-    df + nc >= 500, an exact series or the saddlepoint, within 0.04 bits of it). The interval
-    is the (1 - confidence)/2 and (1 + confidence)/2 quantiles of the replicate bits; it
-    usually, but not by construction, contains the point estimate. 50-120 ms for 10^4 losses
-    and 10 eps. Measured coverage of the true I(eps) by 95% intervals on 0.01 chi2'(3, 20)
-    losses (n = 2000 and 10^4, from the 10% quantile to P = 1e-15, far below the sample
-    minimum): 0.92-0.96 (tests/test_bootstrap.py).
+    Each of ``n_boot`` replicates is refitted to convergence (from ``fit``), and its bits at eps
+    computed as for the point estimate (scipy's log-CDF; beyond 87 bits, or for df + nc >= 500,
+    an exact series or the saddlepoint, within 0.04 bits of it:
+    :func:`ibdb.ncx2cdf.ncx2_logcdf_many`). The interval is the (1 - confidence)/2 and (1 +
+    confidence)/2 quantiles of the replicate bits; it usually, but not by construction, contains
+    the point estimate. 50-120 ms for 10^4 losses and 10 eps; peak memory does not grow with
+    n_boot x n (see :func:`resampled_stats`). Measured coverage of the true I(eps) by 95%
+    intervals on 0.01 chi2'(3, 20) losses (n = 2000 and 10^4, from the 10% quantile to P =
+    1e-15, far below the sample minimum): 0.92-0.96 (tests/test_bootstrap.py).
     """
     e = _check_args(eps, confidence, n_boot)
     if not isinstance(fit, Ncx2Fit):
@@ -433,8 +341,8 @@ def ncx2_bits_interval(
     xm = float(x.mean())
     comp = Compressed(x / xm)
     rng = np.random.default_rng(seed)
-    st = _resampled_stats(comp, int(n_boot), rng)
-    theta = replicate_thetas(comp, _theta_of(fit, xm), st)
+    st = resampled_stats(comp, int(n_boot), rng)
+    theta = replicate_thetas(comp, theta_of_fit(fit, xm), st)
     df, nc, sc = unpack(theta)
     ok = np.isfinite(df) & np.isfinite(nc) & np.isfinite(sc) & (df > 0) & (sc > 0)
     if ok.sum() < 0.9 * n_boot:

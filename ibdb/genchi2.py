@@ -6,10 +6,13 @@ This is the exact law of a kernel (Gaussian-process) space's test loss (REFERENC
 Its left tail, P[L <= x], is what inductive bias measures, and it is wanted far below the smallest
 double (10^5 bits is P ~ 10^-30000), so everything is computed as a logarithm.
 
-Method: the Lugannani-Rice saddlepoint approximation, with Daniels' second-order correction
-(see :meth:`GenChi2.logcdf`). Conventions: the cumulant generating function K(t) of this module
-is that of L itself, offset included (K'(0) = E[L]); internally everything is computed for
-L - offset and x - offset, so that deep in the tail no precision is lost to the offset.
+Method: the Lugannani-Rice saddlepoint approximation, with Daniels' second-order correction (see
+:meth:`GenChi2.logcdf`). This module solves the saddlepoint equation for many components; the
+formulas evaluated at the root, and the exact equal-weight series, are those of
+:mod:`ibdb.ncx2cdf`, shared with the ncx2 fit and its bootstrap. Conventions: the cumulant
+generating function K(t) of this module is that of L itself, offset included (K'(0) = E[L]);
+internally everything is computed for L - offset and x - offset, so that deep in the tail no
+precision is lost to the offset.
 
 Left of the mean the saddlepoint s is negative and unbounded; it is parametrised as
 s = -exp(tau), and every per-component quantity is written through the logistic function of
@@ -31,14 +34,18 @@ import numpy as np
 from scipy import optimize, special
 
 from ibdb.errors import EstimateError
+from ibdb.ncx2cdf import (
+    daniels_correction,
+    left_tail_terms,
+    lugannani_rice_logcdf,
+    ncx2_logcdf_poisson,
+    v_minus_log1p,
+)
 from ibdb.tilting import importance_logcdf  # (it imports GenChi2 for type hints only)
 
 __all__ = ["GenChi2"]
 
 _LN2 = math.log(2.0)
-_LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
-_SQRT_HALF_PI = math.sqrt(0.5 * math.pi)
-_SQRT2 = math.sqrt(2.0)
 
 # Lugannani-Rice's correction terms (1/w - 1/u and Daniels' terms) are 0/0 at the mean. Inside
 # |w| < _NEAR_MEAN_W they are interpolated (in s) between their values at the edges, where
@@ -49,52 +56,6 @@ _NEAR_MEAN_W = 2e-3
 # linearisation s = (x - mean) / var is exact to O(z^2) ~ 1e-18 there, whereas solving it would
 # fight the rounding of K'(s) (which equals the mean to ~1e-16 relative near s = 0).
 _AT_MEAN_Z = 1e-9
-
-
-# The exact equal-weight CDF sums Poisson(nc/2) terms; past this mean that costs too much, and
-# the saddlepoint is then excellent (the law is close to normal: its error is O(1/nc)).
-_EXACT_MAX_HALF_NC = 1e5
-
-
-def _log_gammainc_lower(a: np.ndarray, log_z: float) -> np.ndarray:
-    """log P(a, z), the regularised lower incomplete gamma, for an array a > 0, at z = e^log_z.
-
-    scipy's gammainc is accurate relative to its value until it underflows; far left (only
-    there, z << a) use P = z^a e^-z / Gamma(a+1) * 1F1(1; a+1; z) in logs, whose hypergeometric
-    factor lies in [1, ~sqrt(a)]. Near P = 1, log1p(-Q) keeps the digits that log(P) loses.
-    """
-    z = math.exp(log_z) if log_z < 709.0 else math.inf
-    p = special.gammainc(a, z)
-    with np.errstate(divide="ignore"):
-        out = np.log(p)
-    upper = p > 0.5
-    out[upper] = np.log1p(-special.gammaincc(a[upper], z))
-    # well above the subnormals, where gammainc (in p, or through z) loses relative precision
-    tiny = (p < 1e-280) | (z < 1e-280)
-    if tiny.any():
-        at = a[tiny]
-        out[tiny] = (at * log_z - z - special.gammaln(at + 1.0)
-                     + np.log(special.hyp1f1(1.0, at + 1.0, z)))
-    return out
-
-
-def _series_v_minus_log1p(v: np.ndarray) -> np.ndarray:
-    """v - log1p(v) by its Taylor series, accurate to rounding for |v| < 0.25.
-
-    The direct difference loses all digits as v -> 0 (both terms ~ v); the series does not.
-    """
-    acc = np.zeros_like(v)
-    for k in range(30, 1, -1):  # 0.25^28 / 30 < 1e-18: the dropped terms are below rounding
-        acc = acc * v + (1.0 if k % 2 == 0 else -1.0) / k
-    return v * v * acc
-
-
-def _v_minus_log1p(v: np.ndarray) -> np.ndarray:
-    """v - log1p(v) for v > -1 (non-negative), accurate at every v."""
-    small = np.abs(v) < 0.25
-    with np.errstate(invalid="ignore", divide="ignore"):
-        direct = v - np.log1p(v)
-    return np.where(small, _series_v_minus_log1p(v), direct)
 
 
 @dataclass(frozen=True, eq=False)
@@ -225,26 +186,11 @@ class GenChi2:
 
     # ----------------------------------------------------------------------------- equal weights
     def _logcdf_equal_weights(self, xp: float) -> float | None:
-        """Exact log P[L - offset <= xp] when all weights equal w: L - offset = w chi2'(N, lam).
-
-        chi2'(N, lam) is a Poisson(lam/2) mixture over i of chi2(N + 2i), so
-        P = sum_i Pois(i; lam/2) P(N/2 + i, xp / 2w). Terms past lam/2 + 40 sqrt(lam/2) + 40 are
-        below e^-800 of the largest (both factors fall with i there). None if lam/2 is too large.
-        """
-        a = 0.5 * self.total_dof
-        h = 0.5 * float(self.noncentralities.sum())
+        """Exact log P[L - offset <= xp] when all weights equal w: L - offset = w chi2'(N, lam),
+        by :func:`ibdb.ncx2cdf.ncx2_logcdf_poisson`. None if lam/2 is too large for it."""
         log_z = math.log(xp) - math.log(2.0 * float(self.weights[0]))  # no underflow of xp/2w
-        if h == 0.0:
-            return float(_log_gammainc_lower(np.array([a]), log_z)[0])
-        if h > _EXACT_MAX_HALF_NC:
-            return None
-        i = np.arange(math.ceil(h + 40.0 * math.sqrt(h) + 40.0), dtype=np.float64)
-        log_pois = i * math.log(h) - h - special.gammaln(i + 1.0)
-        log_p = float(special.logsumexp(log_pois + _log_gammainc_lower(a + i, log_z)))
-        if log_p > -0.7:  # P > 1/2: sum the upper tails instead, so that P -> 1 keeps precision
-            z = math.exp(log_z) if log_z < 709.0 else math.inf
-            return math.log1p(-float(np.sum(np.exp(log_pois) * special.gammaincc(a + i, z))))
-        return log_p
+        return ncx2_logcdf_poisson(log_z, 0.5 * self.total_dof,
+                                   0.5 * float(self.noncentralities.sum()))
 
     # ----------------------------------------------------------------------------- CGF of L
     def _check_t(self, t: float) -> float:
@@ -290,22 +236,17 @@ class GenChi2:
         sigm = special.expit(-a)
         d, nc = self.dofs, self.noncentralities
         s1 = float(np.sum(sig * (d + nc * sigm)))  # 2|s| K'(s)
-        sig2 = sig * sig
-        s2 = float(np.sum(sig2 * (d + 2.0 * nc * sigm)))  # 2 s^2 K''(s)
-        s3 = float(np.sum(sig2 * sig * (d + 3.0 * nc * sigm)))  # |s|^3 K'''(s)
-        s4 = float(np.sum(sig2 * sig2 * (d + 4.0 * nc * sigm)))  # s^4 K''''(s) / 3
-        # per component (d/2)(v - log1p v) + (nc/2) v^2 with v = -sig, log1p(v) = -softplus(a)
-        hd = np.where(sig < 0.25, _series_v_minus_log1p(-sig), np.logaddexp(0.0, a) - sig)
-        half_w2 = 0.5 * float(np.sum(d * hd + nc * sig2))
+        # log r = log(1 - sig) = -softplus(a), exact where 1 - sig has lost digits
+        half_w2, u, rho3, rho4 = left_tail_terms(sig, sigm, d, nc, -np.logaddexp(0.0, a))
         # s (xp - K'(s)) = S1/2 - |s| xp, with |s| xp formed in logs (|s| itself may overflow)
         resid = 0.0 if xp is None else 0.5 * s1 - math.exp(tau + math.log(xp))
         return _Terms(
             s=-math.exp(tau) if tau < 700.0 else -math.inf,
-            u=-math.sqrt(0.5 * s2),
-            half_w2=half_w2,
+            u=float(u),
+            half_w2=float(half_w2),
             resid=resid,
-            rho3=s3 * 2.0**1.5 / s2**1.5,
-            rho4=12.0 * s4 / (s2 * s2),
+            rho3=float(rho3),
+            rho4=float(rho4),
         )
 
     def _terms_right(self, s: float, xp: float | None = None) -> _Terms:
@@ -319,7 +260,7 @@ class GenChi2:
         k2 = float(np.sum(2.0 * wr**2 * (d + 2.0 * nc * r)))
         k3 = float(np.sum(8.0 * wr**3 * (d + 3.0 * nc * r)))
         k4 = float(np.sum(48.0 * wr**4 * (d + 4.0 * nc * r)))
-        half_w2 = 0.5 * float(np.sum(d * _v_minus_log1p(v) + nc * v * v))
+        half_w2 = 0.5 * float(np.sum(d * v_minus_log1p(v) + nc * v * v))
         return _Terms(
             s=s, u=s * math.sqrt(k2), half_w2=half_w2,
             resid=0.0 if xp is None else s * (xp - k1),
@@ -388,26 +329,31 @@ class GenChi2:
                 return hi
         return optimize.brentq(f, 0.0, hi, xtol=hi * 1e-16, rtol=4 * np.finfo(float).eps)
 
-    def _correction(self, t: _Terms, w: float) -> float:
-        """G = 1/w - 1/u - D, with P[L <= x] = Phi(w) + phi(w) G (Lugannani-Rice + Daniels).
+    def left_saddlepoint(self, x: float) -> tuple[float, float]:
+        """(tau, K(s) - s x') at the saddlepoint s = -e^tau < 0 of a point x between the offset
+        and the mean, x' = x - offset: what exponential tilting (:mod:`ibdb.tilting`) needs.
 
-        D = (1/u)(rho4/8 - 5 rho3^2/24) - rho3/(2u^2) - 1/u^3 + 1/w^3 is Daniels' (1987)
-        second-order term (it reproduces Stirling's 1/(12n) for the chi-squared, cutting the
-        deep-tail error from O(1/N) to O(1/N^2)).
+        tau rather than s, because |s| overflows deep in the tail; K(s) - s x' is formed as
+        -(s K'(s) - K(s)) - s (x' - K'(s)), a sum of bounded terms, exact at any s (not only
+        at the root).
         """
-        u = t.u
-        daniels = (
-            (t.rho4 / 8.0 - 5.0 * t.rho3**2 / 24.0) / u - t.rho3 / (2.0 * u * u)
-            - 1.0 / u**3 + 1.0 / w**3
-        )
-        return 1.0 / w - 1.0 / u - daniels
+        xp = float(x) - self.offset
+        mu = self.mean() - self.offset
+        if not 0.0 < xp < mu:
+            raise EstimateError(
+                f"x = {x!r} is not between the offset {self.offset!r} and the mean "
+                f"{self.mean()!r}; the left saddlepoint exists only there."
+            )
+        tau = self._solve_left(xp, mu, self.var())
+        t = self._terms_left(tau, xp)
+        return tau, -(t.half_w2 + t.resid)
 
     def logcdf(self, x: float) -> float:
         """Natural log of P[L <= x]: finite for every x > offset (to ~N * 370 nats at the
         smallest double), -inf for x <= offset, 0 at x = inf; never positive.
 
         Lugannani-Rice with Daniels' second-order term:
-            P = Phi(w) + phi(w) G,   G = 1/w - 1/u - D     (see _correction)
+            P = Phi(w) + phi(w) G,   G = 1/w - 1/u - D     (ibdb.ncx2cdf)
         with w = sign(s) sqrt(2 (s x - K(s))), u = s sqrt(K''(s)) at K'(s) = x. Left of the
         mean this is evaluated as log phi(w) + log(R(|w|) + G) with R the Mills ratio (via
         erfcx), so it never underflows; right of the mean as log1p(-Q) with Q the upper tail,
@@ -462,29 +408,13 @@ class GenChi2:
             # G is smooth through the mean: interpolate linearly between the edges, where the
             # direct formula has lost only ~1e-16 / _NEAR_MEAN_W^3 to cancellation.
             tl, tr = self._terms(-s_edge), self._terms(s_edge)
-            gl = self._correction(tl, -math.sqrt(2.0 * tl.half_w2))
-            gr = self._correction(tr, math.sqrt(2.0 * tr.half_w2))
+            gl = daniels_correction(-math.sqrt(2.0 * tl.half_w2), tl.u, tl.rho3, tl.rho4)
+            gr = daniels_correction(math.sqrt(2.0 * tr.half_w2), tr.u, tr.rho3, tr.rho4)
             g = gl + (gr - gl) * (t.s + s_edge) / (2.0 * s_edge)
         else:
-            g = self._correction(t, w_s)
+            g = daniels_correction(w_s, t.u, t.rho3, t.rho4)
 
-        log_phi = -half_w2 - _LOG_SQRT_2PI
-        if w <= 0:
-            z = -w
-            bracket = _SQRT_HALF_PI * float(special.erfcx(z / _SQRT2)) + g  # R(z) + G
-            if bracket > 0 and math.isfinite(bracket):
-                return min(log_phi + math.log(bracket), 0.0)
-        else:
-            q = math.exp(log_phi) * (_SQRT_HALF_PI * float(special.erfcx(w / _SQRT2)) - g)
-            if 0.0 <= q < 1.0:
-                return min(math.log1p(-q), 0.0)
-        return self._logcdf_rstar(t, w)
-
-    @staticmethod
-    def _logcdf_rstar(t: _Terms, w: float) -> float:
-        if w == 0 or t.u == 0 or t.u / w <= 0:
-            return math.log(0.5)
-        return min(float(special.log_ndtr(w + math.log(t.u / w) / w)), 0.0)
+        return float(lugannani_rice_logcdf(half_w2, w, t.u, g))
 
     def importance_logcdf(self, x: float, n: int = 20000, seed: int = 0) -> tuple[float, float]:
         """(log P[L <= x] in nats, its standard error in bits) by importance sampling from the

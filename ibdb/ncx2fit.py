@@ -25,16 +25,15 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
 
 from ibdb.errors import EstimateError
-from ibdb.genchi2 import GenChi2
+from ibdb.ncx2cdf import ncx2_logcdf
 from ibdb.ncx2density import chi
 
 __all__ = [
-    "MIN_LOSSES", "SCIPY_LOGCDF_FLOOR", "THETA_HI", "THETA_LO", "Compressed", "Ncx2Fit",
-    "finite_differences", "fit_scaled_ncx2", "newton_directions",
-    "stencil_points", "unpack", "validate_losses",
+    "MIN_LOSSES", "THETA_HI", "THETA_LO", "Compressed", "Ncx2Fit", "finite_differences",
+    "fit_scaled_ncx2", "maximise", "newton_directions", "stencil_points", "unpack",
+    "validate_losses",
 ]
 
 MIN_LOSSES = 10
@@ -43,9 +42,6 @@ _LOG2 = math.log(2.0)
 _RHO_MAX = 1.0 - 1e-9
 _RHO_START_MIN, _RHO_START_MAX = 0.05, 0.995
 _RHO_GRID = (0.05, 0.25, 0.5, 0.75, 0.9, 0.97, 0.995)
-# scipy's ncx2.logcdf is trusted down to this many nats (~1000 bits); deeper it first loses
-# accuracy and then returns -inf, and the saddlepoint takes over.
-SCIPY_LOGCDF_FLOOR = -700.0
 # Chebyshev nodes for a data range of R = log(max/min)/2 in u: the coefficients decay at least
 # like rho^-k with rho = pi/R + sqrt(1 + (pi/R)^2) (the strip of analyticity), faster in
 # practice because chi is nearly polynomial where z is small. 20 + 3R nodes gave an error
@@ -187,28 +183,16 @@ class Ncx2Fit:
         """(natural log of P[L <= x], 'scipy' or 'saddlepoint').
 
         scipy.stats.ncx2.logcdf where it is finite and above -700 nats (it is reliable there);
-        beyond, where it underflows to -inf or loses accuracy, :meth:`GenChi2.logcdf
-        <ibdb.genchi2.GenChi2.logcdf>` with this one component, in log space, never
-        underflowing. For one component GenChi2 sums the Poisson mixture exactly (for
-        nc/2 <= 1e5; its log-space saddlepoint beyond); against an mpmath oracle at 10 to
-        10^5 bits (tests/test_ncx2fit.py) this path is within 1e-9 bits. (The label is kept
-        as 'saddlepoint' for the stored diagnostics.)
+        beyond, where it underflows to -inf or loses accuracy, the exact Poisson mixture in log
+        space, never underflowing (the saddlepoint for nc/2 > 1e5): see
+        :func:`ibdb.ncx2cdf.ncx2_logcdf`. Against an mpmath oracle at 10 to 10^5 bits
+        (tests/test_ncx2fit.py) that path is within 1e-9 bits. (The label is kept as
+        'saddlepoint' for the stored diagnostics.)
         """
         x = float(x)
         if math.isnan(x):
             raise EstimateError("x is NaN; pass a finite loss value.")
-        y = x / self.scale
-        with np.errstate(all="ignore"):
-            if self.nc == 0.0:
-                lp = float(stats.chi2.logcdf(y, self.df))
-            else:
-                lp = float(stats.ncx2.logcdf(y, self.df, self.nc))
-        if math.isfinite(lp) and lp > SCIPY_LOGCDF_FLOOR:
-            return min(lp, 0.0), "scipy"
-        if x >= math.inf:
-            return 0.0, "scipy"
-        dist = GenChi2.from_arrays([self.scale], [self.df], [self.nc])
-        return dist.logcdf(x), "saddlepoint"
+        return ncx2_logcdf(x, self.df, self.nc, self.scale)
 
     def logcdf(self, x: float) -> float:
         """Natural log of P[L <= x] under the fitted model."""
@@ -345,12 +329,15 @@ def newton_directions(theta: np.ndarray, grad: np.ndarray, hess: np.ndarray) -> 
     return np.where(fixed, 0.0, step)
 
 
-def _maximise(comp: Compressed, theta: np.ndarray) -> tuple[np.ndarray, bool, int, str]:
+def maximise(comp: Compressed, theta: np.ndarray) -> tuple[np.ndarray, bool, int, str]:
     """Bounded Newton ascent of the surrogate: (theta, converged, iterations, message).
 
-    Each iteration is one vectorised evaluation of a 19-point stencil (7 once the Hessian is
-    reused) and one or two of a few step lengths. L-BFGS-B needed ~3 times more evaluations
-    and stopped on rounding noise ("ABNORMAL") where the likelihood is flat in rho.
+    ``comp`` is anything with the summed features ``stats`` (its last entry the number of
+    losses) and ``loglik(theta)``: the data's :class:`Compressed`, or one bootstrap replicate
+    (the tests check the bootstrap's refits against this optimiser). Each iteration is one
+    vectorised evaluation of a 19-point stencil (7 once the Hessian is reused) and one or two of
+    a few step lengths. L-BFGS-B needed ~3 times more evaluations and stopped on rounding noise
+    ("ABNORMAL") where the likelihood is flat in rho.
     """
     n = float(comp.stats[-1])
     f_cur = float(comp.loglik(theta)) / n
@@ -417,12 +404,12 @@ def fit_scaled_ncx2(losses: np.ndarray) -> Ncx2Fit:
     best = int(np.argmax(ll0))
     if ll0[best] > ll0[0]:
         start = "moments+grid"
-    theta, converged, n_iter, message = _maximise(comp, cands[best])
+    theta, converged, n_iter, message = maximise(comp, cands[best])
     err = comp.interpolation_error(theta)
     if not err <= _SURROGATE_TOL:
         # the interpolant was too coarse for these parameters: refine it and continue
         comp = Compressed(y, n_nodes=2 * comp.n_nodes)
-        theta, converged, more, message = _maximise(comp, theta)
+        theta, converged, more, message = maximise(comp, theta)
         n_iter += more
         err = comp.interpolation_error(theta)
         converged = converged and err <= _SURROGATE_TOL

@@ -81,11 +81,9 @@ def importance_logcdf(
     mu = dist.mean() - dist.offset
     tilted = xp < mu
     if tilted:
-        # The saddlepoint solver and the quantities at s belong to GenChi2 (same package):
-        # reusing them keeps s and K(s) - s x' consistent with the overflow-free parametrisation.
-        tau = dist._solve_left(xp, mu, dist.var())
-        terms = dist._terms_left(tau, xp)
-        log_shift = -(terms.half_w2 + terms.resid)  # K(s) - s x', exact at any s, not only the root
+        # GenChi2's own saddlepoint: s and K(s) - s x' consistent with the overflow-free
+        # parametrisation of its logcdf (K(s) - s x' exact at any s, not only the root).
+        tau, log_shift = dist.left_saddlepoint(x)
         a = tau + np.log(2.0 * w)
         half_sig = 0.5 * special.expit(a)
         c = special.expit(-a)

@@ -224,9 +224,9 @@ _ORACLE_CASES = [
 
 @pytest.mark.parametrize(("df", "nc", "depths"), _ORACLE_CASES)
 def test_logcdf_deep_path_matches_mpmath_oracle(df, nc, depths):
-    # The non-scipy path of Ncx2Fit.logcdf_with_method is GenChi2 with one component. Measured
-    # against the oracle: < 1e-9 bits at every depth here (GenChi2 sums the Poisson mixture
-    # exactly for equal weights). The bound asserted is the 0.01 bits the saddlepoint itself
+    # The non-scipy path of Ncx2Fit.logcdf_with_method is ibdb.ncx2cdf.ncx2_logcdf, the same
+    # exact Poisson mixture as GenChi2 with one component. Measured against the oracle: < 1e-9
+    # bits at every depth here. The bound asserted is the 0.01 bits the saddlepoint itself
     # meets for df >= 2.5, and 0.1 bits at df = 1, so the test holds for either method.
     dist = GenChi2.from_arrays([1.0], [df], [nc])
     tol = 0.01 if df >= 2.5 else 0.1
@@ -250,3 +250,15 @@ def test_logcdf_never_underflows():
         previous = value
     # at the smallest double: ~ (df/2) log2(x/2) - ... ~ 2e5 bits, finite
     assert -previous / LN2 > 1.5e5
+
+
+def test_logcdf_with_huge_noncentrality_uses_the_closed_form_saddlepoint():
+    # nc/2 > 1e5: too many Poisson terms, so the single-component saddlepoint (closed-form root)
+    # takes over beyond scipy; it agrees with GenChi2's saddlepoint (root by bracketing, split
+    # over two equal components so that its exact series is skipped too) to rounding.
+    fit = _fit(df=40.0, nc=3e5, scale=1e-3)
+    dist = GenChi2.from_arrays([1e-3, 1e-3], [20.0, 20.0], [1.5e5, 1.5e5])
+    for x in (1e-3 * 3e5 * 0.5, 1e-3 * 3e5 * 1e-3, 1e-300):
+        value, how = fit.logcdf_with_method(x)
+        assert how == "saddlepoint" and value < -700
+        assert value == pytest.approx(dist.logcdf(x), rel=1e-9)
