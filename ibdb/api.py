@@ -7,6 +7,7 @@ as a call needs it, so sampling (which can take hours) never holds the store's l
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -159,7 +160,7 @@ class Ibdb:
             raise EstimateError(f"unknown method(s) {', '.join(unknown)}; choose from "
                                 f"{', '.join(METHODS.names())}.")
         if eps is not None:
-            bad = [e for e in eps if not (isinstance(e, int | float) and 0 < e < float("inf"))]
+            bad = [e for e in eps if not _positive_number(e)]
             if bad or not eps:
                 raise EstimateError(f"eps must be positive numbers; got {bad or eps}.")
         chosen = [METHODS.get(m) for m in dict.fromkeys(methods)] if methods \
@@ -283,6 +284,14 @@ class Ibdb:
 
         return Store.open(self.db, read_only=read_only, functions=functions,
                           retry_seconds=READ_RETRY_SECONDS if read_only else 0.0)
+
+
+def _positive_number(value: Any) -> bool:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return False
+    return math.isfinite(number) and number > 0
 
 
 def _default_shard_root(db: str) -> Path:

@@ -48,8 +48,7 @@ class Source:
 
 
 SOURCES: dict[str, Source] = {
-    "losses": Source("losses", LOSS_NAMES, "loss",
-                     "no stored {loss} of hypotheses that fit the training data"),
+    "losses": Source("losses", LOSS_NAMES, "loss", "no stored {loss} values"),
     "spectrum": Source("spectrum", ("test_mse",), "spectrum",
                        "no closed-form law for the {loss} of a {kind} run"),
     "task_statistics": Source("task_statistics", ("test_mse",), None,

@@ -254,8 +254,8 @@ class Store:
         return _SOURCE_READERS[source](self, run_id, loss, facts or self.run_facts(run_id))
 
     def _losses_source(self, run_id: str, loss: str, facts: dict[str, Any]) -> Any:
-        values = self.losses(run_id, loss)
-        return values if values.size else None
+        # even when empty: the methods then say why they cannot estimate (no losses that fit)
+        return self.losses(run_id, loss)
 
     def _spectrum_source(self, run_id: str, loss: str, facts: dict[str, Any]) -> Any:
         spectrum = self.spectrum(run_id)
