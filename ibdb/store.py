@@ -139,6 +139,11 @@ class Store:
             if version == 0:
                 raise StoreError(f"{self.path}: not an ibdb store (no ibdb tables). "
                                  "Run `ibdb init` on it, or pick the right --db.")
+            if version < files[-1][0]:  # its views would name columns it lacks
+                raise StoreError(f"{self.path}: store schema version {version} is older than "
+                                 f"this ibdb's ({files[-1][0]}) and a read-only open cannot "
+                                 "upgrade it. Run `ibdb --db FILE init` once (it upgrades in "
+                                 "place, in one transaction), then retry.")
         else:
             pending = [(n, text) for n, text in files if n > version]
             if pending:

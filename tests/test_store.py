@@ -123,6 +123,8 @@ def test_a_version_2_store_keeps_which_estimates_are_stale(tmp_path, toy_spec):
     con.close()
     assert {m for m, _ in by_method} == {"exact", "ncx2", "empirical", "bound"}
 
+    with pytest.raises(StoreError, match="schema version 2 is older.*ibdb --db FILE init"):
+        Store.open(old, read_only=True)  # (which would need the new column `loss_set`)
     with Store.open(old) as store:
         assert store.schema_version() == 3
         stale = dict(store.con.execute(
