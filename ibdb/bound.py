@@ -29,10 +29,12 @@ from scipy.spatial import cKDTree
 from ibdb.errors import EstimateError
 
 __all__ = [
+    "STATISTICS_MAX_POINTS",
     "TaskStatistics",
     "bound_bits",
     "class_separation",
     "intrinsic_dimension",
+    "statistics_rows",
     "task_statistics",
 ]
 
@@ -40,6 +42,12 @@ log = logging.getLogger(__name__)
 
 _LN2 = math.log(2.0)
 _LN10 = math.log(10.0)
+
+# task_statistics measures the neighbour-based statistics (intrinsic dimension, separation) on at
+# most this many training points, a fixed random subset: their cost grows as n^2 (k-d trees do no
+# better than brute force in the dimensions of image data), and every run computes them.
+STATISTICS_MAX_POINTS = 2000
+_SUBSET_SEED = 0
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,10 @@ class TaskStatistics:
     separation: float  # delta: minimum distance between points of different classes
     n_classes: int  # C
     output_dim: int  # D = classes - 1
+    # Points intrinsic_dim and separation were measured on (statistics_rows(n) of the training
+    # set; n, radius and the classes use every point). None: statistics stored before the cap,
+    # or given by hand, measured on all n.
+    subsample_size: int | None = None
 
 
 # ----------------------------------------------------------------------------- statistics
@@ -142,27 +154,67 @@ def _as_labels(labels: np.ndarray, n: int) -> np.ndarray:
     return lab
 
 
+def statistics_rows(n: int, max_points: int | None = STATISTICS_MAX_POINTS) -> np.ndarray:
+    """The training rows :func:`task_statistics` measures m and delta on, in increasing order:
+    all ``n`` when ``n <= max_points`` (or ``max_points`` is None), else ``max_points`` of them
+    drawn without replacement by a generator with a fixed seed, so that the same data always
+    give the same statistics."""
+    if max_points is not None and (isinstance(max_points, bool) or max_points < 1):
+        raise EstimateError(f"max_points = {max_points!r}; pass a positive number of points, "
+                            "or None for all of them.")
+    if max_points is None or n <= max_points:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(_SUBSET_SEED).choice(n, size=max_points, replace=False))
+
+
+def _has_conflicting_duplicate(pts: np.ndarray, lab: np.ndarray) -> bool:
+    """Whether some point appears twice with different labels (O(n log n), every point)."""
+    # + 0.0 turns -0.0 into 0.0, so that equal points have equal bytes
+    rows = np.ascontiguousarray(pts + 0.0)
+    keys = rows.view(np.dtype((np.void, rows.dtype.itemsize * rows.shape[1]))).ravel()
+    _, point = np.unique(keys, return_inverse=True)
+    _, label = np.unique(lab, return_inverse=True)
+    pairs = np.unique(np.stack([point.ravel(), label.ravel()]), axis=1)
+    return bool(np.unique(pairs[0]).size < pairs.shape[1])
+
+
 def task_statistics(
-    x: np.ndarray, labels: np.ndarray, *, k_neighbours: int = 5
+    x: np.ndarray, labels: np.ndarray, *, k_neighbours: int = 5,
+    max_points: int | None = STATISTICS_MAX_POINTS,
 ) -> TaskStatistics:
     """n, m, R, delta, C and D = C - 1 of a training set (x: (n, ...) points, labels: (n,)).
 
-    R is the largest Euclidean norm of a point (as given: not centred). A separation of 0 (a
-    point that appears with two labels) is reported as such; :func:`bound_bits` then refuses it.
+    n, R (the largest Euclidean norm of a point, as given: not centred) and C use every point.
+    m and delta, whose cost grows as n^2, are measured on :func:`statistics_rows`: at most
+    ``max_points`` points (None: all), a fixed random subset (recorded as ``subsample_size``);
+    delta is then the minimum over that sample, which can only exceed the minimum over all
+    points. A separation of 0 (a point that appears with two labels) is found among all points
+    and reported as such; :func:`bound_bits` then refuses it.
     """
     pts = _as_points(x)
     lab = _as_labels(labels, pts.shape[0])
     n_classes = int(np.unique(lab).size)
-    separation = class_separation(pts, lab)
+    rows = statistics_rows(pts.shape[0], max_points)
+    sample, sample_labels = pts[rows], lab[rows]
+    if len(rows) < pts.shape[0] and _has_conflicting_duplicate(pts, lab):
+        separation = 0.0
+    elif n_classes > 1 and np.unique(sample_labels).size < 2:
+        raise EstimateError(
+            f"the {len(rows)} points sampled for the class separation all carry one label "
+            f"(the data hold {n_classes} classes); pass a larger max_points."
+        )
+    else:
+        separation = class_separation(sample, sample_labels)
     if separation == 0.0:
         log.warning("two points with different labels coincide: class separation is 0")
     return TaskStatistics(
         n=int(pts.shape[0]),
-        intrinsic_dim=intrinsic_dimension(pts, k_neighbours=k_neighbours),
+        intrinsic_dim=intrinsic_dimension(sample, k_neighbours=k_neighbours),
         radius=float(np.linalg.norm(pts, axis=1).max()),
         separation=separation,
         n_classes=n_classes,
         output_dim=n_classes - 1,
+        subsample_size=int(len(rows)),
     )
 
 

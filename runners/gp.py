@@ -8,17 +8,23 @@ and is exactly the generalized chi-squared whose spectrum (lam, R) the run hands
 The 0-1 error needs the predictions themselves, one (m x m) @ (m x B k) product per chunk.
 (See ``sample`` for why that product alone runs in float32.) The kernels and their
 conventions are in ``kernels.py``.
+
+With K + jitter I = L L^T, the posterior takes one triangular solve, V = L^-1 K(X, T), then
+mu = V^T L^-1 Y and S = K(T, T) - V^T V. Memory is the training kernel (n_train^2 float64, which
+the Cholesky factor overwrites) plus n_train x n_test for V (which overwrites K(X, T)), so the
+largest n_train a machine can hold is set by that one matrix.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 import numpy as np
 import torch
 
 from ibdb.errors import IbdbError
-from ibdb.runners.kernels import kernel_matrix
+from ibdb.runners.kernels import kernel_matrix, one_thread, row_blocks
 from ibdb.specs import GPSpace
 from ibdb.tasks import TaskData
 
@@ -28,38 +34,55 @@ class GPRunner:
 
     def __init__(self, space: GPSpace, data: TaskData, *, device: torch.device) -> None:
         self._device = device
+        self._buffers: dict[str, torch.Tensor] = {}  # see _scratch
         f64 = {"dtype": torch.float64, "device": device}
         x_train = torch.as_tensor(data.x_train, **f64)
         x_test = torch.as_tensor(data.x_test, **f64)
         y_train = torch.as_tensor(data.y_train, **f64)
         self._y_test = torch.as_tensor(data.y_test, **f64)
-        self._labels = torch.as_tensor(data.labels_test, dtype=torch.int64, device=device)
         bandwidth = _median_distance(x_train) if space.bandwidth == "median" else space.bandwidth
 
         def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return kernel_matrix(a, b, kernel=space.kernel, bandwidth=bandwidth, nu=space.nu,
                                  bias_variance=space.bias_variance or 0.0)
 
-        k_train = kernel(x_train, x_train)
-        k_train.diagonal().add_(space.jitter)
-        chol, status = torch.linalg.cholesky_ex(k_train)
+        # The training kernel becomes its own Cholesky factor (no second n_train^2 matrix);
+        # the column-major view lets LAPACK work on it without a transposed copy, and since K is
+        # symmetric the view holds the same matrix.
+        chol = kernel(x_train, x_train).mT
+        chol.diagonal().add_(space.jitter)
+        status = torch.empty((), dtype=torch.int32, device=device)
+        torch.linalg.cholesky_ex(chol, out=(chol, status))
         if int(status) != 0:
             raise IbdbError(
                 f"space {space.name!r}: the training {space.kernel} kernel matrix "
                 f"(n_train={len(x_train)}, bandwidth={bandwidth:.4g}) is not positive definite "
                 f"with jitter {space.jitter:g}. Raise jitter (e.g. 1e-6) or check for duplicate "
                 "points.")
-        k_cross = kernel(x_train, x_test)  # (n, m)
-        solved = torch.cholesky_solve(k_cross, chol)  # K^-1 K(X, T)
-        alpha = torch.cholesky_solve(y_train, chol)  # K^-1 Y
-        mean = k_cross.T @ alpha  # (m, k): mu = K(T, X) K^-1 Y
-        cov = kernel(x_test, x_test) - k_cross.T @ solved
-        cov = 0.5 * (cov + cov.T)  # symmetric up to rounding; eigh assumes exact symmetry
+        # With K = L L^T the posterior needs one triangular solve, V = L^-1 K(X, T):
+        # mu = V^T (L^-1 Y) and S = K(T, T) - V^T V. K(T, X) is made row-major so that its
+        # transpose, K(X, T), is column-major and the solve overwrites it in place.
+        solved = kernel(x_test, x_train).mT  # (n, m): V once solved
+        torch.linalg.solve_triangular(chol, solved, upper=False, out=solved)
+        half = torch.linalg.solve_triangular(chol, y_train, upper=False)  # L^-1 Y
+        mean = solved.T @ half  # (m, k)
+        cov = kernel(x_test, x_test).addmm_(solved.T, solved, alpha=-1.0)
+        alpha = torch.linalg.solve_triangular(chol.T, half, upper=True)  # K^-1 Y
+        del chol, solved
+        cov = 0.5 * (cov + cov.T)  # V^T V by GEMM is symmetric only up to rounding
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
         self.mean, self.cov = mean, cov
         self.eigenvectors = eigenvectors
-        self._eigvecs32 = eigenvectors.to(torch.float32)
-        self._mean32 = mean.to(torch.float32)
+        # The float32 copies that make the predictions for the 0-1 error have their test points
+        # (rows) sorted by label, so that each label's points are one block of rows (see sample)
+        labels = np.asarray(data.labels_test)
+        order = np.argsort(labels, kind="stable")
+        rows = torch.as_tensor(order, device=device)
+        self._eigvecs32 = eigenvectors[rows].to(torch.float32)
+        self._mean32 = mean[rows].to(torch.float32)
+        bounds = np.searchsorted(labels[order], np.arange(mean.shape[1] + 1))
+        self._label_rows = [(label, slice(int(bounds[label]), int(bounds[label + 1])))
+                            for label in range(mean.shape[1]) if bounds[label + 1] > bounds[label]]
         self._eigenvalues = eigenvalues.clamp_min(0.0)  # rounding can leave tiny negatives
         self._sqrt_eig = self._eigenvalues.sqrt()
         self._sqrt_eig32 = self._sqrt_eig.to(torch.float32)
@@ -96,33 +119,79 @@ class GPRunner:
     def sample(self, hypothesis_ids: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
         m, k = self.mean.shape
         batch = len(seeds)
-        z = _standard_normals(seeds, (m, k)).to(self._device)  # (m, B, k), float32 draws
-        deviation = torch.addcmul(self._residuals[:, None, :], self._sqrt_eig[:, None, None],
-                                  z.to(torch.float64))  # R + sqrt(lam) Z, per hypothesis
-        test_mse = deviation.square_().mean(dim=(0, 2))
+        # (m, B, k) float32 draws, into host memory kept between chunks (see _scratch)
+        host = self._scratch("normals", (m, batch, k), torch.device("cpu"))
+        z = _standard_normals(seeds, (m, k), out=host).to(self._device)
+        test_mse = torch.empty(batch, dtype=torch.float64, device=self._device)
+        with one_thread():  # memory-bound passes: see kernels.one_thread
+            # sum_jc (R + sqrt(lam) Z)^2 in float64, a few hypotheses at a time so that the
+            # float64 copy of their normals stays in cache instead of doubling the chunk's memory
+            for rows in row_blocks(batch, m * k, self._device):
+                deviation = z[:, rows, :].to(torch.float64).mul_(self._sqrt_eig[:, None, None])
+                deviation.add_(self._residuals[:, None, :]).square_()
+                # summed over the test points first: a reduction down contiguous columns
+                per_output = deviation.view(m, -1).sum(0).view(-1, k)
+                torch.sum(per_output, dim=1, out=test_mse[rows])
+            test_mse /= m * k
+            scaled = z.mul_(self._sqrt_eig32[:, None, None]).view(m, batch * k)
         # The 0-1 error needs the predictions mu + Q W. One GEMM for the whole chunk,
         # Q @ [W_1 | ... | W_B], is far faster than B small products on a CPU, and float32 halves
         # its cost again: an argmax changes only where two class scores agree to ~1e-7, while
         # the MSE above, which the estimators use, stays exact float64.
-        scaled = z.mul_(self._sqrt_eig32[:, None, None]).view(m, batch * k)
-        preds = (self._eigvecs32 @ scaled).view(m, batch, k)
-        preds += self._mean32[:, None, :]
-        wrong = preds.argmax(dim=2) != self._labels[:, None]  # (m, B)
-        test_error = wrong.to(torch.float64).mean(dim=0)
+        # into memory kept between chunks: on a CPU, writing into a fresh allocation of this size
+        # made the GEMM ~8% slower (page faults)
+        preds = self._scratch("predictions", (m, batch * k), self._device)
+        torch.mm(self._eigvecs32, scaled, out=preds)
+        with one_thread():
+            preds = preds.view(m, batch, k).add_(self._mean32[:, None, :])
+            test_error = _misclassified(preds, self._label_rows).to(torch.float64) / m
         return {
             "test_mse": test_mse.cpu().numpy(),
             "test_error": test_error.cpu().numpy(),
         }
 
+    def _scratch(self, name: str, shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+        """A float32 tensor of ``shape``, reusing the memory this name had in earlier calls."""
+        size = math.prod(shape)
+        held = self._buffers.get(name)
+        if held is None or held.numel() < size:
+            held = self._buffers[name] = torch.empty(size, dtype=torch.float32, device=device)
+        return held[:size].view(shape)
 
-def _standard_normals(seeds: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+
+def _misclassified(preds: torch.Tensor, label_rows: list[tuple[int, slice]]) -> torch.Tensor:
+    """Per hypothesis, the number of test points whose argmax score is not their label.
+
+    ``preds`` is (m, B, k) with the test points sorted by label; ``label_rows`` gives each
+    label's block of rows. argmax takes the first of equal maxima, so a class before the label
+    beats it on a tie and a class after it must score strictly higher: two maxima over
+    contiguous slices, about three times cheaper than argmax itself, and the same answer.
+    """
+    m, batch, k = preds.shape
+    wrong = torch.zeros(batch, dtype=torch.int64, device=preds.device)
+    for label, rows in label_rows:
+        block = preds[rows]
+        own = block[:, :, label]
+        beaten = torch.zeros(own.shape, dtype=torch.bool, device=preds.device)
+        if label > 0:
+            beaten |= block[:, :, :label].amax(dim=2) >= own
+        if label < k - 1:
+            beaten |= block[:, :, label + 1:].amax(dim=2) > own
+        wrong += beaten.sum(dim=0)
+    return wrong
+
+
+def _standard_normals(seeds: np.ndarray, shape: tuple[int, int],
+                      out: torch.Tensor | None = None) -> torch.Tensor:
     """Hypothesis i's normals from its own CPU generator, laid out (m, B, k) for one GEMM.
 
     Drawing on the CPU keeps the values identical between CPU and GPU runs; float32 draws are
     about five times faster than float64 ones here and are promoted before any arithmetic.
+    ``out``, a float32 (m, B, k) CPU tensor, receives them when given.
     """
     rows, cols = shape
-    out = torch.empty((rows, len(seeds), cols), dtype=torch.float32)
+    if out is None:
+        out = torch.empty((rows, len(seeds), cols), dtype=torch.float32)
     draw = torch.empty(shape, dtype=torch.float32)
     generator = torch.Generator()
     for column, seed in enumerate(seeds.tolist()):
@@ -133,14 +202,28 @@ def _standard_normals(seeds: np.ndarray, shape: tuple[int, int]) -> torch.Tensor
 
 
 def _median_distance(x: torch.Tensor) -> float:
+    """The median of the n (n - 1) / 2 distances between training points (the usual median:
+    the mean of the two middle values when their number is even).
+
+    The distances are made one block of rows at a time and kept once each, in one float64 array
+    on the host that is partitioned in place: half the memory of the n x n kernel to come,
+    instead of the several n x n tensors a full distance matrix and its sort would take.
+    """
     n = len(x)
-    dist = torch.cdist(x, x)
-    upper = dist[torch.triu_indices(n, n, offset=1, device=x.device).unbind()]
+    upper = np.empty(n * (n - 1) // 2)
+    filled = 0
+    for rows in row_blocks(n, n, x.device):
+        # rows i of the block against points j >= the block's first row; keep j > i
+        block = torch.cdist(x[rows], x[rows.start:]).cpu().numpy()
+        values = block[np.triu_indices(block.shape[0], 1, block.shape[1])]
+        upper[filled:filled + len(values)] = values
+        filled += len(values)
     if len(upper) == 0:
         median = 0.0
-    else:  # the usual median: the mean of the two middle values when their number is even
-        ordered = upper.sort().values
-        median = float(0.5 * (ordered[(len(ordered) - 1) // 2] + ordered[len(ordered) // 2]))
+    else:
+        low, high = (len(upper) - 1) // 2, len(upper) // 2
+        upper.partition([low, high])  # both are then the order statistics a sort would give
+        median = float(0.5 * (upper[low] + upper[high]))
     if not median > 0:
         raise IbdbError("bandwidth 'median': the median distance between training points is 0; "
                         "give a numeric bandwidth instead.")

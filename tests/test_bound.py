@@ -16,10 +16,12 @@ import numpy as np
 import pytest
 
 from ibdb.bound import (
+    STATISTICS_MAX_POINTS,
     TaskStatistics,
     bound_bits,
     class_separation,
     intrinsic_dimension,
+    statistics_rows,
     task_statistics,
 )
 from ibdb.errors import EstimateError
@@ -235,3 +237,84 @@ def test_digits_order_of_magnitude():
             assert math.isfinite(bits) and bits > 0
             # measured 1.7e9 to 1.2e10: far below MNIST's 1.5e16 (8x8 images, fewer points)
             assert 1e7 < bits < 1e13
+
+
+# ------------------------------------------------------------------------ the statistics' sample
+
+
+def test_statistics_rows_are_a_fixed_sorted_sample():
+    assert np.array_equal(statistics_rows(50, 100), np.arange(50))
+    rows = statistics_rows(5000)
+    assert len(rows) == STATISTICS_MAX_POINTS == 2000
+    assert np.array_equal(rows, np.unique(rows)) and rows[0] >= 0 and rows[-1] < 5000
+    assert np.array_equal(rows, statistics_rows(5000))  # the same data give the same sample
+    assert np.array_equal(statistics_rows(5000, None), np.arange(5000))
+    with pytest.raises(EstimateError, match="max_points = 0"):
+        statistics_rows(10, 0)
+
+
+@pytest.mark.parametrize("max_points", [120, None])
+def test_large_data_are_measured_on_the_stated_sample(max_points):
+    # 2500 points: above the default cap of 2000, so both the default and a small cap sample
+    n = 2500
+    x = _embedded_cube(3, n, seed=4)
+    labels = np.random.default_rng(5).integers(0, 4, size=n)
+    kwargs = {} if max_points is None else {"max_points": max_points}
+    rows = statistics_rows(n, **kwargs)
+    far = np.setdiff1d(np.arange(n), rows)[0]
+    x[far] *= 10.0  # the largest norm belongs to a point outside the sample
+    stats = task_statistics(x, labels, **kwargs)
+    cap = max_points or STATISTICS_MAX_POINTS
+    assert len(rows) == cap < n
+    assert stats.subsample_size == cap
+    # m and delta are those of the sample ...
+    assert stats.intrinsic_dim == intrinsic_dimension(x[rows])
+    assert stats.separation == class_separation(x[rows], labels[rows])
+    # ... while n, R and the classes are those of every point
+    assert stats.n == n
+    assert stats.radius == pytest.approx(np.linalg.norm(x[far]), rel=1e-12)
+    assert stats.radius > np.linalg.norm(x[rows], axis=1).max()
+    assert (stats.n_classes, stats.output_dim) == (4, 3)
+    # the bound reads the full n
+    assert bound_bits(stats, 0.05)[1]["n_D"] == n * 3
+
+
+def test_small_data_or_no_cap_are_measured_on_every_point():
+    x = _embedded_cube(2, 300, seed=8)
+    labels = np.arange(300) % 3
+    for stats in (task_statistics(x, labels), task_statistics(x, labels, max_points=None),
+                  task_statistics(x, labels, max_points=300)):
+        assert stats.subsample_size == 300
+        assert stats.intrinsic_dim == intrinsic_dimension(x)
+        assert stats.separation == class_separation(x, labels)
+
+
+def test_conflicting_duplicate_outside_the_sample_still_gives_zero_separation():
+    n = 400
+    x = _embedded_cube(2, n, seed=9)
+    labels = np.arange(n) % 2
+    rows = statistics_rows(n, 100)
+    outside = np.setdiff1d(np.arange(n), rows)
+    a, b = outside[0], outside[1]
+    x[b] = x[a]
+    labels[b] = 1 - labels[a]
+    assert task_statistics(x, labels, max_points=100).separation == 0.0
+    # without the conflict the sample minimum is positive
+    labels[b] = labels[a]
+    assert task_statistics(x, labels, max_points=100).separation > 0.0
+
+
+def test_a_one_class_sample_is_a_clear_error():
+    labels = np.zeros(300, dtype=int)
+    rows = statistics_rows(300, 50)
+    rare = np.setdiff1d(np.arange(300), rows)[0]
+    labels[rare] = 1  # the only point of class 1 is not in the sample
+    with pytest.raises(EstimateError, match="all carry one label"):
+        task_statistics(_embedded_cube(2, 300, seed=3), labels, max_points=50)
+
+
+def test_statistics_stored_before_the_sample_existed_still_load():
+    stored = {k: v for k, v in dataclasses.asdict(MNIST).items() if k != "subsample_size"}
+    stats = TaskStatistics(**stored)
+    assert stats.subsample_size is None
+    assert bound_bits(stats, 1e-3)[0] == bound_bits(MNIST, 1e-3)[0]

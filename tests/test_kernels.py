@@ -10,6 +10,7 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.special import gamma, kv
 
+from ibdb.runners import kernels
 from ibdb.runners.kernels import kernel_matrix
 from ibdb.specs import GPSpace
 
@@ -114,3 +115,28 @@ def test_rbf_space_dump_is_unchanged_by_the_new_fields():
     assert dump == {"kind": "gp", "kernel": "rbf", "bandwidth": "median", "jitter": 1e-8}
     matern = GPSpace(name="g", kernel="matern", nu=2.5).model_dump(mode="json")
     assert matern["nu"] == 2.5 and "bias_variance" not in matern
+
+
+@pytest.mark.parametrize(("kernel", "params"), [
+    ("rbf", {}), ("laplace", {}), ("matern", {"nu": 0.5}), ("matern", {"nu": 1.5}),
+    ("matern", {"nu": 2.5}), ("arccos", {"bias_variance": 0.3}),
+])
+def test_kernels_are_the_same_in_any_number_of_blocks(kernel, params, monkeypatch):
+    """The in-place transforms run one block of rows at a time; 7-element blocks (one row per
+    block here) must give the very same matrix as one block."""
+    a, b = _points(23, 3, 11), _points(17, 3, 12)
+    whole = kernel_matrix(a, b, kernel=kernel, bandwidth=1.1, **params)
+    monkeypatch.setattr(kernels, "CPU_BLOCK_ELEMENTS", 7)
+    assert len(list(kernels.row_blocks(23, 17, a.device))) == 23
+    blocked = kernel_matrix(a, b, kernel=kernel, bandwidth=1.1, **params)
+    assert torch.equal(whole, blocked)
+
+
+def test_one_thread_restores_the_thread_count():
+    before = torch.get_num_threads()
+    with kernels.one_thread():
+        assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(RuntimeError, match="inside"), kernels.one_thread():
+        raise RuntimeError("inside")
+    assert torch.get_num_threads() == before

@@ -9,7 +9,7 @@ import torch
 
 from ibdb.errors import IbdbError
 from ibdb.plan import hypothesis_seeds
-from ibdb.runners.gp import GPRunner, _standard_normals
+from ibdb.runners.gp import GPRunner, _misclassified, _standard_normals
 from ibdb.specs import GPSpace, Task
 from ibdb.tasks import load_task
 
@@ -134,3 +134,47 @@ def test_arccos_runner_records_its_parameters(data):
     assert runner.info["bias_variance"] == 0.5 and runner.info["kernel"] == "arccos"
     losses = runner.sample(np.arange(4), hypothesis_seeds(1, np.arange(4)))
     assert np.isfinite(losses["test_mse"]).all()
+
+
+def test_misclassified_counts_what_argmax_counts_ties_included():
+    """Small integer scores tie often; the count must follow argmax's first-maximum rule."""
+    rng = np.random.default_rng(4)
+    m, batch, k = 60, 9, 4
+    labels = np.sort(rng.integers(0, k, size=m))
+    labels[labels == 2] = 1  # one label absent from the test set
+    preds = torch.as_tensor(rng.integers(0, 3, size=(m, batch, k)), dtype=torch.float32)
+    bounds = np.searchsorted(labels, np.arange(k + 1))
+    label_rows = [(c, slice(int(bounds[c]), int(bounds[c + 1]))) for c in range(k)
+                  if bounds[c + 1] > bounds[c]]
+    expected = (preds.argmax(dim=2) != torch.as_tensor(labels)[:, None]).sum(dim=0)
+    assert torch.equal(_misclassified(preds, label_rows), expected)
+
+
+def test_error_with_a_class_missing_from_the_test_set(data):
+    """Test labels lacking a class (and unsorted): the 0-1 error still equals explicit argmax."""
+    labels = data.labels_test.copy()
+    labels[labels == 2] = 0
+    partial = type(data)(**{**data.__dict__, "labels_test": labels,
+                            "y_test": np.eye(3)[labels]})
+    runner = GPRunner(GPSpace(name="g", bandwidth=1.3), partial, device=CPU)
+    ids = np.arange(5)
+    seeds = hypothesis_seeds(2, ids)
+    got = runner.sample(ids, seeds)
+    z = _standard_normals(seeds, partial.y_test.shape).double().numpy().transpose(1, 0, 2)
+    q, lam = runner.eigenvectors.numpy(), runner.spectrum()["eigenvalue"]
+    preds = runner.mean.numpy()[None] + np.einsum("ij,bjk->bik", q * np.sqrt(lam), z)
+    np.testing.assert_array_equal(got["test_error"], (preds.argmax(2) != labels).mean(1))
+
+
+def test_reused_chunk_memory_gives_the_same_losses(data):
+    """sample keeps its chunk buffers between calls; chunks of other sizes, before or after,
+    must not change a hypothesis's losses."""
+    space = GPSpace(name="g", bandwidth=1.3)
+    runner = GPRunner(space, data, device=CPU)
+    ids = np.arange(40)
+    seeds = hypothesis_seeds(9, ids)
+    for part in (slice(0, 12), slice(12, 15), slice(15, 40), slice(0, 12)):
+        fresh = GPRunner(space, data, device=CPU).sample(ids[part], seeds[part])
+        again = runner.sample(ids[part], seeds[part])
+        for name in fresh:
+            np.testing.assert_array_equal(again[name], fresh[name])
