@@ -339,8 +339,9 @@ def _echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> No
     by_run: dict[str, list[tuple]] = {}
     for row in rows:
         by_run.setdefault(row[0], []).append(row)
+    shown = sorted({r[2] for r in rows})
     click.echo(f"\n{UNITS[loss]}; '>=' marks a lower bound (no sample at or below eps), '<=' the "
-               "2023 upper bound; [a, b]: 95% interval.")
+               f"2023 upper bound; [a, b]: 95% interval ({METHODS.interval_legend(shown)}).")
     for run_id, run_rows in by_run.items():
         found = {r[2] for r in run_rows}
         methods = [m for m in METHODS.names() if m in found] + sorted(found - set(METHODS.names()))

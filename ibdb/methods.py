@@ -68,7 +68,8 @@ class Method:
     function: str  # "module:function", imported on first use
     summary: str  # one line for help texts
     default: bool = True  # run by `ibdb estimate` / `ibdb run` without --method
-    interval: str = "none"  # what lower_bits/upper_bits are: a kind of interval, or none
+    interval: str = "none"  # what lower_bits/upper_bits are (shown in CLI and report legends),
+    # or "none"
     role: str = "estimate"  # 'estimate', 'reference' (a closed form the others are compared
     # to), or 'comparison' (not an estimate of the sampled space: reports draw it apart)
     options: tuple[str, ...] = ()  # keyword options the function accepts
@@ -157,6 +158,11 @@ class MethodRegistry:
     def reading(self, source: str) -> list[Method]:
         return [m for m in self if m.reads == source]
 
+    def interval_legend(self, names: list[str]) -> str:
+        """What the intervals of the named methods are, for a table's legend."""
+        return "; ".join(f"{m.name}: {m.interval}" for m in self
+                         if m.name in names and m.interval != "none")
+
     def reference(self) -> Method | None:
         return next((m for m in self if m.role == "reference"), None)
 
@@ -165,7 +171,7 @@ METHODS = MethodRegistry([
     Method(
         name="exact", version="2", reads="spectrum", role="reference",
         function="ibdb.estimators:exact_estimates", options=("check", "check_samples", "seed"),
-        interval="importance sampling +- 1.96 SE, with --check-exact",
+        interval="importance sampling +- 1.96 SE (with --check-exact)",
         summary="the generalized chi-squared law of a gp run's test MSE, from its spectrum "
                 "(log-space saddlepoint)",
         density="spectrum", density_label="exact (generalized chi-squared, from the spectrum)",
@@ -173,7 +179,8 @@ METHODS = MethodRegistry([
     ),
     Method(
         name="ncx2", version="2", reads="losses", function="ibdb.estimators:ncx2_estimates",
-        options=("confidence", "interval", "seed"), interval="bootstrap",
+        options=("confidence", "interval", "seed"),
+        interval="bootstrap: sampling error only, not the misfit of the ncx2 model",
         summary="maximum-likelihood scaled non-central chi-squared (the paper's model), "
                 "bootstrap interval",
         density="ncx2", density_label="ncx2 ML fit", style=("s", "--"),
@@ -188,7 +195,7 @@ METHODS = MethodRegistry([
     Method(
         name="empirical", version="2", reads="losses",
         function="ibdb.estimators:empirical_estimates", options=("confidence",),
-        interval="clopper-pearson", may_be_lower_bound=True,
+        interval="Clopper-Pearson, exact for the sample fraction", may_be_lower_bound=True,
         summary="-log2 of the fraction of samples <= eps, exact (Clopper-Pearson) interval",
         style=("^", "-."),
     ),

@@ -423,7 +423,9 @@ def render_markdown(data: ReportData, figures: dict[str, str]) -> str:
            f"Loss: **{LOSS_TEXT[data.loss]}**. Inductive bias in **bits** = "
            f"-log2 P[{short} <= eps] among hypotheses that fit the training data. "
            "`>=` marks a lower bound (no sample at or below eps), `<=` the 2023 upper bound; "
-           "[a, b] is the stored 95 % interval.", "", "## Runs", ""]
+           "[a, b] is the stored 95 % interval ("
+           + METHODS.interval_legend(sorted({c.method for cs in data.curves.values()
+                                              for c in cs})) + ").", "", "## Runs", ""]
     header = ["run", "label", "space", "n_train", "n_test", "outputs", "hypotheses",
               "not fitted (excluded)", f"mean {short}", f"min {short}", "wall (s)"]
     rows = [[f"`{r.run_id}`", r.label, r.space_kind, _num(r.n_train, "d"), _num(r.n_test, "d"),

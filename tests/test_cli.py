@@ -302,3 +302,12 @@ def test_estimates_on_the_zero_one_error(tmp_path, toy_spec):
     rows = json.loads(invoke(tmp_path, "sql", "SELECT loss, method, n FROM estimates",
                              "--format", "json").output)
     assert rows == [{"loss": "test_error", "method": "empirical", "n": 200}]
+
+
+def test_the_legend_says_what_each_interval_covers(tmp_path, toy_spec):
+    """The ncx2 interval is a bootstrap of the fit: sampling error only, and the table says
+    so, naming each shown method's interval from the registry."""
+    out = " ".join(invoke(tmp_path, "run", str(toy_spec)).output.split())
+    assert "ncx2: bootstrap: sampling error only, not the misfit of the ncx2 model" in out
+    assert "empirical: Clopper-Pearson" in out
+    assert "paper:" not in out  # not shown, not listed
