@@ -41,6 +41,28 @@ class Runner(Protocol):
         """
         ...
 
+    # -- explicit noise: what rare-event samplers move (REFERENCE.md, "Rare-event estimation") -
+
+    @property
+    def noise_dim(self) -> int:
+        """Length of one hypothesis's flattened standard-normal noise vector z."""
+        ...
+
+    def noise(self, seeds: np.ndarray) -> np.ndarray:
+        """(B, noise_dim) float64 standard normals, hypothesis i's drawn from ``seeds[i]`` alone:
+        a first level whose hypotheses ``evaluate(noise(seeds), seeds)`` have exactly the law of
+        ``sample``'s (the GP runner: the very noise ``sample`` uses, so the same hypotheses)."""
+        ...
+
+    def evaluate(self, noise: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        """Losses of the hypotheses given by their noise ``noise`` (B, noise_dim) float64 and
+        ``seeds`` (B,) int64, which hold the randomness that is not moved (a network's data
+        order); a hypothesis is the pair (noise[i], seeds[i]). Returns what ``sample`` returns
+        (the entry's ``loss_columns``, same dtypes, length B), and as there hypothesis i depends
+        on its own row only, whatever shares its batch.
+        """
+        ...
+
 
 def resolve_device(name: str) -> torch.device:
     """'auto' takes CUDA when present, else the CPU; 'cuda' without a GPU is an error."""

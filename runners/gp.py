@@ -13,6 +13,12 @@ With K + jitter I = L L^T, the posterior takes one triangular solve, V = L^-1 K(
 mu = V^T L^-1 Y and S = K(T, T) - V^T V. Memory is the training kernel (n_train^2 float64, which
 the Cholesky factor overwrites) plus n_train x n_test for V (which overwrites K(X, T)), so the
 largest n_train a machine can hold is set by that one matrix.
+
+Explicit noise (``noise_dim``, ``noise``, ``evaluate``; what rare-event samplers move): a
+hypothesis's noise is its Z, (m, k) flattened row-major, so noise_dim = m k; nothing else is
+random. ``noise(seeds)`` is the noise ``sample`` draws (float32 normals, exactly promoted to
+float64), and ``evaluate`` on it is ``sample`` bit for bit; for other noise (a pCN move), the MSE
+is computed from the float64 noise and only the 0-1 error's GEMM sees it rounded to float32.
 """
 
 from __future__ import annotations
@@ -118,22 +124,61 @@ class GPRunner:
 
     def sample(self, hypothesis_ids: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
         m, k = self.mean.shape
-        batch = len(seeds)
         # (m, B, k) float32 draws, into host memory kept between chunks (see _scratch)
-        host = self._scratch("normals", (m, batch, k), torch.device("cpu"))
+        host = self._scratch("normals", (m, len(seeds), k), torch.device("cpu"))
         z = _standard_normals(seeds, (m, k), out=host).to(self._device)
+        return self._losses(z)
+
+    # -- explicit noise (REFERENCE.md, "Rare-event estimation over a runner's noise") ----------
+    # Hypothesis = mu + Q diag(sqrt(lam)) Z with Z the (m, k) standard normals; its noise vector
+    # is Z flattened row-major (test point by test point), so noise_dim = m k. Nothing else is
+    # random, so evaluate ignores the seeds.
+
+    @property
+    def noise_dim(self) -> int:
+        m, k = self.mean.shape
+        return int(m * k)
+
+    def noise(self, seeds: np.ndarray) -> np.ndarray:
+        """The noise ``sample`` draws for ``seeds`` (float32 normals, exactly promoted), so that
+        ``evaluate(noise(seeds), seeds)`` equals ``sample(ids, seeds)`` bit for bit."""
+        m, k = self.mean.shape
+        z = _standard_normals(np.asarray(seeds), (m, k))  # (m, B, k)
+        return z.permute(1, 0, 2).reshape(len(seeds), m * k).numpy().astype(np.float64)
+
+    def evaluate(self, noise: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        """Losses of ``mu + Q diag(sqrt(lam)) Z`` for the given Z (B, m k) float64: the MSE in
+        float64 from Z itself; the 0-1 error, as in ``sample``, from Z rounded to float32 (exact
+        for the noise ``noise`` returns, which is why the two then agree bit for bit)."""
+        m, k = self.mean.shape
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.ndim != 2 or noise.shape[1] != m * k:
+            raise IbdbError(f"gp evaluate: noise must be (B, {m * k}) (noise_dim = test points "
+                            f"x outputs), not {noise.shape}.")
+        # laid out (m, B, k) in a tensor of our own, as sample lays out its draws
+        z = torch.empty((m, len(noise), k), dtype=torch.float64, device=self._device)
+        z.copy_(torch.as_tensor(noise, device=self._device).view(-1, m, k).permute(1, 0, 2))
+        return self._losses(z)
+
+    def _losses(self, z: torch.Tensor) -> dict[str, np.ndarray]:
+        """Test MSE and 0-1 error of the hypotheses whose normals are z, (m, B, k) float32 or
+        float64 on the device; z may be overwritten."""
+        m, k = self.mean.shape
+        batch = z.shape[1]
         test_mse = torch.empty(batch, dtype=torch.float64, device=self._device)
         with one_thread():  # memory-bound passes: see kernels.one_thread
             # sum_jc (R + sqrt(lam) Z)^2 in float64, a few hypotheses at a time so that the
             # float64 copy of their normals stays in cache instead of doubling the chunk's memory
             for rows in row_blocks(batch, m * k, self._device):
-                deviation = z[:, rows, :].to(torch.float64).mul_(self._sqrt_eig[:, None, None])
+                deviation = z[:, rows, :].to(torch.float64, copy=True)
+                deviation.mul_(self._sqrt_eig[:, None, None])
                 deviation.add_(self._residuals[:, None, :]).square_()
                 # summed over the test points first: a reduction down contiguous columns
                 per_output = deviation.view(m, -1).sum(0).view(-1, k)
                 torch.sum(per_output, dim=1, out=test_mse[rows])
             test_mse /= m * k
-            scaled = z.mul_(self._sqrt_eig32[:, None, None]).view(m, batch * k)
+            z32 = z if z.dtype == torch.float32 else z.to(torch.float32)
+            scaled = z32.mul_(self._sqrt_eig32[:, None, None]).view(m, batch * k)
         # The 0-1 error needs the predictions mu + Q W. One GEMM for the whole chunk,
         # Q @ [W_1 | ... | W_B], is far faster than B small products on a CPU, and float32 halves
         # its cost again: an argmax changes only where two class scores agree to ~1e-7, while

@@ -18,6 +18,22 @@ a network's training does not depend on which others share its batch: on the CPU
 trained alone is bit-for-bit the same network (the batched products, the reductions and the
 optimiser are per-network computations), on a GPU the same up to floating-point rounding.
 
+Explicit noise (``evaluate``, for rare-event samplers that move standard-normal noise z; see
+REFERENCE.md, "Rare-event estimation over a runner's noise"): a hypothesis is the pair (z, seed).
+z holds one standard normal per parameter (``noise_dim`` = parameters per network, in the order
+of a parameter row without its padding: each parameter tensor row-major, in
+``parameter_shapes`` order), and the initial weights are the fixed transform
+w = init_scale / sqrt(fan_in) * (2 Phi(z) - 1) = init_scale / sqrt(fan_in) * erf(z / sqrt 2),
+computed in float64 on the CPU and rounded to float32. For z ~ N(0, 1), 2 Phi(z) - 1 is uniform
+on (-1, 1), so the weights have the law of ``sample``'s (to float32 rounding). The seed's
+generator then draws only the data orders (one permutation per epoch, independent of z), and
+training is the same batched training as ``sample``'s. The hypotheses are therefore equal in law
+to ``sample``'s, but a seed does not give the hypothesis ``sample`` gives for it (there the same
+generator draws the weights first). These networks have no dropout; were it added, its masks
+would be drawn from the seed's generator, i.e. held fixed, not moved. ``noise(seeds)`` draws z
+for a seed from NumPy's generator on SeedSequence([seed, NOISE_STREAM]), a stream unrelated to
+the seed's torch generator, so (noise(seeds), seeds) is a first level of the right law.
+
 Training runs in float32 (as networks usually are trained); the recorded losses are evaluated
 in float64 from the trained float32 weights, so they equal a float64 evaluation of the same
 weights by any other implementation to rounding.
@@ -34,6 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ibdb.errors import IbdbError
 from ibdb.tasks import TaskData
 
 PAD = 64  # elements; a multiple of every SIMD width and of a 64-byte cache line
@@ -41,6 +58,10 @@ PAD = 64  # elements; a multiple of every SIMD width and of a 64-byte cache line
 # Elements of activations held at once when evaluating many networks on a whole data set
 # (~128 MiB in float64); evaluation walks through the networks in groups that fit it.
 EVAL_ELEMENTS = 2**24
+
+# Second word of the SeedSequence from which ``noise`` draws a hypothesis's z (any fixed value;
+# changing it changes every hypothesis ``noise`` starts from).
+NOISE_STREAM = 0x6E6F697365  # "noise"
 
 ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "relu": torch.relu,
@@ -96,7 +117,8 @@ class NetworkRunner:
     ``sample`` trains one network per seed, all of them at once, and records the test and train
     MSE (over points and outputs, against one-hot targets) and 0-1 errors, the epochs each
     trained and whether it met the space's fit criterion. Networks train in float32; losses are
-    evaluated in float64.
+    evaluated in float64 (``losses``). ``evaluate(noise, seeds)`` records the same columns for
+    networks whose initial weights come from explicit noise (see the module docstring).
     """
 
     kind: ClassVar[str]
@@ -141,8 +163,11 @@ class NetworkRunner:
     # -- sampling ------------------------------------------------------------------------------
 
     def sample(self, hypothesis_ids: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
-        trained = self.train(seeds)
-        losses = self.evaluate(trained.params)
+        return self._record(self.train(seeds))
+
+    def _record(self, trained: TrainedNetworks) -> dict[str, np.ndarray]:
+        """The loss columns of trained networks: losses, epochs and the fit flag."""
+        losses = self.losses(trained.params)
         fit = self.space.fit
         if fit.criterion == "train_mse":
             fitted = losses["train_mse"] <= fit.train_mse_max
@@ -152,6 +177,51 @@ class NetworkRunner:
         # it; the float32 check that stops training can disagree only within rounding of the
         # threshold.
         return {**losses, "epochs": trained.epochs, "fitted": np.asarray(fitted, dtype=bool)}
+
+    # -- explicit noise (see the module docstring) ----------------------------------------------
+
+    @property
+    def noise_dim(self) -> int:
+        """Parameters per network: one standard normal each."""
+        return int(self._offsets[-1])
+
+    def noise(self, seeds: np.ndarray) -> np.ndarray:
+        """(B, noise_dim) float64 standard normals, row i from SeedSequence([seeds[i],
+        NOISE_STREAM]) alone: with ``seeds`` it makes hypotheses of ``sample``'s law (not the
+        ones ``sample`` makes for these seeds)."""
+        seeds = np.asarray(seeds, dtype=np.int64)
+        out = np.empty((len(seeds), self.noise_dim))
+        for row, seed in zip(out, seeds.tolist(), strict=True):
+            rng = np.random.default_rng(np.random.SeedSequence([int(seed), NOISE_STREAM]))
+            rng.standard_normal(out=row)
+        return out
+
+    def evaluate(self, noise: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        """Losses of the networks trained from the initial weights ``noise`` maps to (see
+        ``parameters_from_noise``) with the data orders of ``seeds``' generators: the columns
+        ``sample`` returns."""
+        seeds = np.asarray(seeds, dtype=np.int64)
+        flat = self.parameters_from_noise(noise)
+        if len(seeds) != flat.shape[0]:
+            raise IbdbError(f"{self.kind} evaluate: {flat.shape[0]} noise rows but {len(seeds)} "
+                            "seeds; a hypothesis is one of each.")
+        return self._record(self._train(flat, self.generators(seeds)))
+
+    def parameters_from_noise(self, noise: np.ndarray) -> torch.Tensor:
+        """Float32 rows (B, P) of initial parameters w = init_scale / sqrt(fan_in) *
+        erf(z / sqrt 2) (= 2 Phi(z) - 1), computed in float64 on the CPU from ``noise``
+        (B, noise_dim); the padding stays 0."""
+        noise = np.asarray(noise, dtype=np.float64)
+        if noise.ndim != 2 or noise.shape[1] != self.noise_dim:
+            raise IbdbError(f"{self.kind} evaluate: noise must be (B, {self.noise_dim}) (one "
+                            f"standard normal per parameter = noise_dim), not {noise.shape}.")
+        bounds = torch.cat([torch.full((math.prod(p.shape),),
+                                       self.space.init_scale / math.sqrt(p.fan_in),
+                                       dtype=torch.float64) for p in self._shapes])
+        weights = torch.special.erf(torch.as_tensor(noise) / math.sqrt(2.0)).mul_(bounds)
+        flat = torch.zeros((len(noise), self._row), dtype=torch.float32)
+        flat[:, :self.noise_dim] = weights
+        return flat.to(self._device)
 
     def generators(self, seeds: np.ndarray) -> list[torch.Generator]:
         """Each hypothesis's own CPU generator (identical draws on every device)."""
@@ -176,9 +246,14 @@ class NetworkRunner:
 
     def train(self, seeds: np.ndarray) -> TrainedNetworks:
         """Train one network per seed, all at once; return their final float32 parameters."""
-        opt_spec, fit = self.space.optimizer, self.space.fit
         gens = self.generators(seeds)
-        live_nets = self._start(self.initial_parameters(gens))
+        return self._train(self.initial_parameters(gens), gens)
+
+    def _train(self, flat: torch.Tensor, gens: Sequence[torch.Generator]) -> TrainedNetworks:
+        """Train the networks whose initial parameter rows are ``flat`` (B, P), network i's data
+        orders drawn from ``gens[i]``."""
+        opt_spec, fit = self.space.optimizer, self.space.fit
+        live_nets = self._start(flat)
         n = len(self._x_train)
         batch = n if opt_spec.batch_size == "full" else opt_spec.batch_size
         total = len(gens)
@@ -211,7 +286,7 @@ class NetworkRunner:
             final[self._index(live)] = live_nets.flat
         return TrainedNetworks(flat=final, params=self.views(final), epochs=epochs)
 
-    def evaluate(self, params: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
+    def losses(self, params: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
         """Test and train MSE and 0-1 error of stacked networks, evaluated in float64."""
         params64 = [p.detach().to(torch.float64) for p in params]
         out: dict[str, np.ndarray] = {}

@@ -178,3 +178,74 @@ def test_reused_chunk_memory_gives_the_same_losses(data):
         again = runner.sample(ids[part], seeds[part])
         for name in fresh:
             np.testing.assert_array_equal(again[name], fresh[name])
+
+
+# -- explicit noise (what rare-event samplers move) ----------------------------------------------
+
+
+def test_evaluate_of_the_sampled_noise_is_sample_bit_for_bit(data):
+    """noise(seeds) is the noise sample draws (float32 normals promoted exactly), so evaluate on
+    it is the same computation: equal bit for bit, in one batch and in batches of other sizes."""
+    runner = GPRunner(GPSpace(name="g", bandwidth=1.3), data, device=CPU)
+    m, k = runner.mean.shape
+    assert runner.noise_dim == m * k
+    ids = np.arange(37)
+    seeds = hypothesis_seeds(4, ids)
+    noise = runner.noise(seeds)
+    assert noise.shape == (37, m * k) and noise.dtype == np.float64
+    # row i is hypothesis i's (m, k) normals, row-major
+    z = _standard_normals(seeds, (m, k)).numpy()
+    np.testing.assert_array_equal(noise.reshape(37, m, k), z.transpose(1, 0, 2))
+    sampled = runner.sample(ids, seeds)
+    got = runner.evaluate(noise, seeds)
+    assert set(got) == set(sampled)
+    for name in sampled:
+        assert got[name].dtype == sampled[name].dtype
+        np.testing.assert_array_equal(got[name], sampled[name], err_msg=name)
+    for part in (slice(0, 1), slice(1, 9), slice(9, 37)):
+        alone = runner.evaluate(noise[part], seeds[part])
+        for name in sampled:
+            np.testing.assert_array_equal(alone[name], runner.sample(ids[part], seeds[part])[name])
+    np.testing.assert_array_equal(noise, runner.noise(seeds))  # evaluate left its input alone
+
+
+def test_evaluate_of_any_noise_equals_explicit_predictions(data):
+    """For noise that is not float32-representable (a pCN move), the MSE is the float64 loss of
+    mu + Q diag(sqrt(lam)) Z; the 0-1 error is that of Z rounded to float32."""
+    runner = GPRunner(GPSpace(name="g", bandwidth=1.3), data, device=CPU)
+    m, k = runner.mean.shape
+    rng = np.random.default_rng(0)
+    rho = 0.8
+    noise = rho * runner.noise(hypothesis_seeds(1, np.arange(6)))
+    noise += np.sqrt(1 - rho**2) * rng.standard_normal(noise.shape)
+    got = runner.evaluate(noise, np.zeros(6, dtype=np.int64))
+    q, lam = runner.eigenvectors.numpy(), runner._eigenvalues.numpy()
+    z = noise.reshape(6, m, k)
+    preds = runner.mean.numpy()[None] + np.einsum("ij,bjk->bik", q * np.sqrt(lam), z)
+    mse = ((preds - data.y_test[None]) ** 2).mean(axis=(1, 2))
+    np.testing.assert_allclose(got["test_mse"], mse, rtol=1e-10)
+    z32 = z.astype(np.float32).astype(np.float64)
+    preds32 = runner.mean.numpy()[None] + np.einsum("ij,bjk->bik", q * np.sqrt(lam), z32)
+    errors = (preds32.argmax(2) != data.labels_test[None]).mean(1)
+    np.testing.assert_array_equal(got["test_error"], errors)
+
+
+def test_evaluate_rejects_noise_of_the_wrong_length(data):
+    runner = GPRunner(GPSpace(name="g", bandwidth=1.3), data, device=CPU)
+    with pytest.raises(IbdbError, match="noise_dim"):
+        runner.evaluate(np.zeros((2, runner.noise_dim + 1)), np.zeros(2, dtype=np.int64))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_evaluate_matches_gpu_sample_and_cpu(data):
+    space = GPSpace(name="g", bandwidth=1.3)
+    seeds = hypothesis_seeds(4, np.arange(50))
+    gpu = GPRunner(space, data, device=torch.device("cuda"))
+    noise = gpu.noise(seeds)
+    got = gpu.evaluate(noise, seeds)
+    sampled = gpu.sample(np.arange(50), seeds)
+    for name in sampled:
+        np.testing.assert_array_equal(got[name], sampled[name], err_msg=name)
+    cpu = GPRunner(space, data, device=CPU).evaluate(noise, seeds)
+    np.testing.assert_allclose(got["test_mse"], cpu["test_mse"], rtol=1e-9)

@@ -68,3 +68,42 @@ def test_runner_contract(kind, tiny_data):
     if "epochs" in batch:
         assert (batch["epochs"] >= 1).all()
         assert (batch["epochs"] <= space.optimizer.epochs).all()
+
+
+@pytest.mark.parametrize("kind", sorted(RUNNERS))
+def test_runner_evaluate_contract(kind, tiny_data):
+    """evaluate(noise, seeds), what rare-event samplers call: the columns sample returns, a
+    hypothesis fixed by its (noise row, seed) whatever shares its batch, and noise(seeds) a
+    deterministic (B, noise_dim) float64 first level."""
+    entry = RUNNERS[kind]
+    cls = entry.load()
+    space = parse_space(entry.sane_space)
+    runner = cls(space, tiny_data, device=torch.device("cpu"))
+    assert isinstance(runner.noise_dim, int) and runner.noise_dim > 0
+    ids = np.arange(12)
+    seeds = hypothesis_seeds(5, ids)
+    noise = runner.noise(seeds)
+    assert noise.shape == (len(ids), runner.noise_dim) and noise.dtype == np.float64
+    np.testing.assert_array_equal(noise, cls(space, tiny_data,
+                                             device=torch.device("cpu")).noise(seeds))
+    # a moved point, as a pCN step makes it: not float32-representable
+    rng = np.random.default_rng(0)
+    noise = 0.9 * noise + np.sqrt(1 - 0.9**2) * rng.standard_normal(noise.shape)
+    batch = runner.evaluate(noise, seeds)
+    assert set(batch) == set(entry.loss_columns)
+    for name, values in batch.items():
+        assert values.dtype == np.dtype(LOSS_COLUMNS[name].dtype), name
+        assert values.shape == (len(ids),), name
+        if values.dtype.kind == "f":
+            assert np.isfinite(values).all(), name
+    assert len(np.unique(batch["test_mse"])) == len(ids)
+    again = cls(space, tiny_data, device=torch.device("cpu")).evaluate(noise, seeds)
+    for name in batch:
+        np.testing.assert_array_equal(batch[name], again[name])
+    for rows in ([0], [7, 3], [11, 2, 5]):
+        part = runner.evaluate(noise[rows], seeds[rows])
+        for name in batch:
+            np.testing.assert_allclose(part[name], batch[name][rows], rtol=1e-12,
+                                       err_msg=f"{name} of hypotheses {rows}")
+    if "epochs" in batch:
+        assert ((batch["epochs"] >= 1) & (batch["epochs"] <= space.optimizer.epochs)).all()
