@@ -107,8 +107,8 @@ class Ibdb:
         report = RunReport(planned=planned)
         folders = []
         for run in planned:
-            if len(run.missing_ids) == 0:
-                continue
+            if len(run.missing_ids) == 0 and run.spec.budget.splitting is None:
+                continue  # (a splitting block resumes from its level shards, or finds it done)
             folders.append(execute_run(run, shard_root=self.shard_root,
                                        device_name=self.device, progress=progress,
                                        mapper=mapper))

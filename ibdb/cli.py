@@ -191,8 +191,9 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
 
     QUERY may hold several statements separated by ';'; with --write they run in one
     transaction, so an error writes nothing. Tables: specs, runs, shards, losses, spectra,
-    estimates, loss_set_digests. Views: run_summary, ib_estimates, method_agreement,
-    stale_estimates, loss_sets, loss_set_contents, gp_components. Functions: ib_fit(losses,
+    estimates, loss_set_digests, splitting_particles. Views: run_summary, ib_estimates,
+    method_agreement, stale_estimates, loss_sets, loss_set_contents, gp_components,
+    splitting_levels. Functions: ib_fit(losses,
     eps, method), ib_exact(eigenvalues, residual_sq, n_test, n_outputs, eps),
     ib_bound(task_statistics, eps); each returns a struct with bits.
     'DESCRIBE <name>' shows a table's or view's columns."""

@@ -350,6 +350,49 @@ def bound_estimates(task: TaskStatistics | Mapping[str, Any], eps: Sequence[floa
     return rows
 
 
+def splitting_estimates(repeats: Sequence[Sequence[Any]], eps: Sequence[float] | float, *,
+                        confidence: float = 0.95) -> list[Estimate]:
+    """The ``splitting`` method: IB from the stored levels of subset-simulation repeats
+    (ibdb.splitting). One repeat: its Au-Beck interval; two or more: the mean of their bits
+    with a Student-t interval from their spread (honest where Au-Beck's is optimistic). Where
+    no particle reaches eps, only a lower bound."""
+    from ibdb.splitting_estimate import repeats_estimate, splitting_estimate
+
+    eps_list, confidence = _check_eps(eps), _check_confidence(confidence)
+    runs = [list(r) for r in repeats]
+    if not runs or not all(runs):
+        raise EstimateError("splitting: no stored levels to estimate from; run the spec's "
+                            "splitting block first (ibdb run).")
+    per_run = [splitting_estimate(r, eps_list, confidence=confidence) for r in runs]
+    evaluations = sum(p.n_evaluations for p in per_run)
+    params = {"repeats": len(runs), "levels": [len(r) for r in runs],
+              "particles": runs[0][0].n, "evaluations": evaluations,
+              "p_fit": [p.p_fit for p in per_run]}
+    combined = repeats_estimate(runs, eps_list, confidence=confidence) if len(runs) > 1 \
+        else None
+    rows = []
+    for i, e in enumerate(eps_list):
+        single = [p.estimates[i] for p in per_run]
+        diagnostics: dict[str, Any] = {
+            "status": [s.status for s in single], "level_used": [s.level_used for s in single],
+            "se_bits": [s.se_bits for s in single],
+            "acceptance": [[a for a in p.acceptance if math.isfinite(a)] for p in per_run],
+            "interval": (f"student-t over {len(runs)} repeats, {confidence:g}" if combined
+                         else f"au-beck, {confidence:g}")}
+        if combined is not None:
+            c = combined[i]
+            bits, lo, hi, lower = c.bits, c.lo_bits, c.hi_bits, c.lower_bound
+        else:
+            s = single[0]
+            bits, lo, hi, lower = s.bits, s.lo_bits, s.hi_bits, s.lower_bound
+        rows.append(Estimate(
+            method="splitting", method_version="", eps=e, bits=bits, lower_bits=lo,
+            upper_bits=None if lower or not math.isfinite(hi) else hi,
+            bound="lower" if lower else "point", n=evaluations, params=dict(params),
+            diagnostics=diagnostics))
+    return rows
+
+
 def estimate_exact(dist: GenChi2, eps: Sequence[float] | float, *, check: bool = False,
                    check_samples: int = 20000, seed: int = 0) -> list[Estimate]:
     """The registered ``exact`` method's rows for a :class:`GenChi2` (see exact_estimates)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import logging
+import math
 import socket
 import time
 from collections.abc import Callable
@@ -105,12 +106,72 @@ def execute_run(planned: PlannedRun, *, shard_root: Path, device_name: str = "au
         root = Path(shard_root).resolve()
         tasks = [ChunkTask(planned, ids, root, device_name) for ids in todo]
         mapper(tasks, lambda task: report(len(task.ids)))
+    if planned.spec.budget.splitting is not None:
+        if mapper is not None:
+            runner = _make_runner(planned, device)
+        manifest["runner_info"]["splitting"] = run_splitting(planned, runner, folder,
+                                                             progress=progress)
     manifest["provenance"]["finished_at"] = datetime.now(UTC).isoformat()
     manifest["provenance"]["wall_seconds"] = time.monotonic() - started
     shardfiles.write_manifest(folder, manifest)
     log.info("run %s: %d hypotheses in %.2f s on %s", planned.run_id, total,
              time.monotonic() - started, device)
     return folder
+
+
+def splitting_seed(run_seed: int, repeat: int) -> int:
+    """The seed of a splitting repeat: hypothesis ``repeat``'s seed of a stream of its own
+    (the run seed's bits flipped), so repeats are independent of each other and of the i.i.d.
+    hypotheses, and repeat r is the same whatever the number of repeats asked for."""
+    stream = run_seed ^ 0x5EED_5EED_5EED_5EED
+    return int(hypothesis_seeds(stream, np.array([repeat], dtype=np.int64))[0])
+
+
+def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
+                  progress: Progress | None = None) -> list[dict[str, Any]]:
+    """Run (or resume) every repeat of the budget's splitting block, one level shard per
+    finished level; return how far each repeat got.
+
+    A repeat resumes from its level shards in ``folder``: each level is a pure function of the
+    previous one and the repeat's seed (ibdb.splitting), so a killed run continues bit for bit.
+    """
+    from ibdb.splitting import run_levels
+
+    block = planned.spec.budget.splitting
+    label = f"{planned.spec.label} splitting"
+    # for progress only: the levels a target depth takes at p0 per level (unknown for an eps)
+    expected_levels = 1 + math.ceil(block.target_bits / -math.log2(block.p0)) \
+        if block.target_bits else 2
+
+    def evaluate(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # The moved noise is the whole hypothesis for the runners that allow splitting (their
+        # registry entry says so): the seed argument is not used by them.
+        out = runner.evaluate(z, np.zeros(len(z), dtype=np.int64))
+        fitted = out.get("fitted")
+        return out["test_mse"], np.ones(len(z), bool) if fitted is None else fitted
+
+    outcomes = []
+    for repeat in range(block.repeats):
+        seed = splitting_seed(planned.spec.budget.seed, repeat)
+        settings = block.settings(seed)
+        done = shardfiles.read_levels(folder, repeat)
+
+        def store(record: Any, repeat: int = repeat, seed: int = seed) -> None:
+            shardfiles.write_level_shard(folder, planned.run_id, repeat, record, {
+                "spec_hash": planned.run_id, "runner": planned.runner_tag, "seed": seed,
+                "loss": "test_mse", "settings": block.model_dump(mode="json")})
+            if progress is not None:
+                progress(f"{label} {repeat + 1}/{block.repeats}", record.level + 1,
+                         max(record.level + 1, expected_levels))
+
+        run = run_levels(evaluate, runner.noise_dim, settings, resume=done, progress=store)
+        if not run.reached_target:
+            log.warning("run %s, splitting repeat %d stopped early: %s", planned.run_id,
+                        repeat, run.stop_reason)
+        outcomes.append({"repeat": repeat, "seed": seed, "levels": len(run.records),
+                         "evaluations": run.n_evaluations, "reached_target": run.reached_target,
+                         "stop_reason": run.stop_reason})
+    return outcomes
 
 
 def sample_chunk(task: ChunkTask) -> Path:

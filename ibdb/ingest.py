@@ -31,7 +31,13 @@ REQUIRED_COLUMNS = {
     "losses": {**LOSS_KEY_COLUMNS, **{n: LOSS_COLUMNS[n].sql_type for n in REQUIRED_LOSSES}},
     "spectrum": {"run_id": "VARCHAR", "component": "INTEGER", "eigenvalue": "DOUBLE",
                  "residuals": "DOUBLE[]"},
+    "levels": {"run_id": "VARCHAR", "repeat": "INTEGER", "level": "INTEGER",
+               "particle": "BIGINT", "threshold": "DOUBLE", "rho": "DOUBLE", "loss": "DOUBLE",
+               "fitted": "BOOLEAN", "chain": "BIGINT", "parent": "BIGINT", "step": "INTEGER",
+               "accepted": "BOOLEAN", "n_evaluations": "BIGINT"},
 }
+_LEVEL_COLUMNS = ", ".join(REQUIRED_COLUMNS["levels"])
+_ROW_KEY = {"losses": "hypothesis_id", "spectrum": "component", "levels": "particle"}
 
 
 @dataclass(frozen=True)
@@ -98,13 +104,16 @@ class ShardIngest:
                              "losses-<first>-<last>-<sha>.parquet or spectrum-<sha>.parquet); "
                              "nothing was ingested. Move the file out of the run folder.")
         spectra, paths = shardfiles.spectrum_shards(folder), shardfiles.loss_shards(folder)
-        digests = shardfiles.file_sha256s(spectra + paths)
+        levels = shardfiles.level_shards(folder)
+        digests = shardfiles.file_sha256s(spectra + paths + levels)
         known = self._ledger_entries(list(digests.values()))
         spectra = [p for p in spectra if not self._is_ingested(p, digests[p], run_id, known)]
         paths = [p for p in paths if not self._is_ingested(p, digests[p], run_id, known)]
-        report.shards_skipped += len(digests) - len(spectra) - len(paths)
+        levels = [p for p in levels if not self._is_ingested(p, digests[p], run_id, known)]
+        report.shards_skipped += len(digests) - len(spectra) - len(paths) - len(levels)
         for spectrum in spectra:
             self._ingest_spectrum(spectrum, digests[spectrum], run_id, report)
+        self._ingest_levels(levels, digests, run_id, report)
         shards = self._validate_losses(paths, digests, run_id)
         alone = _overlapping(paths)
         stored = _Ranges(self.con.execute(
@@ -173,7 +182,7 @@ class ShardIngest:
             raise ShardError(f"{path}: wrong schema for a {kind} shard ({found}; expected "
                              f"{expected}); nothing was ingested. It was not written by this "
                              "ibdb: move it out of the run folder.")
-        key = "hypothesis_id" if kind == "losses" else "component"
+        key = _ROW_KEY[kind]
         # The sha256 in its name vouches for the file, so the footer's statistics are trusted
         # (the insert re-checks the run and the rows); without them the data are scanned.
         n_foreign, n_rows, low, high = footer.stats or self.con.execute(
@@ -214,6 +223,37 @@ class ShardIngest:
         self._add_to_ledger(run_id, "spectrum",
                             [_Shard(path, digest, n_rows, None, None, meta, frozenset())])
         report.shards_ingested += 1
+
+    def _ingest_levels(self, paths: list[Path], digests: dict[Path, str], run_id: str,
+                       report: IngestReport) -> None:
+        """Level shards of splitting repeats, in one statement. A level recomputed by a
+        resumed run holds the same rows (ibdb.splitting is seeded per level): rows already
+        stored are skipped after a check that they agree."""
+        if not paths:
+            return
+        footers = self._footers(paths, run_id, "particle")
+        shards = []
+        for path in paths:
+            meta, (n_rows, _, _) = self._checked(path, footers[path], run_id, "levels")
+            shards.append(_Shard(path, digests[path], n_rows, None, None, meta, frozenset()))
+        files = {"files": [str(p) for p in paths], "sha": [digests[p] for p in paths],
+                 "run": run_id}
+        src = (f"(SELECT r.*, m.sha FROM read_parquet({sql_file_list(paths)}, filename = true) "
+               "r JOIN (SELECT unnest($files) AS filename, unnest($sha) AS sha) m "
+               "USING (filename) WHERE r.run_id = $run)")
+        differ = self.con.execute(
+            f"SELECT any_value(s.filename), count(*) FROM {src} s JOIN splitting_particles p "
+            "USING (run_id, repeat, level, particle) WHERE (s.loss, s.fitted, s.parent, s.step, "
+            "s.accepted) IS DISTINCT FROM (p.loss, p.fitted, p.parent, p.step, p.accepted)",
+            files).fetchone()
+        if differ[1]:
+            raise ShardError(f"{differ[0]}: {differ[1]} particles are already stored with other "
+                             "values; nothing was ingested. Two executions of the splitting "
+                             f"repeat of run {run_id} disagree: delete the wrong level shard.")
+        self.con.execute(f"INSERT INTO splitting_particles SELECT {_LEVEL_COLUMNS}, sha FROM "
+                         f"{src} ON CONFLICT DO NOTHING", files)
+        self._add_to_ledger(run_id, "levels", shards)
+        report.shards_ingested += len(shards)
 
     def _add_to_ledger(self, run_id: str, kind: str, shards: list[_Shard]) -> None:
         # one statement over lists: executemany is one round trip per row (~1 ms each)

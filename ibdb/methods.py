@@ -51,6 +51,9 @@ SOURCES: dict[str, Source] = {
     "losses": Source("losses", LOSS_NAMES, "loss", "no stored {loss} values"),
     "spectrum": Source("spectrum", ("test_mse",), "spectrum",
                        "no closed-form law for the {loss} of a {kind} run"),
+    "levels": Source("levels", ("test_mse",), "levels",
+                     "no splitting levels stored for this {kind} run (give its budget a "
+                     "splitting block)"),
     "task_statistics": Source("task_statistics", ("test_mse",), None,
                               "the 2023 bound needs the run's task statistics and applies to "
                               "test_mse"),
@@ -198,6 +201,15 @@ METHODS = MethodRegistry([
         interval="Clopper-Pearson, exact for the sample fraction", may_be_lower_bound=True,
         summary="-log2 of the fraction of samples <= eps, exact (Clopper-Pearson) interval",
         style=("^", "-."),
+    ),
+    Method(
+        name="splitting", version="1", reads="levels",
+        function="ibdb.estimators:splitting_estimates", options=("confidence",),
+        interval="Au-Beck for one repeat (optimistic past ~20 bits), Student t over "
+                 "independent repeats", may_be_lower_bound=True,
+        summary="subset simulation over the runner's noise (rare-event sampling), from the "
+                "stored levels",
+        style=("*", "-"),
     ),
     Method(
         name="bound", version="1", reads="task_statistics", role="comparison",

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ibdb.runners import check_space, runner_entry
+from ibdb.runners import check_space, check_splitting, runner_entry
 from ibdb.specs import RunSpec
 from ibdb.tasks import TaskData, load_task
 
@@ -73,6 +73,8 @@ def load_runs(specs: list[RunSpec], *, spec_dir: Path) -> list[tuple[RunSpec, st
             loaded[key] = load_task(spec.task, spec_dir=spec_dir)
         data = loaded[key]
         check_space(spec.space, data)
+        if spec.budget.splitting is not None:
+            check_splitting(spec.space)
         identity = run_identity(spec, data)
         out.append((spec, run_id_of(identity), identity, data))
     return out

@@ -5,6 +5,8 @@ One folder per run under the shard root::
     <root>/<run_id>/run.json                              the run's spec, identity, provenance
     <root>/<run_id>/spectrum-<sha>.parquet                closed-form loss spectrum (gp runs)
     <root>/<run_id>/losses-<first>-<last>-<sha>.parquet   one chunk of hypotheses
+    <root>/<run_id>/levels-r<repeat>-l<level>-<sha>.parquet  one finished level of a splitting
+                                                          (subset simulation) repeat
 
 Every file is written under a temporary name, flushed and renamed, so a killed run leaves only
 whole files (at most the chunk in flight is lost). ``<sha>`` is the first 16 hex digits of the
@@ -23,16 +25,20 @@ import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import numpy as np
 
 from ibdb.errors import ShardError
 
+if TYPE_CHECKING:
+    from ibdb.splitting import LevelRecord
+
 MANIFEST = "run.json"
 LOSS_SHARD_RE = re.compile(r"^losses-(\d{9})-(\d{9})-([0-9a-f]{16})\.parquet$")
 SPECTRUM_RE = re.compile(r"^spectrum-([0-9a-f]{16})\.parquet$")
+LEVEL_SHARD_RE = re.compile(r"^levels-r(\d{3})-l(\d{4})-([0-9a-f]{16})\.parquet$")
 SHA_PREFIX = 16  # hex digits of the sha256 kept in a shard's name
 
 
@@ -52,8 +58,15 @@ def shard_range(path: Path) -> tuple[int, int] | None:
 
 def name_digest(path: Path) -> str | None:
     """The sha256 prefix a shard's name promises, or None when the name is not a shard's."""
-    match = LOSS_SHARD_RE.match(path.name) or SPECTRUM_RE.match(path.name)
+    match = LOSS_SHARD_RE.match(path.name) or SPECTRUM_RE.match(path.name) \
+        or LEVEL_SHARD_RE.match(path.name)
     return match.groups()[-1] if match else None
+
+
+def level_of(path: Path) -> tuple[int, int] | None:
+    """(repeat, level) of a level shard, from its name; None for any other file."""
+    match = LEVEL_SHARD_RE.match(Path(path).name)
+    return (int(match.group(1)), int(match.group(2))) if match else None
 
 
 def file_sha256(path: Path) -> str:
@@ -131,6 +144,64 @@ def write_loss_shard(folder: Path, run_id: str, hypothesis_ids: np.ndarray, seed
     )
 
 
+def write_level_shard(folder: Path, run_id: str, repeat: int, record: LevelRecord,
+                      metadata: dict[str, Any]) -> Path:
+    """One finished level of a splitting repeat: a row per particle (ibdb.splitting's record).
+
+    ``metadata`` must not hold times or hosts: the same level recomputed (a resumed run) then
+    has the same bytes, so the same name, and ingest sees one shard, not two."""
+    columns = {
+        "particle": np.arange(record.n, dtype=np.int64),
+        "loss": np.asarray(record.losses, dtype=np.float64),
+        "fitted": np.asarray(record.fitted, dtype=bool),
+        "chain": np.asarray(record.chain, dtype=np.int64),
+        "parent": np.asarray(record.parent, dtype=np.int64),
+        "step": np.asarray(record.step, dtype=np.int32),
+        "accepted": np.asarray(record.accepted, dtype=bool),
+    }
+    meta = {"run_id": run_id, "repeat": repeat, "level": record.level, "n_rows": record.n,
+            **metadata}
+    return _write_parquet(
+        folder,
+        lambda sha: f"levels-r{repeat:03d}-l{record.level:04d}-{sha[:SHA_PREFIX]}.parquet",
+        "SELECT ?::VARCHAR AS run_id, ?::INTEGER AS repeat, ?::INTEGER AS level, "
+        "c.particle, ?::DOUBLE AS threshold, ?::DOUBLE AS rho, c.loss, c.fitted, c.chain, "
+        "c.parent, c.step, c.accepted, ?::BIGINT AS n_evaluations FROM cols_np c",
+        columns,
+        params=[run_id, repeat, record.level, record.threshold, record.rho,
+                record.n_evaluations],
+        metadata=meta,
+    )
+
+
+def read_levels(folder: Path, repeat: int) -> list[LevelRecord]:
+    """The finished levels of one repeat from its level shards, level 0 first (for a resume)."""
+    from ibdb.splitting import LevelRecord
+
+    paths = [p for p in level_shards(folder) if level_of(p)[0] == repeat]
+    if not paths:
+        return []
+    con = duckdb.connect()
+    try:
+        cursor = con.execute(
+            "SELECT level, particle AS index, threshold, rho, loss, fitted, chain, parent, "
+            "step, accepted, n_evaluations FROM read_parquet(?) ORDER BY level, particle",
+            [[str(p) for p in paths]])
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, r, strict=True)) for r in cursor.fetchall()]
+    except duckdb.Error as exc:
+        raise ShardError(f"{folder}: cannot read the level shards of repeat {repeat} ({exc}); "
+                         "delete the unreadable one and re-run to rewrite it.") from None
+    finally:
+        con.close()
+    records = LevelRecord.from_rows(rows)
+    if [r.level for r in records] != list(range(len(records))):
+        raise ShardError(f"{folder}: repeat {repeat} has levels {[r.level for r in records]}, "
+                         "not 0, 1, 2, ...; a level shard is missing. Delete that repeat's level "
+                         "shards from the first gap on and re-run.")
+    return records
+
+
 def list_run_folders(paths: list[Path]) -> list[Path]:
     """Run folders named by ``paths``: each a run folder itself or a root holding run folders."""
     found: list[Path] = []
@@ -156,12 +227,17 @@ def spectrum_shards(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir() if SPECTRUM_RE.match(p.name))
 
 
+def level_shards(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if LEVEL_SHARD_RE.match(p.name))
+
+
 def unexpected_files(folder: Path) -> list[Path]:
     """Parquet files in a run folder that are not named as ibdb names shards (a renamed copy, a
     stray export): ingest rejects them rather than guess what they hold. Dot files are
     temporary files of a writer (perhaps one that was killed) and are ignored."""
     return sorted(p for p in folder.glob("*.parquet")
-                  if not (LOSS_SHARD_RE.match(p.name) or SPECTRUM_RE.match(p.name)))
+                  if not (LOSS_SHARD_RE.match(p.name) or SPECTRUM_RE.match(p.name)
+                          or LEVEL_SHARD_RE.match(p.name)))
 
 
 def _write_parquet(folder: Path, name: Callable[[str], str], select: str,

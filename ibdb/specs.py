@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -26,6 +26,9 @@ from pydantic import (
 )
 
 from ibdb.errors import SpecError
+
+if TYPE_CHECKING:
+    from ibdb.splitting import SplittingSettings
 
 SPEC_VERSION = 1
 
@@ -368,6 +371,68 @@ def parse_space(data: dict[str, Any]) -> GPSpace | MLPSpace | CNNSpace:
     return _SPACE_ADAPTER.validate_python(data)
 
 
+class SplittingSpec(_Spec):
+    """Rare-event sampling (subset simulation) deep in the tail, after the i.i.d. hypotheses.
+
+    It runs on the same run as the budget's i.i.d. hypotheses, from the budget's seed, and
+    reaches depths (bits) that i.i.d. sampling cannot. Each level has ``particles`` particles;
+    the ``round(p0 * particles)`` lowest-loss ones seed the next level, whose threshold is their
+    loss, and are grown into chains by preconditioned Crank-Nicolson moves. It stops when a
+    level's threshold reaches ``target_eps`` or its depth reaches ``target_bits``, whichever
+    comes first, or (as a partial run) at ``max_evaluations`` or ``max_levels``.
+    """
+
+    particles: PositiveInt = Field(1000, description="Particles per level (N).")
+    p0: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        0.1, description="Conditional probability of each level: the fraction of a level's "
+        "particles that seed the next. p0 * particles must round to between 1 and "
+        "particles - 1.")
+    rho: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = Field(
+        0.9, description="Correlation of the first moving level's pCN proposals; later levels "
+        "adapt it toward target_acceptance.")
+    target_acceptance: Annotated[float, Field(gt=0, lt=1, allow_inf_nan=False)] = Field(
+        0.4, description="Acceptance rate of pCN moves that the step size is tuned toward.")
+    target_bits: PositiveFloat | None = Field(
+        None, description="Stop once a level is this deep, in bits (-log2 of its probability).")
+    target_eps: PositiveFloat | None = Field(
+        None, description="Stop once a level's threshold is at most this test MSE.")
+    max_evaluations: PositiveInt = Field(
+        1_000_000, description="Most hypotheses evaluated per repeat (at least particles); a "
+        "repeat that reaches it stops as a partial run.")
+    repeats: PositiveInt = Field(
+        1, description="Independent runs, each from its own seed; 2 or more give an interval "
+        "from their spread.")
+    max_levels: PositiveInt = Field(
+        200, description="Most levels per repeat; a repeat that reaches it stops as a partial "
+        "run.")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> SplittingSpec:
+        seeds = round(self.p0 * self.particles)
+        if not 1 <= seeds <= self.particles - 1:
+            raise ValueError(
+                f"p0 * particles = {self.p0} * {self.particles} rounds to {seeds} seeds; it must "
+                "be between 1 and particles - 1: raise particles or change p0")
+        if self.target_bits is None and self.target_eps is None:
+            raise ValueError("splitting needs target_bits (a depth in bits, e.g. 40) or "
+                             "target_eps (a test MSE)")
+        if self.max_evaluations < self.particles:
+            raise ValueError(
+                f"max_evaluations = {self.max_evaluations} is below particles = "
+                f"{self.particles}; level 0 alone needs particles evaluations: raise it")
+        return self
+
+    def settings(self, seed: int) -> SplittingSettings:
+        """The :class:`ibdb.splitting.SplittingSettings` of one repeat run from ``seed``."""
+        from ibdb.splitting import SplittingSettings
+
+        return SplittingSettings(
+            n_particles=self.particles, p0=self.p0, rho=self.rho,
+            target_acceptance=self.target_acceptance, target_eps=self.target_eps,
+            target_bits=self.target_bits, max_evaluations=self.max_evaluations,
+            max_levels=self.max_levels, seed=seed)
+
+
 class Budget(_Spec):
     """How many hypotheses to sample, in chunks of ``chunk_size`` (one shard file per chunk)."""
 
@@ -375,6 +440,18 @@ class Budget(_Spec):
     n_hypotheses: PositiveInt
     chunk_size: PositiveInt = 1000
     seed: NonNegativeInt = 0
+    splitting: SplittingSpec | None = Field(
+        None, description="Rare-event sampling after the i.i.d. hypotheses, on the same run "
+        "(no splitting when absent).")
+
+    @model_serializer(mode="wrap")
+    def _omit_absent_splitting(self, handler: Any) -> dict[str, Any]:
+        # Runs' manifests and stored specs hold this dump: without splitting it is what it was
+        # before splitting existed.
+        data = handler(self)
+        if data.get("splitting") is None:
+            data.pop("splitting", None)
+        return data
 
 
 class Experiment(_Spec):

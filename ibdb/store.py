@@ -269,6 +269,22 @@ class Store:
         return {"eigenvalues": spectrum[0], "residual_sq": spectrum[1],
                 "n_test": facts["n_test"], "n_outputs": facts["n_outputs"]}
 
+    def _levels_source(self, run_id: str, loss: str, facts: dict[str, Any]) -> Any:
+        """The levels of each splitting repeat of the run (lists of ibdb.splitting records)."""
+        cursor = self.con.execute(
+            "SELECT repeat, level, particle AS index, threshold, rho, loss, fitted, chain, "
+            "parent, step, accepted, n_evaluations FROM splitting_particles WHERE run_id = ? "
+            "ORDER BY repeat, level, particle", [run_id])
+        names = [d[0] for d in cursor.description]
+        by_repeat: dict[int, list[dict[str, Any]]] = {}
+        for row in cursor.fetchall():
+            by_repeat.setdefault(row[0], []).append(dict(zip(names, row, strict=True)))
+        if not by_repeat:
+            return None
+        from ibdb.splitting import LevelRecord
+
+        return [LevelRecord.from_rows(rows) for _, rows in sorted(by_repeat.items())]
+
     def _task_statistics_source(self, run_id: str, loss: str, facts: dict[str, Any]) -> Any:
         return facts["task_statistics"]
 
@@ -343,6 +359,7 @@ class Store:
 
 
 _SOURCE_READERS = {"losses": Store._losses_source, "spectrum": Store._spectrum_source,
+                   "levels": Store._levels_source,
                    "task_statistics": Store._task_statistics_source}
 
 

@@ -1,4 +1,5 @@
--- grain: one row per run and loss set (test_mse, test_error, or the gp spectrum), computed
+-- grain: one row per run and loss set (test_mse, test_error, the gp spectrum, or the levels of
+-- its splitting repeats), computed
 -- from the stored rows: the number of values and an order-independent digest of them, the sum
 -- of DuckDB's 64-bit hash of every (hypothesis id, value) pair (component, eigenvalue and
 -- residuals for a spectrum), so any change of any value or id changes it. This scans every
@@ -24,4 +25,10 @@ UNION ALL
 SELECT run_id, 'spectrum', count(*),
        count(*)::VARCHAR || ':' || sum(hash(component, eigenvalue, residuals)::HUGEINT)::VARCHAR
 FROM spectra
+GROUP BY run_id
+UNION ALL
+SELECT run_id, 'levels', count(*),
+       count(*)::VARCHAR || ':' || sum(hash(repeat, level, particle, loss, fitted, parent, step,
+                                            accepted, threshold)::HUGEINT)::VARCHAR
+FROM splitting_particles
 GROUP BY run_id

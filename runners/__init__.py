@@ -29,6 +29,10 @@ class RunnerEntry:
     sane_space: dict[str, Any] = field(default_factory=dict)
     loss_columns: tuple[str, ...] = REQUIRED_LOSSES  # names in ibdb.columns.LOSS_COLUMNS
     check: str | None = None  # "module:function(space, data)" raising SpecError; no torch
+    # A budget's splitting block may run on it: its `evaluate(noise, seeds)` needs nothing but
+    # the moved noise (networks also need each particle's data-order seed carried along its
+    # chain, which ibdb.splitting does not do yet).
+    splitting: bool = False
 
     def load(self) -> type[Runner]:
         return importlib.import_module(self.module).RUNNER
@@ -51,6 +55,7 @@ RUNNERS: dict[str, RunnerEntry] = {
         module="ibdb.runners.gp",
         version="1",
         sane_space={"name": "sane-gp", "kind": "gp", "bandwidth": 1.0, "jitter": 1e-8},
+        splitting=True,
     ),
     "mlp": RunnerEntry(
         kind="mlp",
@@ -87,3 +92,14 @@ def runner_entry(kind: str) -> RunnerEntry:
 def check_space(space: Any, data: TaskData) -> None:
     """Check a space against a loaded task with its runner's hook (see RunnerEntry.check)."""
     runner_entry(space.kind).check_space(space, data)
+
+
+def check_splitting(space: Any) -> None:
+    """Raise :class:`SpecError` when a budget's splitting block cannot run on ``space``."""
+    if not runner_entry(space.kind).splitting:
+        from ibdb.errors import SpecError
+
+        able = ", ".join(k for k, e in RUNNERS.items() if e.splitting)
+        raise SpecError(f"space {space.name!r} (kind {space.kind}): a budget's splitting block "
+                        f"runs on {able} spaces for now; remove the block from the budgets of "
+                        "this space, or sample it i.i.d. only.")

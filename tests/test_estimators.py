@@ -33,8 +33,9 @@ def _bits(p: float) -> float:
 
 def test_method_registry():
     assert set(SAMPLE_METHODS) == {"ncx2", "empirical", "paper"}
-    assert METHODS.names() == ("exact", "ncx2", "paper", "empirical", "bound")
-    assert [m.name for m in METHODS.defaults()] == ["exact", "ncx2", "empirical", "bound"]
+    assert METHODS.names() == ("exact", "ncx2", "paper", "empirical", "splitting", "bound")
+    assert [m.name for m in METHODS.defaults()] == ["exact", "ncx2", "empirical", "splitting",
+                                                    "bound"]
 
 
 def test_empirical_matches_clopper_pearson(losses):
@@ -105,7 +106,8 @@ def test_bad_eps_raises(losses, bad_eps):
 
 
 def test_unknown_method_lists_known_ones(losses):
-    with pytest.raises(EstimateError, match="'kde'.*exact, ncx2, paper, empirical, bound"):
+    with pytest.raises(EstimateError,
+                       match="'kde'.*exact, ncx2, paper, empirical, splitting, bound"):
         estimate_losses(losses, [0.05], "kde")
     with pytest.raises(EstimateError, match="'bound' reads the task statistics.*ncx2, paper, "
                                             "empirical"):

@@ -24,6 +24,7 @@ def test_every_method_is_a_complete_declaration(method):
     assert callable(method.load())  # its function exists where the entry says
     assert method.role in ("estimate", "reference", "comparison")
     assert method.density in (None, "ncx2", "spectrum")
+    assert all(loss in SOURCES[method.reads].losses for loss in method.source.losses)
     if method.density:
         assert method.density_label
 
@@ -82,7 +83,7 @@ def test_a_toy_method_needs_only_its_registry_entry(tmp_path, toy_spec):
         got = CliRunner().invoke(main, [*base, "estimate", "--method", "toy", "--eps", "0.25"])
         assert got.exit_code == 0, got.output
         assert "toy (bits)" in got.output  # the CLI's table lists it
-        assert "[exact|ncx2|paper|empirical|bound|toy]" in \
+        assert "[exact|ncx2|paper|empirical|splitting|bound|toy]" in \
             CliRunner().invoke(main, [*base, "estimate", "--help"]).output
         (run_id,) = api.sql("SELECT run_id FROM specs")[1][0]
         losses = np.array([r[0] for r in api.sql(

@@ -160,3 +160,90 @@ def test_examples_validate():
     for name in names:
         with resources.as_file(folder.joinpath(name)) as path:
             assert load_experiment(path).runs()
+
+
+def _splitting(spec, **kw):
+    spec["budgets"][0]["splitting"] = {"target_bits": 40, **kw}
+
+
+@pytest.mark.parametrize(
+    ("kw", "expected"),
+    [
+        ({"particles": 0}, "budgets.0.splitting.particles: Input should be greater than 0 (got 0)"),
+        ({"p0": 0.0}, "budgets.0.splitting.p0: Input should be greater than 0 (got 0.0)"),
+        ({"p0": 1.0}, "budgets.0.splitting.p0: Input should be less than 1 (got 1.0)"),
+        ({"p0": "0.1"}, "budgets.0.splitting.p0: Input should be a valid number (got '0.1')"),
+        ({"p0": 0.001, "particles": 100},
+         "budgets.0.splitting: Value error, p0 * particles = 0.001 * 100 rounds to 0 seeds; it "
+         "must be between 1 and particles - 1"),
+        ({"p0": 0.999, "particles": 100},
+         "p0 * particles = 0.999 * 100 rounds to 100 seeds"),
+        ({"rho": 1.0}, "budgets.0.splitting.rho: Input should be less than 1 (got 1.0)"),
+        ({"rho": -0.1}, "budgets.0.splitting.rho: Input should be greater than or equal to 0 "
+                        "(got -0.1)"),
+        ({"target_acceptance": 0.0}, "budgets.0.splitting.target_acceptance: Input should be "
+                                     "greater than 0 (got 0.0)"),
+        ({"target_acceptance": 1.0}, "budgets.0.splitting.target_acceptance: Input should be "
+                                     "less than 1 (got 1.0)"),
+        ({"target_bits": None},
+         "budgets.0.splitting: Value error, splitting needs target_bits (a depth in bits, e.g. "
+         "40) or target_eps (a test MSE)"),
+        ({"target_bits": 0}, "budgets.0.splitting.target_bits: Input should be greater than 0 "
+                             "(got 0)"),
+        ({"target_eps": -0.5}, "budgets.0.splitting.target_eps: Input should be greater than 0 "
+                               "(got -0.5)"),
+        ({"target_eps": float("inf")}, "budgets.0.splitting.target_eps: Input should be a finite "
+                                       "number (got inf)"),
+        ({"max_evaluations": 500},
+         "budgets.0.splitting: Value error, max_evaluations = 500 is below particles = 1000"),
+        ({"max_evaluations": 0}, "budgets.0.splitting.max_evaluations: Input should be greater "
+                                 "than 0 (got 0)"),
+        ({"repeats": 0}, "budgets.0.splitting.repeats: Input should be greater than 0 (got 0)"),
+        ({"max_levels": 0}, "budgets.0.splitting.max_levels: Input should be greater than 0 "
+                            "(got 0)"),
+        ({"levels": 5}, "budgets.0.splitting.levels: Extra inputs are not permitted (got 5)"),
+    ],
+)
+def test_bad_splitting_fields_are_named_with_their_value(tmp_path, kw, expected):
+    spec = spec_dict()
+    _splitting(spec, **kw)
+    path = write_spec(tmp_path, spec)
+    with pytest.raises(SpecError) as err:
+        load_experiment(path)
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_splitting_parses_with_defaults_and_gives_its_settings(tmp_path):
+    spec = spec_dict()
+    _splitting(spec, target_bits=None, target_eps=0.05, repeats=3)
+    budget = load_experiment(write_spec(tmp_path, spec)).budgets[0]
+    split = budget.splitting
+    assert (split.particles, split.p0, split.rho, split.target_acceptance) == (1000, 0.1, 0.9, 0.4)
+    assert (split.target_bits, split.target_eps, split.max_evaluations, split.repeats,
+            split.max_levels) == (None, 0.05, 1_000_000, 3, 200)
+    settings = split.settings(seed=7)
+    assert (settings.n_particles, settings.p0, settings.rho, settings.target_acceptance,
+            settings.target_eps, settings.target_bits, settings.max_evaluations,
+            settings.max_levels, settings.seed) == (1000, 0.1, 0.9, 0.4, 0.05, None, 1_000_000,
+                                                    200, 7)
+    assert settings.n_seeds == 100
+    assert budget.model_dump()["splitting"]["repeats"] == 3
+
+
+def test_budget_without_splitting_dumps_as_before(tmp_path):
+    budget = load_experiment(write_spec(tmp_path, spec_dict())).budgets[0]
+    assert budget.splitting is None
+    assert budget.model_dump(mode="json") == {"name": "b", "n_hypotheses": 200, "chunk_size": 64,
+                                              "seed": 0}
+
+
+def test_splitting_leaves_the_run_id_unchanged(toy_spec):
+    from ibdb.api import Ibdb
+
+    api = Ibdb(toy_spec.parent / "store.duckdb")
+    _, without = api.validate(toy_spec)
+    spec = spec_dict()
+    _splitting(spec, particles=500, repeats=2)
+    _, with_splitting = api.validate(write_spec(toy_spec.parent, spec, "split.yaml"))
+    assert with_splitting == without

@@ -33,10 +33,10 @@ def _counts(store: Store) -> tuple[int, int, int]:
 
 
 def test_new_store_has_tables_and_views(store):
-    assert store.schema_version() == 3
+    assert store.schema_version() == 4
     tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables()").fetchall()}
     assert {"specs", "runs", "losses", "spectra", "estimates", "shards",
-            "loss_set_digests"} <= tables
+            "loss_set_digests", "splitting_particles"} <= tables
     assert "legacy_loss_set_md5" not in tables  # a migration's scaffolding, dropped
     views = {r[0] for r in store.con.execute("SELECT view_name FROM duckdb_views() WHERE NOT "
                                              "internal").fetchall()}
@@ -63,7 +63,7 @@ def test_a_version_1_store_is_migrated_keeping_every_row(tmp_path, toy_spec):
     assert keys == (1,) and len(expected) > 0
 
     with Store.open(old) as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         assert store.con.execute("SELECT * FROM losses ORDER BY ALL").fetchall() == expected
         digests = "SELECT * FROM loss_sets ORDER BY ALL"
         fresh = duckdb.connect(str(tmp_path / "new.duckdb"), read_only=True)
@@ -126,7 +126,7 @@ def test_a_version_2_store_keeps_which_estimates_are_stale(tmp_path, toy_spec):
     with pytest.raises(StoreError, match="schema version 2 is older.*ibdb --db FILE init"):
         Store.open(old, read_only=True)  # (which would need the new column `loss_set`)
     with Store.open(old) as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         stale = dict(store.con.execute(
             "SELECT method, bool_and(stale) FROM ib_estimates GROUP BY method").fetchall())
         assert stale == {"exact": False, "ncx2": True, "empirical": True, "bound": False}

@@ -7,7 +7,7 @@ SELECT 'not ingested' AS problem, f.path, NULL AS run_id,
        'ingest it: ibdb ingest <its run folder>' AS remedy
 FROM shard_files f
 WHERE f.present
-  AND regexp_matches(f.path, '/(losses-\d{9}-\d{9}|spectrum)-[0-9a-f]{16}\.parquet$')
+  AND regexp_matches(f.path, '/(losses-\d{9}-\d{9}|spectrum|levels-r\d{3}-l\d{4})-[0-9a-f]{16}\.parquet$')
   AND regexp_extract(f.path, '-([0-9a-f]{16})\.parquet$', 1)
       NOT IN (SELECT left(sha256, 16) FROM shards)
 UNION ALL

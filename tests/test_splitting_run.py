@@ -1,0 +1,105 @@
+"""A budget's splitting block end to end: spec -> runner.evaluate -> level shards -> store ->
+the `splitting` method, against the run's exact law; resume after a crash; refusals."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from ibdb.api import Ibdb
+from ibdb.cli import main
+
+from conftest import make_npz, spec_dict, write_spec
+
+SPLITTING = {"particles": 300, "p0": 0.1, "target_bits": 16, "repeats": 3}
+
+
+def _spec(tmp_path, splitting=SPLITTING, space=None):
+    make_npz(tmp_path / "toy.npz")
+    spec = spec_dict(n_hypotheses=300, eps=[0.3])
+    spec["budgets"][0]["splitting"] = splitting
+    if space is not None:
+        spec["spaces"] = [space]
+    return write_spec(tmp_path, spec)
+
+
+def _particles(api: Ibdb) -> list[tuple]:
+    # (rho is NaN at level 0, and NaN != NaN in Python: compare its bits as text)
+    return api.sql("SELECT repeat, level, particle, threshold, rho::VARCHAR, loss, parent, "
+                   "step, accepted FROM splitting_particles ORDER BY ALL")[1]
+
+
+def test_splitting_estimates_agree_with_exact(tmp_path):
+    api = Ibdb(tmp_path / "s.duckdb", shards=tmp_path / "shards", device="cpu")
+    api.run(_spec(tmp_path))
+    _, levels = api.sql("SELECT repeat, max(level), min(threshold) FROM splitting_levels "
+                        "GROUP BY repeat ORDER BY repeat")
+    assert [r[0] for r in levels] == [0, 1, 2] and all(r[1] >= 4 for r in levels)
+    # eps between level thresholds, about 6 to 14 bits deep
+    _, exact = api.sql("SELECT max(threshold) FILTER (level = 2), max(threshold) FILTER "
+                       "(level = 4) FROM splitting_particles WHERE repeat = 0")
+    eps = list(exact[0])
+    report = api.estimate(methods=["exact", "splitting"], eps=eps)
+    assert not report.skipped
+    _, rows = api.sql("SELECT eps, splitting_bits, exact_bits, splitting_minus_exact FROM "
+                      f"method_agreement WHERE eps IN ({eps[0]!r}, {eps[1]!r}) ORDER BY eps")
+    assert len(rows) == 2
+    for e, split, exact_bits, diff in rows:
+        assert 4 < exact_bits < 20
+        assert abs(diff) < 1.5, (e, split, exact_bits)  # 3 repeats of 300 particles
+    _, intervals = api.sql("SELECT lower_bits, upper_bits, diagnostics->>'interval' FROM "
+                           f"ib_estimates WHERE method = 'splitting' AND eps IN ({eps[0]!r}, "
+                           f"{eps[1]!r})")
+    assert all(lo < hi for lo, hi, _ in intervals)
+    assert {i for _, _, i in intervals} == {"student-t over 3 repeats, 0.95"}
+    # a second run finds every level done: nothing new, the same rows
+    before = _particles(api)
+    again = api.run(_spec(tmp_path))
+    assert again.ingest.shards_ingested == 0 and _particles(api) == before
+
+
+def test_a_crashed_splitting_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+    from ibdb import shards
+
+    whole = Ibdb(tmp_path / "whole.duckdb", shards=tmp_path / "whole", device="cpu")
+    whole.run(_spec(tmp_path))
+    real = shards.write_level_shard
+    written = []
+
+    def crash_after_three(*args, **kwargs):
+        if len(written) == 3:
+            raise KeyboardInterrupt  # stands for a kill -9 during level 3 of repeat 0
+        written.append(real(*args, **kwargs))
+        return written[-1]
+
+    monkeypatch.setattr(shards, "write_level_shard", crash_after_three)
+    resumed = Ibdb(tmp_path / "resumed.duckdb", shards=tmp_path / "resumed", device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        resumed.run(_spec(tmp_path))
+    monkeypatch.undo()
+    resumed.run(_spec(tmp_path))
+    assert _particles(resumed) == _particles(whole)
+    names = sorted(p.name for p in (tmp_path / "whole").glob("*/levels-*.parquet"))
+    assert names == sorted(p.name for p in (tmp_path / "resumed").glob("*/levels-*.parquet"))
+    query = "SELECT eps, bits, lower_bits, upper_bits FROM ib_estimates WHERE " \
+            "method = 'splitting' ORDER BY eps"
+    assert resumed.sql(query) == whole.sql(query)
+
+
+def test_splitting_on_a_network_space_is_refused_before_anything_runs(tmp_path):
+    space = {"name": "net", "kind": "mlp", "width": 8, "depth": 1,
+             "optimizer": {"kind": "adam", "lr": 0.01, "epochs": 2, "batch_size": 8}}
+    spec = _spec(tmp_path, space=space)
+    got = CliRunner().invoke(main, ["--db", str(tmp_path / "n.duckdb"), "validate", str(spec)])
+    assert got.exit_code == 2
+    assert "splitting block runs on gp spaces for now" in got.output
+    assert not (tmp_path / "n.duckdb").exists()
+
+
+def test_a_run_without_levels_skips_splitting_unless_asked(tmp_path, toy_spec):
+    api = Ibdb(tmp_path / "p.duckdb", shards=tmp_path / "shards", device="cpu")
+    api.run(toy_spec)
+    assert api.sql("SELECT count(*) FROM estimates WHERE method = 'splitting'")[1] == [(0,)]
+    report = api.estimate(methods=["splitting"])
+    assert report.rows == [] and len(report.skipped) == 1
+    assert "no splitting levels stored for this gp run" in report.skipped[0]
