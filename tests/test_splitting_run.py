@@ -103,3 +103,76 @@ def test_a_run_without_levels_skips_splitting_unless_asked(tmp_path, toy_spec):
     report = api.estimate(methods=["splitting"])
     assert report.rows == [] and len(report.skipped) == 1
     assert "no splitting levels stored for this gp run" in report.skipped[0]
+
+
+@pytest.mark.slow
+def test_kill_9_during_a_splitting_run_then_resume_gives_the_same_estimate(tmp_path):
+    """A real kill -9 of `ibdb run` while it writes levels; the rerun resumes from the level
+    shards, and every particle and estimate equals an uninterrupted run's, bit for bit."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    deep = {"particles": 2000, "p0": 0.1, "target_bits": 150, "max_levels": 50}
+    spec = _spec(tmp_path, splitting=deep)
+    whole = Ibdb(tmp_path / "whole.duckdb", shards=tmp_path / "whole", device="cpu")
+    whole.run(spec)
+
+    argv = [sys.executable, "-c", "from ibdb.cli import main; main()", "--device", "cpu",
+            "--db", str(tmp_path / "killed.duckdb"), "--shards", str(tmp_path / "killed"),
+            "run", str(spec)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while len(list((tmp_path / "killed").glob("*/levels-*.parquet"))) < 4:
+        assert proc.poll() is None, "the run finished before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_levels = len(list((tmp_path / "whole").glob("*/levels-*.parquet")))
+    assert len(list((tmp_path / "killed").glob("*/levels-*.parquet"))) < n_levels
+
+    resumed = Ibdb(tmp_path / "killed.duckdb", shards=tmp_path / "killed", device="cpu")
+    resumed.run(spec)
+    assert _particles(resumed) == _particles(whole)
+    query = "SELECT eps, bits, lower_bits, upper_bits FROM ib_estimates WHERE " \
+            "method = 'splitting' ORDER BY eps"
+    assert resumed.sql(query) == whole.sql(query)
+
+
+def test_an_unreachable_eps_stores_a_partial_run_that_says_how_deep_it_got(tmp_path, caplog):
+    import json
+
+    shallow = {"particles": 300, "p0": 0.1, "target_eps": 1e-9, "max_evaluations": 1500}
+    api = Ibdb(tmp_path / "u.duckdb", shards=tmp_path / "shards", device="cpu")
+    api.run(_spec(tmp_path, splitting=shallow))
+    assert "stopped early" in caplog.text and "max_evaluations = 1500" in caplog.text
+    (info,) = api.sql("SELECT runner_info->'splitting' FROM runs")[1][0]
+    (outcome,) = json.loads(info)
+    assert outcome["reached_target"] is False and "bits" in outcome["stop_reason"]
+    assert outcome["evaluations"] <= 1500
+    report = api.estimate(methods=["splitting"], eps=[1e-9])
+    (row,) = report.rows
+    assert row["bound"] == "lower" and row["upper_bits"] is None and row["bits"] > 0
+
+
+def test_the_splitting_example_reads_40_bits_beside_exact(tmp_path):
+    """examples/splitting_digits.yaml as a user runs it: every eps of the spec, from 4 to 38
+    bits deep, estimated by splitting within 1.5 bits of the exact law, inside its interval."""
+    from pathlib import Path
+
+    example = Path(__file__).resolve().parents[1] / "examples" / "splitting_digits.yaml"
+    got = CliRunner().invoke(main, ["--db", str(tmp_path / "e.duckdb"), "--shards",
+                                    str(tmp_path / "e.shards"), "--device", "cpu", "run",
+                                    str(example)])
+    assert got.exit_code == 0, got.output
+    api = Ibdb(tmp_path / "e.duckdb")
+    _, rows = api.sql("SELECT a.eps, a.exact_bits, a.splitting_bits, e.lower_bits, "
+                      "e.upper_bits FROM method_agreement a JOIN ib_estimates e USING "
+                      "(run_id, loss, eps) WHERE e.method = 'splitting' ORDER BY a.eps")
+    assert [r[0] for r in rows] == [0.53, 0.55, 0.58, 0.62]
+    assert rows[0][1] > 35  # the deepest eps is far below the 2000 i.i.d. samples
+    for eps, exact, split, lo, hi in rows:
+        assert abs(split - exact) < 1.5 and lo <= exact <= hi, (eps, exact, split, lo, hi)
