@@ -143,12 +143,14 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
     expected_levels = 1 + math.ceil(block.target_bits / -math.log2(block.p0)) \
         if block.target_bits else 2
 
-    def evaluate(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        # The moved noise is the whole hypothesis for the runners that allow splitting (their
-        # registry entry says so): the seed argument is not used by them.
-        out = runner.evaluate(z, np.zeros(len(z), dtype=np.int64))
-        fitted = out.get("fitted")
-        return out["test_mse"], np.ones(len(z), bool) if fitted is None else fitted
+    def evaluate_with(seed: int) -> Callable[[np.ndarray, np.ndarray], tuple]:
+        def evaluate(z: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+            # what the moved noise does not hold (a network's data order) comes from the seed of
+            # the particle's level-0 ancestor, carried along its chain (ibdb.splitting.origins)
+            out = runner.evaluate(z, hypothesis_seeds(seed, origins))
+            fitted = out.get("fitted")  # (runners whose hypotheses always fit leave it out)
+            return out["test_mse"], np.ones(len(z), bool) if fitted is None else fitted
+        return evaluate
 
     outcomes = []
     for repeat in range(block.repeats):
@@ -164,7 +166,8 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
                 progress(f"{label} {repeat + 1}/{block.repeats}", record.level + 1,
                          max(record.level + 1, expected_levels))
 
-        run = run_levels(evaluate, runner.noise_dim, settings, resume=done, progress=store)
+        run = run_levels(evaluate_with(seed), runner.noise_dim, settings, resume=done,
+                         progress=store, with_origins=True)
         if not run.reached_target:
             log.warning("run %s, splitting repeat %d stopped early: %s", planned.run_id,
                         repeat, run.stop_reason)

@@ -37,6 +37,7 @@ __all__ = [
     "LevelRecord",
     "SplittingRun",
     "SplittingSettings",
+    "origins",
     "regenerate_noise",
     "run_levels",
 ]
@@ -266,8 +267,9 @@ def _chain_layout(n_seeds: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return chain, step
 
 
-def _call(evaluate: Evaluator, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    losses, fitted = evaluate(z)
+def _call(evaluate: Evaluator, z: np.ndarray, origin: np.ndarray | None
+          ) -> tuple[np.ndarray, np.ndarray]:
+    losses, fitted = evaluate(z) if origin is None else evaluate(z, origin)
     losses = np.asarray(losses, dtype=np.float64).reshape(-1)
     fitted = np.asarray(fitted).reshape(-1).astype(bool)
     if losses.size != z.shape[0] or fitted.size != z.shape[0]:
@@ -284,12 +286,12 @@ def _call(evaluate: Evaluator, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 # -------------------------------------------------------------------------------- the sampler
-def _level_zero(evaluate: Evaluator, dim: int, settings: SplittingSettings
+def _level_zero(evaluate: Evaluator, dim: int, settings: SplittingSettings, with_origins: bool
                 ) -> tuple[LevelRecord, np.ndarray]:
     n = settings.n_particles
     z = np.stack([_normal(settings.seed, 0, i, 0, dim) for i in range(n)])
-    losses, fitted = _call(evaluate, z)
     idx = np.arange(n, dtype=np.int64)
+    losses, fitted = _call(evaluate, z, idx if with_origins else None)
     rec = LevelRecord(level=0, threshold=math.inf, rho=math.nan, losses=losses, fitted=fitted,
                       chain=idx, parent=np.full(n, -1, dtype=np.int64),
                       step=np.zeros(n, dtype=np.int64), accepted=np.ones(n, dtype=bool),
@@ -298,7 +300,8 @@ def _level_zero(evaluate: Evaluator, dim: int, settings: SplittingSettings
 
 
 def _move_level(evaluate: Evaluator, prev: LevelRecord, prev_z: np.ndarray,
-                settings: SplittingSettings) -> tuple[LevelRecord, np.ndarray]:
+                settings: SplittingSettings, prev_origin: np.ndarray | None
+                ) -> tuple[LevelRecord, np.ndarray]:
     """Grow one chain per seed below the next threshold; all chains advance one step per
     batched evaluate call."""
     level, n, dim = prev.level + 1, settings.n_particles, prev_z.shape[1]
@@ -306,6 +309,7 @@ def _move_level(evaluate: Evaluator, prev: LevelRecord, prev_z: np.ndarray,
     rho = _next_rho(prev, settings)
     s = _step_size(rho)
     chain, step = _chain_layout(seeds.size, n)
+    origin = None if prev_origin is None else prev_origin[seeds[chain]]
     z = np.empty((n, dim))
     losses = np.empty(n)
     accepted = np.ones(n, dtype=bool)
@@ -316,7 +320,7 @@ def _move_level(evaluate: Evaluator, prev: LevelRecord, prev_z: np.ndarray,
         at = np.flatnonzero(step == t)
         xi = np.stack([_normal(settings.seed, level, int(c), t, dim) for c in chain[at]])
         prop = rho * z[at - 1] + s * xi
-        lp, fp = _call(evaluate, prop)
+        lp, fp = _call(evaluate, prop, None if origin is None else origin[at])
         evals += at.size
         ok = fp & (lp <= b)
         accepted[at] = ok
@@ -373,10 +377,16 @@ def run_levels(
     *,
     resume: Sequence[LevelRecord] | None = None,
     progress: Callable[[LevelRecord], None] | None = None,
+    with_origins: bool = False,
 ) -> SplittingRun:
     """Run subset simulation on {L <= b, fit} over z ~ N(0, I_dim).
 
-    ``evaluate(z)`` maps a (B, dim) batch of noise to (losses (B,), fitted (B,)). ``resume``: the
+    ``evaluate(z)`` maps a (B, dim) batch of noise to (losses (B,), fitted (B,)). With
+    ``with_origins`` it is called as ``evaluate(z, origins)``, ``origins[i]`` the level-0 index
+    of row i's ancestor: randomness a hypothesis has besides its moved noise (a network's data
+    order) is then that ancestor's and stays with the particle along its chain (see
+    :func:`origins`). Moving z alone with it held leaves the level's law invariant, since seeds
+    enter each level as draws of that law. ``resume``: the
     records of finished levels of an earlier run with the same settings, evaluator and dim; the
     continuation is bitwise that of an uninterrupted run. ``progress`` is called with each newly
     finished level's record (store it there; a level interrupted midway is simply rerun).
@@ -394,7 +404,7 @@ def run_levels(
         for rec in records:
             z = _replay_level(rec, z, settings.seed, dim)
     else:
-        rec, z = _level_zero(evaluate, dim, settings)
+        rec, z = _level_zero(evaluate, dim, settings, with_origins)
         records.append(rec)
         if progress is not None:
             progress(rec)
@@ -425,13 +435,23 @@ def run_levels(
                 settings, dim, records, False,
                 f"next level needs {cost} evaluations, {settings.max_evaluations - spent} left "
                 f"of max_evaluations = {settings.max_evaluations}; reached {depth:.2f} bits")
-        rec, z = _move_level(evaluate, last, z, settings)
+        ancestry = origins(records)[-1] if with_origins else None
+        rec, z = _move_level(evaluate, last, z, settings, ancestry)
         spent += rec.n_evaluations
         records.append(rec)
         log.info("level %d: threshold %.6g, rho %.3f, acceptance %.2f, depth %.2f bits",
                  rec.level, rec.threshold, rec.rho, rec.acceptance_rate, depth)
         if progress is not None:
             progress(rec)
+
+
+def origins(records: Sequence[LevelRecord]) -> list[np.ndarray]:
+    """Per level, each particle's level-0 ancestor (the particle whose chains it descends
+    from), from the records' parents alone."""
+    out: list[np.ndarray] = []
+    for rec in records:
+        out.append(np.arange(rec.n, dtype=np.int64) if rec.level == 0 else out[-1][rec.parent])
+    return out
 
 
 def regenerate_noise(records: Sequence[LevelRecord], level: int, index: int, *, seed: int,

@@ -29,9 +29,8 @@ class RunnerEntry:
     sane_space: dict[str, Any] = field(default_factory=dict)
     loss_columns: tuple[str, ...] = REQUIRED_LOSSES  # names in ibdb.columns.LOSS_COLUMNS
     check: str | None = None  # "module:function(space, data)" raising SpecError; no torch
-    # A budget's splitting block may run on it: its `evaluate(noise, seeds)` needs nothing but
-    # the moved noise (networks also need each particle's data-order seed carried along its
-    # chain, which ibdb.splitting does not do yet).
+    # A budget's splitting block may run on it: it has `noise_dim` and `evaluate(noise, seeds)`
+    # (see runners/base.py), the noise a fixed transform of standard normals.
     splitting: bool = False
 
     def load(self) -> type[Runner]:
@@ -65,6 +64,7 @@ RUNNERS: dict[str, RunnerEntry] = {
                     "optimizer": _SANE_OPTIMIZER},
         loss_columns=_NETWORK_COLUMNS,
         check="ibdb.runners.checks:check_network",
+        splitting=True,
     ),
     "cnn": RunnerEntry(
         kind="cnn",
@@ -75,6 +75,7 @@ RUNNERS: dict[str, RunnerEntry] = {
                     "optimizer": {**_SANE_OPTIMIZER, "lr": 0.03, "epochs": 5}},
         loss_columns=_NETWORK_COLUMNS,
         check="ibdb.runners.checks:check_network",
+        splitting=True,
     ),
 }
 
