@@ -195,7 +195,8 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
     method_agreement, stale_estimates, loss_sets, loss_set_contents, gp_components,
     splitting_levels. Functions: ib_fit(losses,
     eps, method), ib_exact(eigenvalues, residual_sq, n_test, n_outputs, eps),
-    ib_bound(task_statistics, eps); each returns a struct with bits.
+    ib_bound(task_statistics, eps), ib_splitting(list of splitting_particles rows, eps); each
+    returns a struct with bits.
     'DESCRIBE <name>' shows a table's or view's columns."""
     columns, rows = api.sql(query, write=write)
     if fmt == "json":

@@ -77,6 +77,8 @@ class Method:
     # to), or 'comparison' (not an estimate of the sampled space: reports draw it apart)
     options: tuple[str, ...] = ()  # keyword options the function accepts
     may_be_lower_bound: bool = False  # some rows are only lower bounds (bound = 'lower')
+    yardstick: bool = False  # method_agreement shows every estimating method's difference
+    # from it (a reference method always is one)
     density: str | None = None  # how reports draw its fitted density: 'ncx2' (from params
     # df, nc, scale) or 'spectrum' (the stored gp spectrum); None: no density
     density_label: str = ""
@@ -169,6 +171,11 @@ class MethodRegistry:
     def reference(self) -> Method | None:
         return next((m for m in self if m.role == "reference"), None)
 
+    def yardsticks(self) -> list[Method]:
+        """The methods others are compared with: references first, then the yardsticks."""
+        return sorted((m for m in self if m.role == "reference" or m.yardstick),
+                      key=lambda m: m.role != "reference")
+
 
 METHODS = MethodRegistry([
     Method(
@@ -206,7 +213,7 @@ METHODS = MethodRegistry([
         name="splitting", version="1", reads="levels",
         function="ibdb.estimators:splitting_estimates", options=("confidence",),
         interval="Au-Beck for one repeat (optimistic past ~20 bits), Student t over "
-                 "independent repeats", may_be_lower_bound=True,
+                 "independent repeats", may_be_lower_bound=True, yardstick=True,
         summary="subset simulation over the runner's noise (rare-event sampling), from the "
                 "stored levels",
         style=("*", "-"),

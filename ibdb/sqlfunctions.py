@@ -12,11 +12,17 @@ DuckDB has no Python aggregate functions, so a function receives a whole loss se
 
     SELECT run_id, ib_bound(task_statistics::VARCHAR, 0.05) AS est FROM runs;
 
+    SELECT run_id, ib_splitting(list(struct_pack(repeat, level, particle, threshold, rho, loss,
+                                                 fitted, chain, parent, step, accepted,
+                                                 n_evaluations)), 0.05) AS est
+    FROM splitting_particles GROUP BY run_id;
+
 There is one function per kind of input (:data:`ibdb.methods.SOURCES`); ``ib_fit`` takes the
-method by name from the registry, while ``ib_exact`` and ``ib_bound`` run the registered method
-that reads their input. All return the same STRUCT as a row of the ``estimates`` table (params
-and diagnostics as JSON text) and call the very functions ``ibdb estimate`` uses, so the numbers
-are identical. Registering them imports no estimator: that happens on the first call.
+method by name from the registry, while ``ib_exact``, ``ib_bound`` and ``ib_splitting`` run the
+registered method that reads their input. All return the same STRUCT as a row of the
+``estimates`` table (params and diagnostics as JSON text) and call the very functions ``ibdb
+estimate`` uses, so the numbers are identical. Registering them imports no estimator: that
+happens on the first call.
 """
 
 from __future__ import annotations
@@ -90,6 +96,16 @@ def _ib_bound(task_statistics: str, eps: float) -> dict[str, Any]:
     return _one("task_statistics", json.loads(task_statistics), eps)
 
 
+def _ib_splitting(particles: list[dict[str, Any]], eps: float) -> dict[str, Any]:
+    from ibdb.splitting import LevelRecord
+
+    by_repeat: dict[int, list[dict[str, Any]]] = {}
+    for p in particles:
+        by_repeat.setdefault(int(p["repeat"]), []).append({**p, "index": p["particle"]})
+    repeats = [LevelRecord.from_rows(rows) for _, rows in sorted(by_repeat.items())]
+    return _one("levels", repeats, eps)
+
+
 # name -> (function, argument types) per source; the STRUCT result is shared.
 _DOUBLES = duckdb.list_type(sqltypes.DOUBLE)
 FUNCTIONS: dict[str, tuple[Callable[..., dict[str, Any]], list[Any]]] = {
@@ -97,11 +113,18 @@ FUNCTIONS: dict[str, tuple[Callable[..., dict[str, Any]], list[Any]]] = {
     "ib_exact": (_ib_exact, [_DOUBLES, _DOUBLES, sqltypes.BIGINT, sqltypes.BIGINT,
                              sqltypes.DOUBLE]),
     "ib_bound": (_ib_bound, [sqltypes.VARCHAR, sqltypes.DOUBLE]),
+    # a list of splitting_particles rows (the table's columns as a STRUCT), any order
+    "ib_splitting": (_ib_splitting, [duckdb.list_type(duckdb.struct_type({
+        "repeat": sqltypes.INTEGER, "level": sqltypes.INTEGER, "particle": sqltypes.BIGINT,
+        "threshold": sqltypes.DOUBLE, "rho": sqltypes.DOUBLE, "loss": sqltypes.DOUBLE,
+        "fitted": sqltypes.BOOLEAN, "chain": sqltypes.BIGINT, "parent": sqltypes.BIGINT,
+        "step": sqltypes.INTEGER, "accepted": sqltypes.BOOLEAN,
+        "n_evaluations": sqltypes.BIGINT})), sqltypes.DOUBLE]),
 }
 
 
 def register_functions(con: duckdb.DuckDBPyConnection) -> None:
-    """Make ``ib_fit``, ``ib_exact`` and ``ib_bound`` callable from SQL on ``con``."""
+    """Make ``ib_fit``, ``ib_exact``, ``ib_bound`` and ``ib_splitting`` callable from SQL."""
     result = duckdb.struct_type(ESTIMATE_STRUCT)
     for name, (function, arguments) in FUNCTIONS.items():
         con.create_function(name, function, arguments, result, side_effects=False)

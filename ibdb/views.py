@@ -27,12 +27,11 @@ def method_columns(methods: MethodRegistry = METHODS) -> str:
         if m.may_be_lower_bound:
             lines.append(f"bool_or(bound = 'lower') FILTER (method = '{m.name}') "
                          f"AS {m.name}_is_lower_bound")
-    reference = methods.reference()
-    if reference is not None:
+    for yardstick in methods.yardsticks():
         for m in methods:
-            if m.role == "estimate":
-                lines.append(f"{bits[m.name]} - {bits[reference.name]} "
-                             f"AS {m.name}_minus_{reference.name}")
+            if m.role == "estimate" and m.name != yardstick.name:
+                lines.append(f"{bits[m.name]} - {bits[yardstick.name]} "
+                             f"AS {m.name}_minus_{yardstick.name}")
     return (", " + ",\n    ".join(lines)) if lines else ""
 
 

@@ -201,7 +201,7 @@ def test_sql_help_names_every_view_and_function(tmp_path):
     tables = {r[0] for r in store.con.execute("SELECT table_name FROM duckdb_tables() WHERE "
                                               "table_name <> 'ibdb_meta'").fetchall()}
     store.close()
-    assert functions == {"ib_fit", "ib_exact", "ib_bound"}
+    assert functions == {"ib_fit", "ib_exact", "ib_bound", "ib_splitting"}
     for name in [*(n for n, _ in view_definitions()), *functions, *tables]:
         assert name in text, name
 

@@ -49,6 +49,8 @@ def test_method_agreement_columns_follow_the_registry():
         assert f"AS {m.name}_bits" in columns
     assert "AS empirical_is_lower_bound" in columns
     assert "AS ncx2_minus_exact" in columns and "AS bound_minus_exact" not in columns
+    assert "AS ncx2_minus_splitting" in columns and "AS splitting_minus_exact" in columns
+    assert "AS splitting_minus_splitting" not in columns
 
 
 # -- a toy method, registered by a test: nothing else in ibdb names it -------------------------

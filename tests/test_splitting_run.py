@@ -52,6 +52,14 @@ def test_splitting_estimates_agree_with_exact(tmp_path):
                            f"{eps[1]!r})")
     assert all(lo < hi for lo, hi, _ in intervals)
     assert {i for _, _, i in intervals} == {"student-t over 3 repeats, 0.95"}
+    # the SQL function over the stored particles gives the stored numbers
+    _, via_sql = api.sql(
+        "SELECT ib_splitting(list(struct_pack(repeat, level, particle, threshold, rho, loss, "
+        f"fitted, chain, parent, step, accepted, n_evaluations)), {eps[0]!r}).bits FROM "
+        "splitting_particles")
+    _, stored = api.sql(f"SELECT bits FROM estimates WHERE method = 'splitting' AND "
+                        f"eps = {eps[0]!r}")
+    assert via_sql == stored
     # a second run finds every level done: nothing new, the same rows
     before = _particles(api)
     again = api.run(_spec(tmp_path))
