@@ -56,6 +56,10 @@ def main() -> None:
         _, thresholds = api.sql("SELECT threshold FROM splitting_levels WHERE repeat = 0 AND "
                                 "level > 0 ORDER BY level")
         grid = [t for (t,) in thresholds]
+        _, per_level = api.sql("SELECT level, any_value(threshold), any_value(rho), "
+                               "avg(accepted::INTEGER) FILTER (step > 0), count(DISTINCT loss) "
+                               "FROM splitting_particles WHERE repeat = 0 GROUP BY level "
+                               "ORDER BY level")
         eps = sorted({grid[0], grid[len(grid) // 2], grid[-1]}, reverse=True)
         api.estimate(methods=["ncx2", "empirical", "splitting"], eps=eps)
         _, rows = api.sql("SELECT eps, ncx2_bits, empirical_bits, empirical_is_lower_bound, "
@@ -68,6 +72,11 @@ def main() -> None:
     for repeat, n_levels, evaluations, deepest in levels:
         print(f"repeat {repeat}: {n_levels} levels, {evaluations} networks trained, deepest "
               f"threshold {deepest:.5g}")
+    print("repeat 0 per level: level, threshold, rho, acceptance, distinct losses among its "
+          f"{args.particles} particles")
+    for level, threshold, rho, acceptance, distinct in per_level:
+        print(f"  {level:3d} {threshold:10.5g} {rho:8.5f} {acceptance or float('nan'):6.3f} "
+              f"{distinct:6d}")
     print(f"{'eps (test MSE)':>15} {'ncx2':>8} {'empirical':>10} {'splitting':>10}")
     for e, ncx2, emp, emp_lower, split in rows:
         mark = ">=" if emp_lower else "  "
