@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from importlib import resources
+from pathlib import Path
 
 import pytest
 
@@ -247,3 +248,13 @@ def test_splitting_leaves_the_run_id_unchanged(toy_spec):
     _splitting(spec, particles=500, repeats=2)
     _, with_splitting = api.validate(write_spec(toy_spec.parent, spec, "split.yaml"))
     assert with_splitting == without
+
+
+@pytest.mark.parametrize("example", sorted(
+    (Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_example_spec_validates(example):
+    """The specs the README and docs/findings.md point to parse, load their data and plan."""
+    from ibdb.api import Ibdb
+
+    _, runs = Ibdb(":memory:").validate(example)
+    assert runs and all(len(run_id) == 16 for _, run_id in runs)
