@@ -52,6 +52,14 @@ class ChunkTask:
     ids: np.ndarray
     shard_root: Path
     device_name: str
+    repeat: int | None = None  # a splitting repeat to run (or resume) instead of hypotheses
+
+    @property
+    def what(self) -> str:
+        """What the task computes, for messages."""
+        if self.repeat is not None:
+            return f"splitting repeat {self.repeat}"
+        return f"hypotheses {self.ids[0]}..{self.ids[-1]}"
 
 
 ChunkMapper = Callable[[list[ChunkTask], Callable[[ChunkTask], None]], None]
@@ -107,7 +115,10 @@ def execute_run(planned: PlannedRun, *, shard_root: Path, device_name: str = "au
         tasks = [ChunkTask(planned, ids, root, device_name) for ids in todo]
         mapper(tasks, lambda task: report(len(task.ids)))
     if planned.spec.budget.splitting is not None:
-        if mapper is not None:
+        if mapper is not None:  # each repeat a task; the driver then reads how far each got
+            root = Path(shard_root).resolve()
+            mapper([ChunkTask(planned, np.empty(0, np.int64), root, device_name, repeat=r)
+                    for r in range(planned.spec.budget.splitting.repeats)], lambda task: None)
             runner = _make_runner(planned, device)
         manifest["runner_info"]["splitting"] = run_splitting(planned, runner, folder,
                                                              progress=progress)
@@ -128,12 +139,14 @@ def splitting_seed(run_seed: int, repeat: int) -> int:
 
 
 def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
-                  progress: Progress | None = None) -> list[dict[str, Any]]:
+                  progress: Progress | None = None, repeats: list[int] | None = None
+                  ) -> list[dict[str, Any]]:
     """Run (or resume) every repeat of the budget's splitting block, one level shard per
     finished level; return how far each repeat got.
 
     A repeat resumes from its level shards in ``folder``: each level is a pure function of the
-    previous one and the repeat's seed (ibdb.splitting), so a killed run continues bit for bit.
+    previous one and the repeat's seed (ibdb.splitting), so a killed run continues bit for bit,
+    and a finished repeat returns at once. ``repeats``: only these (default: every repeat).
     """
     from ibdb.splitting import run_levels
 
@@ -153,7 +166,7 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
         return evaluate
 
     outcomes = []
-    for repeat in range(block.repeats):
+    for repeat in range(block.repeats) if repeats is None else repeats:
         seed = splitting_seed(planned.spec.budget.seed, repeat)
         settings = block.settings(seed)
         done = shardfiles.read_levels(folder, repeat)
@@ -178,12 +191,16 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
 
 
 def sample_chunk(task: ChunkTask) -> Path:
-    """Sample one chunk into its shard (in a Ray task or a Slurm array job); return the shard."""
+    """Sample one chunk into its shard (in a Ray task or a Slurm array job); return the shard.
+    A splitting-repeat task runs (or resumes) that repeat into level shards instead."""
     from ibdb.runners.base import resolve_device
 
     device = resolve_device(task.device_name)
     runner = _make_runner(task.planned, device)
     folder = shardfiles.run_dir(task.shard_root, task.planned.run_id)
+    if task.repeat is not None:
+        run_splitting(task.planned, runner, folder, repeats=[task.repeat])
+        return folder
     return _write_chunk(task.planned, runner, task.ids, folder, device)
 
 

@@ -80,16 +80,16 @@ def _map_ray(ray: Any, tasks: list[ChunkTask], done: Callable[[ChunkTask], None]
         remote = ray.remote(num_gpus=gpus, max_retries=2)(_ray_sample)
         # A run's task data goes to the object store once, not once per chunk.
         shared = {id(t.planned): ray.put(t.planned) for t in tasks}
-        pending = {remote.remote(shared[id(t.planned)], t.ids, t.shard_root, t.device_name): t
-                   for t in tasks}
+        pending = {remote.remote(shared[id(t.planned)], t.ids, t.shard_root, t.device_name,
+                                 t.repeat): t for t in tasks}
         while pending:
             ready, _ = ray.wait(list(pending), num_returns=1)
             task = pending.pop(ready[0])
             try:
                 ray.get(ready[0])
             except Exception as exc:
-                raise ExecutorError(f"Ray task for run {task.planned.run_id} hypotheses "
-                                    f"{task.ids[0]}..{task.ids[-1]} failed: {exc}. Shards "
+                raise ExecutorError(f"Ray task for run {task.planned.run_id} {task.what} "
+                                    f"failed: {exc}. Shards "
                                     "written so far are kept; re-run to resume.") from None
             done(task)
     finally:
@@ -97,9 +97,10 @@ def _map_ray(ray: Any, tasks: list[ChunkTask], done: Callable[[ChunkTask], None]
             ray.shutdown()
 
 
-def _ray_sample(planned: Any, ids: Any, shard_root: Path, device_name: str) -> Path:
+def _ray_sample(planned: Any, ids: Any, shard_root: Path, device_name: str,
+                repeat: int | None = None) -> Path:
     # Ray resolves object references passed as top-level arguments, hence the unpacked task.
-    return sample_chunk(ChunkTask(planned, ids, shard_root, device_name))
+    return sample_chunk(ChunkTask(planned, ids, shard_root, device_name, repeat))
 
 
 def _map_submitit(submitit: Any, tasks: list[ChunkTask], done: Callable[[ChunkTask], None],
@@ -118,6 +119,6 @@ def _map_submitit(submitit: Any, tasks: list[ChunkTask], done: Callable[[ChunkTa
             job.result()
         except Exception as exc:
             raise ExecutorError(f"{cluster} job {job.job_id} for run {task.planned.run_id} "
-                                f"hypotheses {task.ids[0]}..{task.ids[-1]} failed: {exc}. Its "
+                                f"{task.what} failed: {exc}. Its "
                                 f"log is under {folder}; re-run to resume.") from None
         done(task)
