@@ -169,12 +169,15 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
     for repeat in range(block.repeats) if repeats is None else repeats:
         seed = splitting_seed(planned.spec.budget.seed, repeat)
         settings = block.settings(seed)
-        done = shardfiles.read_levels(folder, repeat)
+        # what makes the levels (not the stopping rules, which a resume may change)
+        sampler = {"seed": seed, "particles": block.particles, "p0": block.p0,
+                   "rho": block.rho, "target_acceptance": block.target_acceptance}
+        done = shardfiles.read_levels(folder, repeat, expect=sampler)
 
-        def store(record: Any, repeat: int = repeat, seed: int = seed) -> None:
+        def store(record: Any, repeat: int = repeat, sampler: dict = sampler) -> None:
             shardfiles.write_level_shard(folder, planned.run_id, repeat, record, {
-                "spec_hash": planned.run_id, "runner": planned.runner_tag, "seed": seed,
-                "loss": "test_mse", "settings": block.model_dump(mode="json")})
+                "spec_hash": planned.run_id, "runner": planned.runner_tag, "loss": "test_mse",
+                **sampler})
             if progress is not None:
                 progress(f"{label} {repeat + 1}/{block.repeats}", record.level + 1,
                          max(record.level + 1, expected_levels))

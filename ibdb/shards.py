@@ -174,8 +174,12 @@ def write_level_shard(folder: Path, run_id: str, repeat: int, record: LevelRecor
     )
 
 
-def read_levels(folder: Path, repeat: int) -> list[LevelRecord]:
-    """The finished levels of one repeat from its level shards, level 0 first (for a resume)."""
+def read_levels(folder: Path, repeat: int, *, expect: dict[str, Any] | None = None
+                ) -> list[LevelRecord]:
+    """The finished levels of one repeat from its level shards, level 0 first (for a resume).
+
+    ``expect``: metadata every one of them must hold with these values (the sampler settings a
+    resume must share with the levels it continues); a shard that differs raises ShardError."""
     from ibdb.splitting import LevelRecord
 
     paths = [p for p in level_shards(folder) if level_of(p)[0] == repeat]
@@ -183,6 +187,18 @@ def read_levels(folder: Path, repeat: int) -> list[LevelRecord]:
         return []
     con = duckdb.connect()
     try:
+        for path, raw in con.execute(
+                "SELECT file_name, value FROM parquet_kv_metadata(?) WHERE key = 'ibdb'",
+                [[str(p) for p in paths]]).fetchall():
+            meta = json.loads(raw)
+            wrong = {k: meta.get(k) for k, v in (expect or {}).items() if meta.get(k) != v}
+            if wrong:
+                raise ShardError(
+                    f"{path}: a level of splitting repeat {repeat} made with "
+                    f"{', '.join(f'{k}={v!r}' for k, v in wrong.items())}, where the spec now "
+                    f"asks for {', '.join(f'{k}={expect[k]!r}' for k in wrong)}; levels made "
+                    "with other settings cannot be continued. Give the budget another seed (a "
+                    "new run), or delete this run folder's levels-* files to start over.")
         cursor = con.execute(
             "SELECT level, particle AS index, threshold, rho, loss, fitted, chain, parent, "
             "step, accepted, n_evaluations FROM read_parquet(?) ORDER BY level, particle",

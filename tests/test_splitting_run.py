@@ -221,3 +221,17 @@ def test_the_splitting_example_reads_40_bits_beside_exact(tmp_path):
     assert rows[0][1] > 35  # the deepest eps is far below the 2000 i.i.d. samples
     for eps, exact, split, lo, hi in rows:
         assert abs(split - exact) < 1.5 and lo <= exact <= hi, (eps, exact, split, lo, hi)
+
+
+def test_levels_made_with_other_sampler_settings_are_not_continued(tmp_path):
+    """The splitting block is not part of the run id (a deeper target extends the run), but
+    levels made with another p0 cannot be continued by a resume: say so, store nothing."""
+    from ibdb.errors import ShardError
+
+    api = Ibdb(tmp_path / "o.duckdb", shards=tmp_path / "shards", device="cpu")
+    api.run(_spec(tmp_path, splitting={**SPLITTING, "target_bits": 6, "repeats": 1}))
+    deeper = api.run(_spec(tmp_path, splitting={**SPLITTING, "target_bits": 12, "repeats": 1}))
+    assert deeper.ingest.shards_ingested > 0  # the same levels continued deeper
+    with pytest.raises(ShardError, match=r"made with p0=0\.1, where the spec now asks for "
+                                         r"p0=0\.2; .* another seed"):
+        api.run(_spec(tmp_path, splitting={**SPLITTING, "p0": 0.2, "repeats": 1}))
