@@ -119,7 +119,9 @@ class Ibdb:
             if folders:
                 report.ingest = store.ingest(folders)
             if estimate:
-                est = self._estimate(store, [r.run_id for r in planned], None, None, "test_mse")
+                just_digested = set(report.ingest.runs) if report.ingest else set()
+                est = self._estimate(store, [r.run_id for r in planned], None, None, "test_mse",
+                                     digested=just_digested)
                 report.estimates, report.skipped_estimates = est.rows, est.skipped
         return report
 
@@ -151,8 +153,8 @@ class Ibdb:
             return self._estimate(store, run_ids, methods, eps, loss, check_exact)
 
     def _estimate(self, store: Store, run_ids: list[str] | None, methods: list[str] | None,
-                  eps: list[float] | None, loss: str, check_exact: bool = False
-                  ) -> EstimateReport:
+                  eps: list[float] | None, loss: str, check_exact: bool = False, *,
+                  digested: set[str] | None = None) -> EstimateReport:
         if loss not in LOSS_NAMES:
             raise EstimateError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
         unknown = sorted(set(methods or ()) - set(METHODS.names()))
@@ -168,7 +170,9 @@ class Ibdb:
         report = EstimateReport()
         run_ids = run_ids or store.run_ids()
         with store.transaction():  # (reads every loss of these runs, as estimating does)
-            store.refresh_loss_sets(run_ids)  # so that edits outside ibdb are seen
+            # so that edits outside ibdb are seen; not again for runs whose digests the
+            # ingest of this same call has just stored
+            store.refresh_loss_sets([r for r in run_ids if r not in (digested or set())])
         digests = store.loss_set_digests(run_ids)
         for run_id in run_ids:
             facts = store.run_facts(run_id)
