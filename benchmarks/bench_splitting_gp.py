@@ -43,7 +43,7 @@ def gp_space(n_train: int, n_test: int):
                                n_test=data.x_test.shape[0], n_outputs=data.n_outputs)
 
     def evaluate(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        out = runner.evaluate(z, np.zeros(len(z), dtype=np.int64))
+        out = runner.evaluate(z)
         return out["test_mse"], np.ones(len(z), dtype=bool)  # a GP interpolates: all fit
 
     return evaluate, runner.noise_dim, law

@@ -148,7 +148,7 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
     previous one and the repeat's seed (ibdb.splitting), so a killed run continues bit for bit,
     and a finished repeat returns at once. ``repeats``: only these (default: every repeat).
     """
-    from ibdb.splitting import run_levels
+    from ibdb.splitting import SAMPLER_VERSION, run_levels
 
     block = planned.spec.budget.splitting
     label = f"{planned.spec.label} splitting"
@@ -156,22 +156,20 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
     expected_levels = 1 + math.ceil(block.target_bits / -math.log2(block.p0)) \
         if block.target_bits else 2
 
-    def evaluate_with(seed: int) -> Callable[[np.ndarray, np.ndarray], tuple]:
-        def evaluate(z: np.ndarray, origins: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-            # what the moved noise does not hold (a network's data order) comes from the seed of
-            # the particle's level-0 ancestor, carried along its chain (ibdb.splitting.origins)
-            out = runner.evaluate(z, hypothesis_seeds(seed, origins))
-            fitted = out.get("fitted")  # (runners whose hypotheses always fit leave it out)
-            return out["test_mse"], np.ones(len(z), bool) if fitted is None else fitted
-        return evaluate
+    def evaluate(z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        out = runner.evaluate(z)  # a noise row holds all of its hypothesis's randomness
+        fitted = out.get("fitted")  # (runners whose hypotheses always fit leave it out)
+        return out["test_mse"], np.ones(len(z), bool) if fitted is None else fitted
 
+    noise_version = runner_entry(planned.spec.space.kind).noise_version
     outcomes = []
     for repeat in range(block.repeats) if repeats is None else repeats:
         seed = splitting_seed(planned.spec.budget.seed, repeat)
         settings = block.settings(seed)
         # what makes the levels (not the stopping rules, which a resume may change)
         sampler = {"seed": seed, "particles": block.particles, "p0": block.p0,
-                   "rho": block.rho, "target_acceptance": block.target_acceptance}
+                   "rho": block.rho, "target_acceptance": block.target_acceptance,
+                   "noise": noise_version, "sampler_version": SAMPLER_VERSION}
         done = shardfiles.read_levels(folder, repeat, expect=sampler)
 
         def store(record: Any, repeat: int = repeat, sampler: dict = sampler) -> None:
@@ -182,8 +180,8 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
                 progress(f"{label} {repeat + 1}/{block.repeats}", record.level + 1,
                          max(record.level + 1, expected_levels))
 
-        run = run_levels(evaluate_with(seed), runner.noise_dim, settings, resume=done,
-                         progress=store, with_origins=True)
+        run = run_levels(evaluate, runner.noise_dim, settings, resume=done, progress=store,
+                         step_scale=runner.step_scale)
         if not run.reached_target:
             log.warning("run %s, splitting repeat %d stopped early: %s", planned.run_id,
                         repeat, run.stop_reason)

@@ -34,10 +34,10 @@ import numpy as np
 from ibdb.errors import EstimateError, SpecError
 
 __all__ = [
+    "SAMPLER_VERSION",
     "LevelRecord",
     "SplittingRun",
     "SplittingSettings",
-    "origins",
     "regenerate_noise",
     "run_levels",
 ]
@@ -45,7 +45,10 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 _LN2 = math.log(2.0)
-_GAIN = 2.0  # step-size adaptation gain per level, in log s per unit of acceptance error
+# Bump when the levels that given settings, seed and evaluator make change (level shards record
+# it, and a resume refuses levels of another version). 2: step adaptation by (acc/target)^1/2.
+SAMPLER_VERSION = "2"
+_MIN_STEP = 1e-3  # smallest pCN step size s = sqrt(1 - rho^2) the adaptation goes to
 Evaluator = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
@@ -233,14 +236,29 @@ def _step_size(rho: float) -> float:
     return math.sqrt(1.0 - rho * rho)
 
 
+def _propose(z: np.ndarray, xi: np.ndarray, rho: float, scale: np.ndarray | None) -> np.ndarray:
+    """The pCN proposal rho z + s xi, s = sqrt(1 - rho^2); with ``scale`` (dim,), coordinate j
+    moves with its own step s_j = min(scale_j s, 1) and correlation sqrt(1 - s_j^2), which
+    leaves N(0, I) invariant just the same (coordinate by coordinate)."""
+    if scale is None:
+        return rho * z + _step_size(rho) * xi
+    s = np.minimum(_step_size(rho) * scale, 1.0)
+    return np.sqrt(1.0 - s * s) * z + s * xi
+
+
 def _next_rho(prev: LevelRecord | None, settings: SplittingSettings) -> float:
-    """Move the step size s = sqrt(1 - rho^2) by exp(2 (acc - target)); a pure function of the
-    stored record, so a resumed run adapts exactly as the uninterrupted one did."""
+    """Scale the step size s = sqrt(1 - rho^2) by (acc / target)^(1/2), acc floored at one
+    accepted move per level: a pure function of the stored record, so a resumed run adapts
+    exactly as the uninterrupted one did. The ratio form shrinks s fast when moves are almost
+    all rejected (acc 1.5 % against 40 %: s / 5) and grows it gently when they are too easy
+    (80 %: s x 1.4); a linear rule exp(2 (acc - target)) trailed network levels whose
+    acceptance kept falling, and a steeper linear one made gp runs oscillate."""
     if prev is None or prev.level == 0:
         return float(settings.rho)
-    gap = prev.acceptance_rate - settings.target_acceptance
-    s = _step_size(prev.rho) * math.exp(_GAIN * gap)
-    s = min(max(s, 1e-3), 1.0)
+    moves = int((prev.step > 0).sum())
+    acc = max(prev.acceptance_rate, 1.0 / max(moves, 1))
+    s = _step_size(prev.rho) * math.sqrt(acc / settings.target_acceptance)
+    s = min(max(s, _MIN_STEP), 1.0)
     return float(math.sqrt(1.0 - s * s))
 
 
@@ -267,9 +285,8 @@ def _chain_layout(n_seeds: int, n: int) -> tuple[np.ndarray, np.ndarray]:
     return chain, step
 
 
-def _call(evaluate: Evaluator, z: np.ndarray, origin: np.ndarray | None
-          ) -> tuple[np.ndarray, np.ndarray]:
-    losses, fitted = evaluate(z) if origin is None else evaluate(z, origin)
+def _call(evaluate: Evaluator, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    losses, fitted = evaluate(z)
     losses = np.asarray(losses, dtype=np.float64).reshape(-1)
     fitted = np.asarray(fitted).reshape(-1).astype(bool)
     if losses.size != z.shape[0] or fitted.size != z.shape[0]:
@@ -286,12 +303,12 @@ def _call(evaluate: Evaluator, z: np.ndarray, origin: np.ndarray | None
 
 
 # -------------------------------------------------------------------------------- the sampler
-def _level_zero(evaluate: Evaluator, dim: int, settings: SplittingSettings, with_origins: bool
+def _level_zero(evaluate: Evaluator, dim: int, settings: SplittingSettings
                 ) -> tuple[LevelRecord, np.ndarray]:
     n = settings.n_particles
     z = np.stack([_normal(settings.seed, 0, i, 0, dim) for i in range(n)])
     idx = np.arange(n, dtype=np.int64)
-    losses, fitted = _call(evaluate, z, idx if with_origins else None)
+    losses, fitted = _call(evaluate, z)
     rec = LevelRecord(level=0, threshold=math.inf, rho=math.nan, losses=losses, fitted=fitted,
                       chain=idx, parent=np.full(n, -1, dtype=np.int64),
                       step=np.zeros(n, dtype=np.int64), accepted=np.ones(n, dtype=bool),
@@ -300,16 +317,14 @@ def _level_zero(evaluate: Evaluator, dim: int, settings: SplittingSettings, with
 
 
 def _move_level(evaluate: Evaluator, prev: LevelRecord, prev_z: np.ndarray,
-                settings: SplittingSettings, prev_origin: np.ndarray | None
+                settings: SplittingSettings, scale: np.ndarray | None
                 ) -> tuple[LevelRecord, np.ndarray]:
     """Grow one chain per seed below the next threshold; all chains advance one step per
     batched evaluate call."""
     level, n, dim = prev.level + 1, settings.n_particles, prev_z.shape[1]
     b, seeds = _seeds_and_threshold(prev, settings)
     rho = _next_rho(prev, settings)
-    s = _step_size(rho)
     chain, step = _chain_layout(seeds.size, n)
-    origin = None if prev_origin is None else prev_origin[seeds[chain]]
     z = np.empty((n, dim))
     losses = np.empty(n)
     accepted = np.ones(n, dtype=bool)
@@ -319,8 +334,8 @@ def _move_level(evaluate: Evaluator, prev: LevelRecord, prev_z: np.ndarray,
     for t in range(1, int(step.max()) + 1):
         at = np.flatnonzero(step == t)
         xi = np.stack([_normal(settings.seed, level, int(c), t, dim) for c in chain[at]])
-        prop = rho * z[at - 1] + s * xi
-        lp, fp = _call(evaluate, prop, None if origin is None else origin[at])
+        prop = _propose(z[at - 1], xi, rho, scale)
+        lp, fp = _call(evaluate, prop)
         evals += at.size
         ok = fp & (lp <= b)
         accepted[at] = ok
@@ -332,19 +347,19 @@ def _move_level(evaluate: Evaluator, prev: LevelRecord, prev_z: np.ndarray,
     return rec, z
 
 
-def _replay_level(rec: LevelRecord, prev_z: np.ndarray | None, seed: int, dim: int) -> np.ndarray:
+def _replay_level(rec: LevelRecord, prev_z: np.ndarray | None, seed: int, dim: int,
+                  scale: np.ndarray | None) -> np.ndarray:
     """Every particle's noise at one level from the previous level's noise and the record,
     with the same arithmetic as :func:`_move_level`, so the result is bitwise identical."""
     if rec.level == 0:
         return np.stack([_normal(seed, 0, i, 0, dim) for i in range(rec.n)])
-    s = _step_size(rec.rho)
     z = np.empty((rec.n, dim))
     starts = np.flatnonzero(rec.step == 0)
     z[starts] = prev_z[rec.parent[starts]]
     for t in range(1, int(rec.step.max()) + 1):
         at = np.flatnonzero(rec.step == t)
         xi = np.stack([_normal(seed, rec.level, int(c), t, dim) for c in rec.chain[at]])
-        prop = rec.rho * z[at - 1] + s * xi
+        prop = _propose(z[at - 1], xi, rec.rho, scale)
         z[at] = np.where(rec.accepted[at][:, None], prop, z[at - 1])
     return z
 
@@ -358,6 +373,16 @@ def _depth_bits(records: Sequence[LevelRecord], b_next: float) -> float:
         denom = int(rec.fitted.sum()) if rec.level == 0 else rec.n
         bits -= math.log2(max(int(inside.sum()), 1) / denom)
     return bits
+
+
+def _check_scale(step_scale: np.ndarray | None, dim: int) -> np.ndarray | None:
+    if step_scale is None:
+        return None
+    scale = np.asarray(step_scale, dtype=np.float64)
+    if scale.shape != (dim,) or not (np.isfinite(scale).all() and (scale > 0).all()):
+        raise SpecError(f"step_scale must be {dim} finite values > 0 (one per noise "
+                        f"coordinate), not shape {scale.shape} with min {scale.min(initial=0)!r}.")
+    return scale
 
 
 def _check_resume(records: Sequence[LevelRecord], settings: SplittingSettings) -> None:
@@ -377,16 +402,15 @@ def run_levels(
     *,
     resume: Sequence[LevelRecord] | None = None,
     progress: Callable[[LevelRecord], None] | None = None,
-    with_origins: bool = False,
+    step_scale: np.ndarray | None = None,
 ) -> SplittingRun:
     """Run subset simulation on {L <= b, fit} over z ~ N(0, I_dim).
 
-    ``evaluate(z)`` maps a (B, dim) batch of noise to (losses (B,), fitted (B,)). With
-    ``with_origins`` it is called as ``evaluate(z, origins)``, ``origins[i]`` the level-0 index
-    of row i's ancestor: randomness a hypothesis has besides its moved noise (a network's data
-    order) is then that ancestor's and stays with the particle along its chain (see
-    :func:`origins`). Moving z alone with it held leaves the level's law invariant, since seeds
-    enter each level as draws of that law. ``resume``: the
+    ``evaluate(z)`` maps a (B, dim) batch of noise to (losses (B,), fitted (B,)); z must hold
+    all of a hypothesis's randomness (randomness held outside it would never be moved, so the
+    chains could not mix over it). ``step_scale`` (dim,): per-coordinate multipliers of the
+    adapted pCN step (see :func:`_propose`; e.g. gentler moves for a network's data-order
+    normals); a resume and :func:`regenerate_noise` need the same. ``resume``: the
     records of finished levels of an earlier run with the same settings, evaluator and dim; the
     continuation is bitwise that of an uninterrupted run. ``progress`` is called with each newly
     finished level's record (store it there; a level interrupted midway is simply rerun).
@@ -397,14 +421,15 @@ def run_levels(
         raise SpecError(f"dim = {dim!r}; the noise dimension must be an integer >= 1.")
     if not isinstance(settings, SplittingSettings):
         raise SpecError(f"settings must be a SplittingSettings, got {type(settings).__name__}.")
+    scale = _check_scale(step_scale, int(dim))
     records: list[LevelRecord] = list(resume or [])
     _check_resume(records, settings)
     if records:
         z = None
         for rec in records:
-            z = _replay_level(rec, z, settings.seed, dim)
+            z = _replay_level(rec, z, settings.seed, dim, scale)
     else:
-        rec, z = _level_zero(evaluate, dim, settings, with_origins)
+        rec, z = _level_zero(evaluate, dim, settings)
         records.append(rec)
         if progress is not None:
             progress(rec)
@@ -435,8 +460,7 @@ def run_levels(
                 settings, dim, records, False,
                 f"next level needs {cost} evaluations, {settings.max_evaluations - spent} left "
                 f"of max_evaluations = {settings.max_evaluations}; reached {depth:.2f} bits")
-        ancestry = origins(records)[-1] if with_origins else None
-        rec, z = _move_level(evaluate, last, z, settings, ancestry)
+        rec, z = _move_level(evaluate, last, z, settings, scale)
         spent += rec.n_evaluations
         records.append(rec)
         log.info("level %d: threshold %.6g, rho %.3f, acceptance %.2f, depth %.2f bits",
@@ -445,19 +469,11 @@ def run_levels(
             progress(rec)
 
 
-def origins(records: Sequence[LevelRecord]) -> list[np.ndarray]:
-    """Per level, each particle's level-0 ancestor (the particle whose chains it descends
-    from), from the records' parents alone."""
-    out: list[np.ndarray] = []
-    for rec in records:
-        out.append(np.arange(rec.n, dtype=np.int64) if rec.level == 0 else out[-1][rec.parent])
-    return out
-
-
 def regenerate_noise(records: Sequence[LevelRecord], level: int, index: int, *, seed: int,
-                     dim: int) -> np.ndarray:
+                     dim: int, step_scale: np.ndarray | None = None) -> np.ndarray:
     """The noise z of particle ``index`` at ``level``, replayed from the records and the seed
-    (only its ancestors' chains are replayed, no evaluation is needed)."""
+    (only its ancestors' chains are replayed, no evaluation is needed); ``step_scale`` as the
+    run had it."""
     if not 0 <= level < len(records) or not 0 <= index < records[level].n:
         raise EstimateError(
             f"no particle ({level}, {index}); there are {len(records)} levels of "
@@ -468,10 +484,10 @@ def regenerate_noise(records: Sequence[LevelRecord], level: int, index: int, *, 
         return _normal(seed, 0, index, 0, dim)
     c = rec.chain[index]
     first = index - int(rec.step[index])
-    z = regenerate_noise(records, level - 1, int(rec.parent[first]), seed=seed, dim=dim)
-    s = _step_size(rec.rho)
+    z = regenerate_noise(records, level - 1, int(rec.parent[first]), seed=seed, dim=dim,
+                         step_scale=step_scale)
+    scale = _check_scale(step_scale, dim)
     for i in range(first + 1, index + 1):
-        prop = rec.rho * z[None, :] + s * _normal(seed, level, int(c), int(rec.step[i]), dim)[None]
         if rec.accepted[i]:
-            z = prop[0]
+            z = _propose(z, _normal(seed, level, int(c), int(rec.step[i]), dim), rec.rho, scale)
     return z

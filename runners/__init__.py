@@ -29,9 +29,11 @@ class RunnerEntry:
     sane_space: dict[str, Any] = field(default_factory=dict)
     loss_columns: tuple[str, ...] = REQUIRED_LOSSES  # names in ibdb.columns.LOSS_COLUMNS
     check: str | None = None  # "module:function(space, data)" raising SpecError; no torch
-    # A budget's splitting block may run on it: it has `noise_dim` and `evaluate(noise, seeds)`
-    # (see runners/base.py), the noise a fixed transform of standard normals.
+    # A budget's splitting block may run on it: it has `noise_dim` and `evaluate(noise)` (see
+    # runners/base.py), a hypothesis a fixed transform of its standard-normal noise row.
     splitting: bool = False
+    # bump when that transform changes (level shards record it; a resume refuses other values)
+    noise_version: str = "1"
 
     def load(self) -> type[Runner]:
         return importlib.import_module(self.module).RUNNER
@@ -65,6 +67,7 @@ RUNNERS: dict[str, RunnerEntry] = {
         loss_columns=_NETWORK_COLUMNS,
         check="ibdb.runners.checks:check_network",
         splitting=True,
+        noise_version="2",  # 2: the data orders are in the noise (1: held by a seed)
     ),
     "cnn": RunnerEntry(
         kind="cnn",
@@ -76,6 +79,7 @@ RUNNERS: dict[str, RunnerEntry] = {
         loss_columns=_NETWORK_COLUMNS,
         check="ibdb.runners.checks:check_network",
         splitting=True,
+        noise_version="2",  # 2: the data orders are in the noise (1: held by a seed)
     ),
 }
 

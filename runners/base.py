@@ -50,16 +50,22 @@ class Runner(Protocol):
 
     def noise(self, seeds: np.ndarray) -> np.ndarray:
         """(B, noise_dim) float64 standard normals, hypothesis i's drawn from ``seeds[i]`` alone:
-        a first level whose hypotheses ``evaluate(noise(seeds), seeds)`` have exactly the law of
+        a first level whose hypotheses ``evaluate(noise(seeds))`` have exactly the law of
         ``sample``'s (the GP runner: the very noise ``sample`` uses, so the same hypotheses)."""
         ...
 
-    def evaluate(self, noise: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
-        """Losses of the hypotheses given by their noise ``noise`` (B, noise_dim) float64 and
-        ``seeds`` (B,) int64, which hold the randomness that is not moved (a network's data
-        order); a hypothesis is the pair (noise[i], seeds[i]). Returns what ``sample`` returns
-        (the entry's ``loss_columns``, same dtypes, length B), and as there hypothesis i depends
-        on its own row only, whatever shares its batch.
+    @property
+    def step_scale(self) -> np.ndarray | None:
+        """Per-coordinate multipliers (noise_dim,) of a sampler's move size, or None for equal
+        moves (see ibdb.splitting.run_levels); part of the noise map, like noise_version."""
+        ...
+
+    def evaluate(self, noise: np.ndarray) -> dict[str, np.ndarray]:
+        """Losses of the hypotheses given by their noise rows ``noise`` (B, noise_dim) float64.
+        A row holds all of its hypothesis's randomness (a network's initial weights and data
+        orders), so a sampler that moves the rows can reach every hypothesis. Returns what
+        ``sample`` returns (the entry's ``loss_columns``, same dtypes, length B), and as there
+        hypothesis i depends on its own row only, whatever shares its batch.
         """
         ...
 

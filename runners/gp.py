@@ -132,21 +132,25 @@ class GPRunner:
     # -- explicit noise (REFERENCE.md, "Rare-event estimation over a runner's noise") ----------
     # Hypothesis = mu + Q diag(sqrt(lam)) Z with Z the (m, k) standard normals; its noise vector
     # is Z flattened row-major (test point by test point), so noise_dim = m k. Nothing else is
-    # random, so evaluate ignores the seeds.
+    # random.
 
     @property
     def noise_dim(self) -> int:
         m, k = self.mean.shape
         return int(m * k)
 
+    @property
+    def step_scale(self) -> None:
+        return None  # every normal of Z moves alike
+
     def noise(self, seeds: np.ndarray) -> np.ndarray:
         """The noise ``sample`` draws for ``seeds`` (float32 normals, exactly promoted), so that
-        ``evaluate(noise(seeds), seeds)`` equals ``sample(ids, seeds)`` bit for bit."""
+        ``evaluate(noise(seeds))`` equals ``sample(ids, seeds)`` bit for bit."""
         m, k = self.mean.shape
         z = _standard_normals(np.asarray(seeds), (m, k))  # (m, B, k)
         return z.permute(1, 0, 2).reshape(len(seeds), m * k).numpy().astype(np.float64)
 
-    def evaluate(self, noise: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+    def evaluate(self, noise: np.ndarray) -> dict[str, np.ndarray]:
         """Losses of ``mu + Q diag(sqrt(lam)) Z`` for the given Z (B, m k) float64: the MSE in
         float64 from Z itself; the 0-1 error, as in ``sample``, from Z rounded to float32 (exact
         for the noise ``noise`` returns, which is why the two then agree bit for bit)."""

@@ -19,20 +19,26 @@ trained alone is bit-for-bit the same network (the batched products, the reducti
 optimiser are per-network computations), on a GPU the same up to floating-point rounding.
 
 Explicit noise (``evaluate``, for rare-event samplers that move standard-normal noise z; see
-REFERENCE.md, "Rare-event estimation over a runner's noise"): a hypothesis is the pair (z, seed).
-z holds one standard normal per parameter (``noise_dim`` = parameters per network, in the order
-of a parameter row without its padding: each parameter tensor row-major, in
-``parameter_shapes`` order), and the initial weights are the fixed transform
-w = init_scale / sqrt(fan_in) * (2 Phi(z) - 1) = init_scale / sqrt(fan_in) * erf(z / sqrt 2),
-computed in float64 on the CPU and rounded to float32. For z ~ N(0, 1), 2 Phi(z) - 1 is uniform
-on (-1, 1), so the weights have the law of ``sample``'s (to float32 rounding). The seed's
-generator then draws only the data orders (one permutation per epoch, independent of z), and
-training is the same batched training as ``sample``'s. The hypotheses are therefore equal in law
-to ``sample``'s, but a seed does not give the hypothesis ``sample`` gives for it (there the same
-generator draws the weights first). These networks have no dropout; were it added, its masks
-would be drawn from the seed's generator, i.e. held fixed, not moved. ``noise(seeds)`` draws z
-for a seed from NumPy's generator on SeedSequence([seed, NOISE_STREAM]), a stream unrelated to
-the seed's torch generator, so (noise(seeds), seeds) is a first level of the right law.
+REFERENCE.md, "Rare-event estimation over a runner's noise"): a hypothesis is its noise row z
+alone, of ``noise_dim`` = P + E n standard normals (P parameters per network, E epochs, n
+training points; E n = 0 for full-batch training, which has no order).
+- The first P drive the initial weights (in the order of a parameter row without its padding:
+  each parameter tensor row-major, in ``parameter_shapes`` order) through the fixed transform
+  w = init_scale / sqrt(fan_in) * (2 Phi(z) - 1) = init_scale / sqrt(fan_in) * erf(z / sqrt 2),
+  computed in float64 on the CPU and rounded to float32. For z ~ N(0, 1), 2 Phi(z) - 1 is
+  uniform on (-1, 1), so the weights have the law of ``sample``'s (to float32 rounding).
+- The next E n are the data orders: epoch e visits the training points in the order
+  argsort(u_e) of its n normals u_e (a stable sort). The ranks of i.i.d. normals are a uniform
+  random permutation, the law of ``sample``'s torch.randperm orders; and a small pCN move of u
+  swaps a few neighbouring ranks, so a rare-event sampler moves the data order gradually, as it
+  moves the weights. (Holding each network's order fixed at its level-0 ancestor's, as ibdb
+  did before, leaves the sampler unable to mix over orders: deep levels held copies of a few
+  ancestors' orders; docs/decisions.md.)
+So (noise(seeds)) rows are hypotheses of ``sample``'s law, but a seed does not give the
+hypothesis ``sample`` gives for it (there the seed's torch generator draws weights and orders).
+These networks have no dropout; were it added, its masks would need normals of their own in z.
+``noise(seeds)`` draws z for a seed from NumPy's generator on SeedSequence([seed, NOISE_STREAM]),
+a stream unrelated to the seed's torch generator.
 
 Training runs in float32 (as networks usually are trained); the recorded losses are evaluated
 in float64 from the trained float32 weights, so they equal a float64 evaluation of the same
@@ -52,6 +58,17 @@ import torch.nn.functional as F
 
 from ibdb.errors import IbdbError
 from ibdb.tasks import TaskData
+
+# (live networks' original positions, epoch from 1) -> their data orders (len(live), n)
+OrderSource = Callable[[np.ndarray, int], torch.Tensor]
+
+# A sampler moves the data-order normals with this fraction of the weights' step. Any value
+# keeps the law invariant; a small one keeps the moves local. The stopping rule makes a trained
+# network's loss jump when a move changes the epoch it stops at, and with equal steps the order
+# moves doubled those jumps (digits MLP: acceptance fell from 5-17 % to 1-20 % and two of three
+# repeats stalled); at 1 % an order move swaps a few neighbouring ranks per epoch at the usual
+# steps. docs/decisions.md.
+ORDER_STEP_SCALE = 0.01
 
 PAD = 64  # elements; a multiple of every SIMD width and of a 64-byte cache line
 
@@ -182,13 +199,25 @@ class NetworkRunner:
 
     @property
     def noise_dim(self) -> int:
-        """Parameters per network: one standard normal each."""
-        return int(self._offsets[-1])
+        """One standard normal per parameter, then one per training point and epoch (the data
+        orders; none for full-batch training)."""
+        return int(self._offsets[-1]) + self._order_dim
+
+    @property
+    def _order_dim(self) -> int:
+        opt = self.space.optimizer
+        return 0 if opt.batch_size == "full" else opt.epochs * len(self._x_train)
+
+    @property
+    def step_scale(self) -> np.ndarray:
+        """1 for the weight normals, ORDER_STEP_SCALE for the data-order normals."""
+        p = int(self._offsets[-1])
+        return np.concatenate([np.ones(p), np.full(self._order_dim, ORDER_STEP_SCALE)])
 
     def noise(self, seeds: np.ndarray) -> np.ndarray:
         """(B, noise_dim) float64 standard normals, row i from SeedSequence([seeds[i],
-        NOISE_STREAM]) alone: with ``seeds`` it makes hypotheses of ``sample``'s law (not the
-        ones ``sample`` makes for these seeds)."""
+        NOISE_STREAM]) alone: hypotheses of ``sample``'s law (not the ones ``sample`` makes for
+        these seeds)."""
         seeds = np.asarray(seeds, dtype=np.int64)
         out = np.empty((len(seeds), self.noise_dim))
         for row, seed in zip(out, seeds.tolist(), strict=True):
@@ -196,16 +225,20 @@ class NetworkRunner:
             rng.standard_normal(out=row)
         return out
 
-    def evaluate(self, noise: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
-        """Losses of the networks trained from the initial weights ``noise`` maps to (see
-        ``parameters_from_noise``) with the data orders of ``seeds``' generators: the columns
-        ``sample`` returns."""
-        seeds = np.asarray(seeds, dtype=np.int64)
+    def evaluate(self, noise: np.ndarray) -> dict[str, np.ndarray]:
+        """Losses of the networks that the noise rows make (initial weights from the first P
+        normals, data orders from the rest; see the module docstring): the columns ``sample``
+        returns."""
         flat = self.parameters_from_noise(noise)
-        if len(seeds) != flat.shape[0]:
-            raise IbdbError(f"{self.kind} evaluate: {flat.shape[0]} noise rows but {len(seeds)} "
-                            "seeds; a hypothesis is one of each.")
-        return self._record(self._train(flat, self.generators(seeds)))
+        if self._order_dim == 0:
+            return self._record(self._train(flat, None))
+        n, p = len(self._x_train), int(self._offsets[-1])
+        u = torch.as_tensor(np.asarray(noise, dtype=np.float64)[:, p:]).view(len(flat), -1, n)
+        orders = torch.argsort(u, dim=2, stable=True).to(self._device)  # (B, E, n)
+
+        def order(live: np.ndarray, epoch: int) -> torch.Tensor:
+            return orders[self._index(live), epoch - 1]
+        return self._record(self._train(flat, order))
 
     def parameters_from_noise(self, noise: np.ndarray) -> torch.Tensor:
         """Float32 rows (B, P) of initial parameters w = init_scale / sqrt(fan_in) *
@@ -214,13 +247,15 @@ class NetworkRunner:
         noise = np.asarray(noise, dtype=np.float64)
         if noise.ndim != 2 or noise.shape[1] != self.noise_dim:
             raise IbdbError(f"{self.kind} evaluate: noise must be (B, {self.noise_dim}) (one "
-                            f"standard normal per parameter = noise_dim), not {noise.shape}.")
+                            "standard normal per parameter, then one per training point and "
+                            f"epoch = noise_dim), not {noise.shape}.")
+        noise = noise[:, :int(self._offsets[-1])]
         bounds = torch.cat([torch.full((math.prod(p.shape),),
                                        self.space.init_scale / math.sqrt(p.fan_in),
                                        dtype=torch.float64) for p in self._shapes])
         weights = torch.special.erf(torch.as_tensor(noise) / math.sqrt(2.0)).mul_(bounds)
         flat = torch.zeros((len(noise), self._row), dtype=torch.float32)
-        flat[:, :self.noise_dim] = weights
+        flat[:, :weights.shape[1]] = weights
         return flat.to(self._device)
 
     def generators(self, seeds: np.ndarray) -> list[torch.Generator]:
@@ -247,21 +282,27 @@ class NetworkRunner:
     def train(self, seeds: np.ndarray) -> TrainedNetworks:
         """Train one network per seed, all at once; return their final float32 parameters."""
         gens = self.generators(seeds)
-        return self._train(self.initial_parameters(gens), gens)
 
-    def _train(self, flat: torch.Tensor, gens: Sequence[torch.Generator]) -> TrainedNetworks:
-        """Train the networks whose initial parameter rows are ``flat`` (B, P), network i's data
-        orders drawn from ``gens[i]``."""
+        def order(live: np.ndarray, epoch: int) -> torch.Tensor:
+            return self._data_order([gens[i] for i in live])
+        return self._train(self.initial_parameters(gens),
+                           None if self.space.optimizer.batch_size == "full" else order)
+
+    def _train(self, flat: torch.Tensor, order_of: OrderSource | None) -> TrainedNetworks:
+        """Train the networks whose initial parameter rows are ``flat`` (B, P). ``order_of(live,
+        epoch)`` gives the data orders (len(live), n) of the networks (original positions)
+        still training in that epoch (1-based); None for full-batch training."""
         opt_spec, fit = self.space.optimizer, self.space.fit
         live_nets = self._start(flat)
         n = len(self._x_train)
         batch = n if opt_spec.batch_size == "full" else opt_spec.batch_size
-        total = len(gens)
+        total = len(flat)
         live = np.arange(total)  # original positions of the networks still training
         final = torch.empty_like(live_nets.flat)
         epochs = np.full(total, opt_spec.epochs, dtype=np.int64)
         for epoch in range(1, opt_spec.epochs + 1):
-            order = self._data_order([gens[i] for i in live], full=opt_spec.batch_size == "full")
+            order = (torch.arange(n, device=self._device).expand(len(live), n)
+                     if order_of is None else order_of(live, epoch))
             for start in range(0, n, batch):
                 idx = order[:, start:start + batch]
                 out = self.net.forward(live_nets.leaves, self._x_train[idx])
@@ -314,10 +355,10 @@ class NetworkRunner:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _data_order(self, gens: Sequence[torch.Generator], *, full: bool) -> torch.Tensor:
+    def _data_order(self, gens: Sequence[torch.Generator]) -> torch.Tensor:
+        """One epoch's orders, one randperm from each generator (full-batch training draws
+        none: its gradients do not depend on an order)."""
         n = len(self._x_train)
-        if full:  # full-batch gradients do not depend on an order; draw nothing
-            return torch.arange(n, device=self._device).expand(len(gens), n)
         return torch.stack([torch.randperm(n, generator=g) for g in gens]).to(self._device)
 
     def _meets_criterion(self, params: Sequence[torch.Tensor]) -> np.ndarray:

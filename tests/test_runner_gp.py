@@ -197,13 +197,13 @@ def test_evaluate_of_the_sampled_noise_is_sample_bit_for_bit(data):
     z = _standard_normals(seeds, (m, k)).numpy()
     np.testing.assert_array_equal(noise.reshape(37, m, k), z.transpose(1, 0, 2))
     sampled = runner.sample(ids, seeds)
-    got = runner.evaluate(noise, seeds)
+    got = runner.evaluate(noise)
     assert set(got) == set(sampled)
     for name in sampled:
         assert got[name].dtype == sampled[name].dtype
         np.testing.assert_array_equal(got[name], sampled[name], err_msg=name)
     for part in (slice(0, 1), slice(1, 9), slice(9, 37)):
-        alone = runner.evaluate(noise[part], seeds[part])
+        alone = runner.evaluate(noise[part])
         for name in sampled:
             np.testing.assert_array_equal(alone[name], runner.sample(ids[part], seeds[part])[name])
     np.testing.assert_array_equal(noise, runner.noise(seeds))  # evaluate left its input alone
@@ -218,7 +218,7 @@ def test_evaluate_of_any_noise_equals_explicit_predictions(data):
     rho = 0.8
     noise = rho * runner.noise(hypothesis_seeds(1, np.arange(6)))
     noise += np.sqrt(1 - rho**2) * rng.standard_normal(noise.shape)
-    got = runner.evaluate(noise, np.zeros(6, dtype=np.int64))
+    got = runner.evaluate(noise)
     q, lam = runner.eigenvectors.numpy(), runner._eigenvalues.numpy()
     z = noise.reshape(6, m, k)
     preds = runner.mean.numpy()[None] + np.einsum("ij,bjk->bik", q * np.sqrt(lam), z)
@@ -233,7 +233,7 @@ def test_evaluate_of_any_noise_equals_explicit_predictions(data):
 def test_evaluate_rejects_noise_of_the_wrong_length(data):
     runner = GPRunner(GPSpace(name="g", bandwidth=1.3), data, device=CPU)
     with pytest.raises(IbdbError, match="noise_dim"):
-        runner.evaluate(np.zeros((2, runner.noise_dim + 1)), np.zeros(2, dtype=np.int64))
+        runner.evaluate(np.zeros((2, runner.noise_dim + 1)))
 
 
 @pytest.mark.gpu
@@ -243,9 +243,9 @@ def test_gpu_evaluate_matches_gpu_sample_and_cpu(data):
     seeds = hypothesis_seeds(4, np.arange(50))
     gpu = GPRunner(space, data, device=torch.device("cuda"))
     noise = gpu.noise(seeds)
-    got = gpu.evaluate(noise, seeds)
+    got = gpu.evaluate(noise)
     sampled = gpu.sample(np.arange(50), seeds)
     for name in sampled:
         np.testing.assert_array_equal(got[name], sampled[name], err_msg=name)
-    cpu = GPRunner(space, data, device=CPU).evaluate(noise, seeds)
+    cpu = GPRunner(space, data, device=CPU).evaluate(noise)
     np.testing.assert_allclose(got["test_mse"], cpu["test_mse"], rtol=1e-9)

@@ -3,6 +3,8 @@ same weights, and one network trained alone by torch.nn + torch.optim in a plain
 
 from __future__ import annotations
 
+import math
+
 import duckdb
 import numpy as np
 import pytest
@@ -130,10 +132,10 @@ def test_recorded_losses_equal_a_plain_torch_model_with_the_same_weights(
 # -- training: one network trained alone by torch.nn and torch.optim -------------------------
 
 
-def _train_alone(space, data, seed, initial=None):
+def _train_alone(space, data, seed, initial=None, orders=None):
     """The documented procedure, written plainly: init from the hypothesis's generator in
-    parameter order (or the given ``initial`` per-parameter tensors, the generator then drawing
-    only the data orders), one randperm per epoch, MSE loss, torch.optim, stop at the first
+    parameter order (or the given ``initial`` per-parameter tensors), one randperm per epoch
+    (or the given ``orders``, one row per epoch), MSE loss, torch.optim, stop at the first
     epoch end where the criterion holds."""
     gen = torch.Generator().manual_seed(int(seed))
     shapes = [p.shape for p in _runner(space, data).net.parameter_shapes()]
@@ -156,7 +158,12 @@ def _train_alone(space, data, seed, initial=None):
     full = opt_spec.batch_size == "full"
     batch = n if full else opt_spec.batch_size
     for epoch in range(1, opt_spec.epochs + 1):
-        order = torch.arange(n) if full else torch.randperm(n, generator=gen)
+        if full:
+            order = torch.arange(n)
+        elif orders is not None:
+            order = torch.as_tensor(orders[epoch - 1])
+        else:
+            order = torch.randperm(n, generator=gen)
         for start in range(0, n, batch):
             idx = order[start:start + batch]
             opt.zero_grad()
@@ -246,14 +253,14 @@ def test_parameters_from_noise_are_the_documented_transform(kind, arch, flat_dat
     data = image_data if kind == "cnn" else flat_data
     space = _space(kind, **arch)
     runner = _runner(space, data)
-    assert runner.noise_dim == runner.info["parameters_per_network"]
+    p = runner.info["parameters_per_network"]
     z = np.random.default_rng(0).standard_normal((5, runner.noise_dim)) * 2
     flat = runner.parameters_from_noise(z)
     assert flat.dtype == torch.float32 and flat.shape[0] == 5
-    want = _bounds(runner, space) * (2 * stats.norm.cdf(z) - 1)
-    np.testing.assert_allclose(flat[:, :runner.noise_dim].numpy(), want.astype(np.float32),
+    want = _bounds(runner, space) * (2 * stats.norm.cdf(z[:, :p]) - 1)
+    np.testing.assert_allclose(flat[:, :p].numpy(), want.astype(np.float32),
                                rtol=1e-6, atol=1e-7)
-    assert (flat[:, runner.noise_dim:] == 0).all()  # the padding
+    assert (flat[:, p:] == 0).all()  # the padding
 
 
 def test_initial_weights_from_noise_have_the_uniform_law_of_sample(flat_data):
@@ -263,12 +270,13 @@ def test_initial_weights_from_noise_have_the_uniform_law_of_sample(flat_data):
     space = _space("mlp", width=40, depth=2)
     runner = _runner(space, flat_data)
     seeds = hypothesis_seeds(21, np.arange(12))
-    scaled = runner.parameters_from_noise(runner.noise(seeds))[:, :runner.noise_dim].double()
+    p = runner.info["parameters_per_network"]
+    scaled = runner.parameters_from_noise(runner.noise(seeds))[:, :p].double()
     u = (scaled.numpy() / _bounds(runner, space)).ravel()
     assert len(u) > 20_000 and np.abs(u).max() <= 1
     assert stats.kstest(u, stats.uniform(loc=-1, scale=2).cdf).pvalue > 1e-3
     drawn = runner.initial_parameters(runner.generators(hypothesis_seeds(22, np.arange(12))))
-    v = (drawn[:, :runner.noise_dim].double().numpy() / _bounds(runner, space)).ravel()
+    v = (drawn[:, :p].double().numpy() / _bounds(runner, space)).ravel()
     assert stats.ks_2samp(u, v).pvalue > 1e-3
     # and the noise itself is standard normal
     assert stats.kstest(runner.noise(seeds).ravel(), "norm").pvalue > 1e-3
@@ -278,17 +286,22 @@ def test_initial_weights_from_noise_have_the_uniform_law_of_sample(flat_data):
                                                         TRAINING_CASES[3]])
 def test_evaluate_trains_like_a_network_trained_alone_from_the_transformed_weights(
         kind, optimizer, fit, flat_data, image_data):
-    """evaluate = the documented weights from z, the seed's generator drawing only the data
-    orders, then the usual training: checked against one network trained alone by torch."""
+    """evaluate = the documented weights from the first P normals of z, the data order of epoch
+    e the ranks of its next n normals (numpy's stable argsort), then the usual training:
+    checked against one network trained alone by torch."""
     data = image_data if kind == "cnn" else flat_data
     space = _space(kind, optimizer=optimizer, fit=fit)
     runner = _runner(space, data)
-    seeds = hypothesis_seeds(6, np.arange(5))
     noise = runner.noise(hypothesis_seeds(7, np.arange(5)))
-    got = runner.evaluate(noise, seeds)
+    n, n_params = len(data.x_train), sum(math.prod(p.shape) for p in runner._shapes)
+    full = space.optimizer.batch_size == "full"
+    assert runner.noise_dim == n_params + (0 if full else space.optimizer.epochs * n)
+    got = runner.evaluate(noise)
     initial = runner.views(runner.parameters_from_noise(noise))
-    for i, seed in enumerate(seeds):
-        model, epochs = _train_alone(space, data, seed, initial=[p[i].clone() for p in initial])
+    for i in range(len(noise)):
+        orders = np.argsort(noise[i, n_params:].reshape(-1, n), axis=1, kind="stable")
+        model, epochs = _train_alone(space, data, 0, initial=[p[i].clone() for p in initial],
+                                     orders=None if full else orders)
         assert got["epochs"][i] == epochs, f"hypothesis {i}"
         for split, x, y in (("test", data.x_test, data.y_test),
                             ("train", data.x_train, data.y_train)):
@@ -297,38 +310,40 @@ def test_evaluate_trains_like_a_network_trained_alone_from_the_transformed_weigh
 
 
 @pytest.mark.parametrize("kind", ["mlp", "cnn"])
-def test_a_hypothesis_is_reproducible_from_its_noise_and_seed(kind, flat_data, image_data):
-    """(noise, seed) fixes the hypothesis: a fresh runner, alone or inside another batch, gives
+def test_a_hypothesis_is_reproducible_from_its_noise(kind, flat_data, image_data):
+    """The noise row fixes the hypothesis: a fresh runner, alone or inside another batch, gives
     the identical losses; and noise(s) regenerates the stored noise from its seed."""
     data = image_data if kind == "cnn" else flat_data
     space = _space(kind, optimizer={"epochs": 4})
-    seeds = hypothesis_seeds(8, np.arange(6))
-    noise_seeds = hypothesis_seeds(9, np.arange(6))
+    seeds = hypothesis_seeds(9, np.arange(6))
     runner = _runner(space, data)
-    noise = runner.noise(noise_seeds)
-    np.testing.assert_array_equal(noise, _runner(space, data).noise(noise_seeds))
-    batch = runner.evaluate(noise, seeds)
+    noise = runner.noise(seeds)
+    np.testing.assert_array_equal(noise, _runner(space, data).noise(seeds))
+    batch = runner.evaluate(noise)
     other = _runner(space, data)
     mixed = other.evaluate(np.concatenate([other.noise(hypothesis_seeds(10, np.arange(3))),
-                                           noise[[4, 1]]]),
-                           np.concatenate([hypothesis_seeds(11, np.arange(3)), seeds[[4, 1]]]))
-    alone = _runner(space, data).evaluate(noise[1:2], seeds[1:2])
+                                           noise[[4, 1]]]))
+    alone = _runner(space, data).evaluate(noise[1:2])
     for name in batch:
         assert batch[name].dtype == np.dtype(LOSS_COLUMNS[name].dtype)
         np.testing.assert_array_equal(mixed[name][3:], batch[name][[4, 1]], err_msg=name)
         np.testing.assert_array_equal(alone[name], batch[name][1:2], err_msg=name)
-    # the seed's data order matters, and the hypotheses are not sample's for the same seeds
-    assert not np.array_equal(runner.evaluate(noise, seeds[::-1])["test_mse"], batch["test_mse"])
+    # the order normals matter (swap two epochs' orders: other networks), and the hypotheses
+    # are not sample's for the same seeds
+    n_params = runner.noise_dim - space.optimizer.epochs * len(data.x_train)
+    swapped = noise.copy()
+    swapped[:, n_params:] = swapped[:, n_params:][:, ::-1]
+    assert not np.array_equal(runner.evaluate(swapped)["test_mse"], batch["test_mse"])
     assert not np.array_equal(runner.sample(np.arange(6), seeds)["test_mse"], batch["test_mse"])
 
 
 def test_first_level_of_evaluate_has_the_law_of_sample(flat_data):
-    """200 hypotheses from evaluate(noise(s), s) against 200 from sample: two-sample KS on the
+    """200 hypotheses from evaluate(noise(s)) against 200 from sample: two-sample KS on the
     test and train MSE (seeded, so deterministic; equal laws fail with probability ~1e-3)."""
     space = _space("mlp", width=5, depth=1, optimizer={"epochs": 3})
     runner = _runner(space, flat_data)
     ids = np.arange(200)
-    moved = runner.evaluate(runner.noise(hypothesis_seeds(31, ids)), hypothesis_seeds(32, ids))
+    moved = runner.evaluate(runner.noise(hypothesis_seeds(31, ids)))
     sampled = runner.sample(ids, hypothesis_seeds(33, ids))
     for name in ("test_mse", "train_mse"):
         assert stats.ks_2samp(moved[name], sampled[name]).pvalue > 1e-3, name
@@ -336,11 +351,10 @@ def test_first_level_of_evaluate_has_the_law_of_sample(flat_data):
 
 def test_evaluate_rejects_mismatched_noise(flat_data):
     runner = _runner(_space("mlp"), flat_data)
-    seeds = np.zeros(2, dtype=np.int64)
     with pytest.raises(IbdbError, match="noise_dim"):
-        runner.evaluate(np.zeros((2, runner.noise_dim - 1)), seeds)
-    with pytest.raises(IbdbError, match="seeds"):
-        runner.evaluate(np.zeros((3, runner.noise_dim)), seeds)
+        runner.evaluate(np.zeros((2, runner.noise_dim - 1)))
+    with pytest.raises(IbdbError, match="noise_dim"):
+        runner.evaluate(np.zeros(runner.noise_dim))
 
 
 # -- space-against-task errors, through the plan (what `ibdb validate` calls) -----------------
@@ -439,6 +453,6 @@ def test_gpu_evaluate_matches_cpu(kind, flat_data, image_data):
     # the initial weights are made on the host: identical on both devices
     np.testing.assert_array_equal(cpu_runner.parameters_from_noise(noise).numpy(),
                                   gpu_runner.parameters_from_noise(noise).cpu().numpy())
-    cpu, gpu = cpu_runner.evaluate(noise, seeds), gpu_runner.evaluate(noise, seeds)
+    cpu, gpu = cpu_runner.evaluate(noise), gpu_runner.evaluate(noise)
     np.testing.assert_array_equal(cpu["epochs"], gpu["epochs"])
     np.testing.assert_allclose(cpu["test_mse"], gpu["test_mse"], rtol=1e-4)

@@ -72,7 +72,7 @@ def test_runner_contract(kind, tiny_data):
 
 @pytest.mark.parametrize("kind", sorted(RUNNERS))
 def test_runner_evaluate_contract(kind, tiny_data):
-    """evaluate(noise, seeds), what rare-event samplers call: the columns sample returns, a
+    """evaluate(noise), what rare-event samplers call: the columns sample returns, a
     hypothesis fixed by its (noise row, seed) whatever shares its batch, and noise(seeds) a
     deterministic (B, noise_dim) float64 first level."""
     entry = RUNNERS[kind]
@@ -89,7 +89,7 @@ def test_runner_evaluate_contract(kind, tiny_data):
     # a moved point, as a pCN step makes it: not float32-representable
     rng = np.random.default_rng(0)
     noise = 0.9 * noise + np.sqrt(1 - 0.9**2) * rng.standard_normal(noise.shape)
-    batch = runner.evaluate(noise, seeds)
+    batch = runner.evaluate(noise)
     assert set(batch) == set(entry.loss_columns)
     for name, values in batch.items():
         assert values.dtype == np.dtype(LOSS_COLUMNS[name].dtype), name
@@ -97,11 +97,11 @@ def test_runner_evaluate_contract(kind, tiny_data):
         if values.dtype.kind == "f":
             assert np.isfinite(values).all(), name
     assert len(np.unique(batch["test_mse"])) == len(ids)
-    again = cls(space, tiny_data, device=torch.device("cpu")).evaluate(noise, seeds)
+    again = cls(space, tiny_data, device=torch.device("cpu")).evaluate(noise)
     for name in batch:
         np.testing.assert_array_equal(batch[name], again[name])
     for rows in ([0], [7, 3], [11, 2, 5]):
-        part = runner.evaluate(noise[rows], seeds[rows])
+        part = runner.evaluate(noise[rows])
         for name in batch:
             np.testing.assert_allclose(part[name], batch[name][rows], rtol=1e-12,
                                        err_msg=f"{name} of hypotheses {rows}")

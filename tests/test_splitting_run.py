@@ -3,6 +3,8 @@ the `splitting` method, against the run's exact law; resume after a crash; refus
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 from click.testing import CliRunner
 
@@ -115,7 +117,7 @@ def test_splitting_on_a_runner_that_cannot_is_refused_before_anything_runs(tmp_p
 
 
 def test_splitting_on_a_network_space_agrees_with_its_iid_samples(tmp_path):
-    """Networks: each particle's data order is its level-0 ancestor's; a network that misses
+    """Networks: the moves change initial weights and data orders; a network that misses
     the fit criterion never enters a level. At an eps the i.i.d. samples resolve (~5 bits),
     splitting and the empirical fraction of 3000 trained networks agree."""
     make_npz(tmp_path / "toy.npz")
@@ -235,3 +237,25 @@ def test_levels_made_with_other_sampler_settings_are_not_continued(tmp_path):
     with pytest.raises(ShardError, match=r"made with p0=0\.1, where the spec now asks for "
                                          r"p0=0\.2; .* another seed"):
         api.run(_spec(tmp_path, splitting={**SPLITTING, "p0": 0.2, "repeats": 1}))
+
+
+def test_levels_of_another_sampler_or_noise_version_are_not_continued(tmp_path, monkeypatch):
+    """Level shards record the sampler's and the runner's noise-map versions; after either
+    changes (e.g. network noise version 1, whose data orders were not in the noise), a resume
+    refuses the old levels by name instead of continuing them with other arithmetic."""
+    import ibdb.splitting
+    from ibdb.errors import ShardError
+    from ibdb.runners import RUNNERS
+
+    api = Ibdb(tmp_path / "v.duckdb", shards=tmp_path / "shards", device="cpu")
+    api.run(_spec(tmp_path, splitting={**SPLITTING, "target_bits": 6, "repeats": 1}))
+    deeper = {**SPLITTING, "target_bits": 12, "repeats": 1}
+    monkeypatch.setattr(ibdb.splitting, "SAMPLER_VERSION", "1")
+    with pytest.raises(ShardError, match=r"made with sampler_version='2', where the spec now "
+                                         r"asks for sampler_version='1'"):
+        api.run(_spec(tmp_path, splitting=deeper))
+    monkeypatch.undo()
+    monkeypatch.setitem(RUNNERS, "gp", dataclasses.replace(RUNNERS["gp"], noise_version="0"))
+    with pytest.raises(ShardError, match=r"made with noise='1', where the spec now asks for "
+                                         r"noise='0'"):
+        api.run(_spec(tmp_path, splitting=deeper))
