@@ -71,6 +71,16 @@ class GPSpace(_Spec):
       2.5: ``exp(-s)``, ``(1 + s) exp(-s)``, ``(1 + s + s^2 / 3) exp(-s)``
     - ``arccos``: the infinite-width ReLU network kernel (Cho & Saul, order 1) with a bias:
       ``2 E[relu(w.x + b) relu(w.x' + b)]`` for ``w ~ N(0, I / l^2)``, ``b ~ N(0, bias_variance)``.
+    - ``nngp`` / ``ntk``: the infinite-width limits (Lee et al. 2018; Jacot et al. 2018) of the
+      ``mlp`` space with the same ``depth`` (hidden layers, >= 1), ``init_scale`` (default 1.0)
+      and ``activation`` (relu, the only one supported): the output's covariance over random
+      initialisations, and the tangent kernel in the NTK parametrisation (gradients with respect
+      to each parameter over its initial standard deviation). Every weight and bias has the
+      variance of ibdb's init, ``init_scale^2 / (3 fan_in)``; the first layer's fan_in is the
+      input dimension, the hidden and output layers' biases (fan_in = width) vanish in the
+      limit unless ``width`` is given: give the mlp's width to compare with it (at width 256,
+      depth 2 those biases nearly double the kernel). No ``bandwidth``. See
+      ``runners/kernels.py``.
 
     ``"median"`` takes the median pairwise distance between training points as ``l``. ``jitter``
     is added to the diagonal of the training kernel matrix before its Cholesky factorisation.
@@ -78,17 +88,57 @@ class GPSpace(_Spec):
 
     name: Name
     kind: Literal["gp"] = "gp"
-    kernel: Literal["rbf", "laplace", "matern", "arccos"] = "rbf"
-    bandwidth: PositiveFloat | Literal["median"] = 1.0
+    kernel: Literal["rbf", "laplace", "matern", "arccos", "nngp", "ntk"] = "rbf"
+    bandwidth: PositiveFloat | Literal["median"] = Field(
+        1.0, description="The length scale l (or 'median'); not for nngp and ntk.")
     jitter: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 1e-8
     nu: Literal[0.5, 1.5, 2.5] | None = Field(
         None, description="Smoothness of the matern kernel (required for it, only for it).")
     bias_variance: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
         None, description="Variance of the hidden units' bias in the arccos kernel "
         "(default 0; only for arccos).")
+    depth: PositiveInt | None = Field(
+        None, description="Hidden layers of the network (required for nngp and ntk, only for "
+        "them).")
+    init_scale: PositiveFloat | None = Field(
+        None, description="The network's init scale: weights and biases of variance "
+        "init_scale^2 / (3 fan_in) (default 1.0, PyTorch's; only for nngp and ntk).")
+    width: PositiveInt | None = Field(
+        None, description="Keep the hidden and output layers' bias variance init_scale^2 / "
+        "(3 width) that the infinite width sends to 0 (only for nngp and ntk).")
+    activation: Literal["relu", "tanh", "gelu", "sigmoid"] | None = Field(
+        None, description="The network's activation: relu (the default), the only one nngp "
+        "and ntk support; only for them.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _network_defaults(cls, data: Any) -> Any:
+        # nngp and ntk always carry their network's init_scale and activation, so that leaving
+        # a default out and writing it give the same dump (and run id)
+        if isinstance(data, dict) and data.get("kernel") in ("nngp", "ntk"):
+            data = dict(data)
+            for key, default in (("init_scale", 1.0), ("activation", "relu")):
+                if data.get(key) is None:
+                    data[key] = default
+        return data
 
     @model_validator(mode="after")
     def _parameters_match_kernel(self) -> GPSpace:
+        network = self.kernel in ("nngp", "ntk")
+        for key in ("depth", "init_scale", "width", "activation"):
+            if not network and getattr(self, key) is not None:
+                raise ValueError(f"{key} = {getattr(self, key)} applies only to kernels 'nngp' "
+                                 f"and 'ntk' (kernel is {self.kernel!r}); remove it")
+        if network and self.depth is None:
+            raise ValueError(f"kernel {self.kernel!r} needs depth: the hidden layers (>= 1) of "
+                             "the mlp it is the limit of")
+        if network and "bandwidth" in self.model_fields_set:
+            raise ValueError(f"bandwidth applies to rbf, laplace, matern and arccos, not to "
+                             f"{self.kernel!r}, whose scales are the network's (init_scale and "
+                             "the input dimension); remove it")
+        if network and self.activation != "relu":
+            raise ValueError(f"kernel {self.kernel!r} is implemented for activation relu only "
+                             f"(the arc-cosine recursion), not {self.activation!r}")
         if self.kernel == "matern" and self.nu is None:
             raise ValueError("kernel 'matern' needs nu: 0.5, 1.5 or 2.5")
         if self.kernel != "matern" and self.nu is not None:
@@ -104,9 +154,11 @@ class GPSpace(_Spec):
         # A run's id hashes this dump: parameters a kernel does not use are left out, so the
         # dump of an rbf space (and its run id) is what it was before other kernels existed.
         data = handler(self)
-        for key in ("nu", "bias_variance"):
+        for key in ("nu", "bias_variance", "depth", "init_scale", "width", "activation"):
             if data.get(key) is None:
                 data.pop(key, None)
+        if self.kernel in ("nngp", "ntk"):
+            data.pop("bandwidth", None)  # not a parameter of theirs
         return data
 
 

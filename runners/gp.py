@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from ibdb.errors import IbdbError
-from ibdb.runners.kernels import kernel_matrix, one_thread, row_blocks
+from ibdb.runners.kernels import NETWORK_KERNELS, kernel_matrix, one_thread, row_blocks
 from ibdb.specs import GPSpace
 from ibdb.tasks import TaskData
 
@@ -46,11 +46,14 @@ class GPRunner:
         x_test = torch.as_tensor(data.x_test, **f64)
         y_train = torch.as_tensor(data.y_train, **f64)
         self._y_test = torch.as_tensor(data.y_test, **f64)
-        bandwidth = _median_distance(x_train) if space.bandwidth == "median" else space.bandwidth
+        network = space.kernel in NETWORK_KERNELS  # nngp, ntk: no bandwidth
+        bandwidth = None if network else (
+            _median_distance(x_train) if space.bandwidth == "median" else space.bandwidth)
 
         def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
             return kernel_matrix(a, b, kernel=space.kernel, bandwidth=bandwidth, nu=space.nu,
-                                 bias_variance=space.bias_variance or 0.0)
+                                 bias_variance=space.bias_variance or 0.0, depth=space.depth,
+                                 init_scale=space.init_scale or 1.0, width=space.width)
 
         # The training kernel becomes its own Cholesky factor (no second n_train^2 matrix);
         # the column-major view lets LAPACK work on it without a transposed copy, and since K is
@@ -62,7 +65,7 @@ class GPRunner:
         if int(status) != 0:
             raise IbdbError(
                 f"space {space.name!r}: the training {space.kernel} kernel matrix "
-                f"(n_train={len(x_train)}, bandwidth={bandwidth:.4g}) is not positive definite "
+                f"(n_train={len(x_train)}{_bandwidth_note(bandwidth)}) is not positive definite "
                 f"with jitter {space.jitter:g}. Raise jitter (e.g. 1e-6) or check for duplicate "
                 "points.")
         # With K = L L^T the posterior needs one triangular solve, V = L^-1 K(X, T):
@@ -96,10 +99,13 @@ class GPRunner:
         # With jitter j, (K + jI) alpha = Y, so the posterior mean at the training points misses
         # Y by exactly -j alpha: the interpolation error the jitter costs.
         interp_error = float((space.jitter * alpha).abs().max())
+        scale = ({"depth": space.depth, "init_scale": space.init_scale or 1.0,
+                  "width": space.width, "input_dim": int(x_train.shape[1])} if network else
+                 {"bandwidth": float(bandwidth),
+                  "bandwidth_rule": "median" if space.bandwidth == "median" else "fixed"})
         self._info = {
             "kernel": space.kernel,
-            "bandwidth": float(bandwidth),
-            "bandwidth_rule": "median" if space.bandwidth == "median" else "fixed",
+            **scale,  # nngp, ntk: the network's parameters (the input dimension sets layer 1's)
             "jitter": space.jitter,
             "train_interp_max_abs_error": interp_error,
             "min_eigenvalue_before_clamp": float(eigenvalues.min()),
@@ -248,6 +254,10 @@ def _standard_normals(seeds: np.ndarray, shape: tuple[int, int],
         torch.randn(shape, generator=generator, out=draw)
         out[:, column, :] = draw
     return out
+
+
+def _bandwidth_note(bandwidth: float | None) -> str:
+    return "" if bandwidth is None else f", bandwidth={bandwidth:.4g}"
 
 
 def _median_distance(x: torch.Tensor) -> float:

@@ -98,7 +98,8 @@ def _set_space(spec, space):
         (lambda s: s["spaces"][0].update(bias_variance=1.0),
          "spaces.0: Value error, bias_variance = 1.0 applies only to kernel 'arccos'"),
         (lambda s: s["spaces"][0].update(kernel="poly"),
-         "spaces.0.kernel: Input should be 'rbf', 'laplace', 'matern' or 'arccos' (got 'poly')"),
+         "spaces.0.kernel: Input should be 'rbf', 'laplace', 'matern', 'arccos', 'nngp' or "
+         "'ntk' (got 'poly')"),
     ],
 )
 def test_bad_fields_are_named_with_their_value(tmp_path, mutate, expected):
