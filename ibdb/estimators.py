@@ -260,11 +260,16 @@ def _estimate_empirical(
         # more probability means fewer bits: the upper probability bound gives the lower bits
         lower_bits = _bits(math.log(p_hi))
         if k == 0:
-            # no loss reached eps: P can be arbitrarily small, so only a lower bound exists
+            # No loss reached eps: P can be arbitrarily small, so only a lower bound exists. A
+            # one-sided bound at the stated confidence, 1 - (1 - confidence)^(1/n) (the
+            # two-sided interval's upper end would be a one-sided (1 + confidence)/2 limit).
+            p_hi = -math.expm1(math.log1p(-confidence) / n)
+            lower_bits = _bits(math.log(p_hi))
             bits, bound, upper_bits = lower_bits, "lower", None
+            diagnostics["interval"] = "clopper-pearson, one-sided"
             diagnostics["note"] = (
-                f"no loss <= eps among {n}: bits is the lower bound -log2 of the "
-                f"{confidence:g} Clopper-Pearson upper limit of P"
+                f"no loss <= eps among {n}: bits is the lower bound -log2 of the one-sided "
+                f"{confidence:g} upper confidence limit of P, 1 - (1 - {confidence:g})^(1/n)"
             )
         else:
             bits, bound, upper_bits = _bits(math.log(k / n)), "point", _bits(math.log(p_lo))

@@ -203,9 +203,10 @@ METHODS = MethodRegistry([
         density="ncx2", density_label="paper's fit (scipy)", style=("D", ":"),
     ),
     Method(
-        name="empirical", version="2", reads="losses",
+        name="empirical", version="3", reads="losses",  # 3: one-sided lower bounds
         function="ibdb.estimators:empirical_estimates", options=("confidence",),
-        interval="Clopper-Pearson, exact for the sample fraction", may_be_lower_bound=True,
+        interval="Clopper-Pearson, exact for the sample fraction; one-sided where no sample "
+                 "reaches eps", may_be_lower_bound=True,
         summary="-log2 of the fraction of samples <= eps, exact (Clopper-Pearson) interval",
         style=("^", "-."),
     ),

@@ -68,10 +68,15 @@ def test_empirical_confidence_level_is_used(losses):
 def test_empirical_with_no_loss_below_eps_is_a_lower_bound(losses):
     eps = float(losses.min()) / 2
     (row,) = estimate_losses(losses, [eps], "empirical")
-    ci = stats.binomtest(0, losses.size).proportion_ci(confidence_level=0.95, method="exact")
+    # a one-sided 95 % limit: the two-sided 90 % interval's upper end (scipy's exact binomial
+    # interval as the oracle), not the two-sided 95 % one's (a one-sided 97.5 % limit)
+    ci = stats.binomtest(0, losses.size).proportion_ci(confidence_level=0.90, method="exact")
     assert row.bound == "lower"
     assert row.diagnostics["k_below"] == 0
     assert row.bits == pytest.approx(_bits(ci.high), rel=1e-9)
+    assert row.diagnostics["interval"] == "clopper-pearson, one-sided"
+    # and P[no sample <= eps] = (1 - p_hi)^n is exactly 5 %
+    assert (1 - 2.0 ** -row.bits) ** losses.size == pytest.approx(0.05, rel=1e-9)
     assert row.lower_bits == row.bits
     assert row.upper_bits is None
     assert "lower bound" in row.diagnostics["note"]
