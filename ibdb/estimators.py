@@ -198,6 +198,13 @@ def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int, confid
         gof = goodness_of_fit(np.log(cdf), np.log1p(-cdf))
     bounds = (ncx2_bits_interval(x, fit, eps_list, confidence=confidence, seed=seed)
               if interval else [(None, None)] * len(eps_list))
+    # A loss with few distinct values (a 0-1 error on m test points takes at most m + 1) is not
+    # continuous: the ncx2 model and its KS test only approximate it, so rows say so.
+    distinct = int(np.count_nonzero(np.diff(x))) + 1 if x.size else 0
+    discrete = {"discrete_loss": True, "distinct_values": distinct, "note": (
+        f"only {distinct} distinct loss values among {x.size}: a discrete loss, so the "
+        "continuous ncx2 model and its KS test are approximations")} \
+        if x.size and distinct < x.size / 2 else {}
     rows = []
     for e, (lo, hi) in zip(eps_list, bounds, strict=True):
         log_p, how = fit.logcdf_with_method(e)
@@ -212,6 +219,7 @@ def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int, confid
                 "interval": f"bootstrap, {confidence:g}" if interval else "none",
                 **gof,
                 **eps_position(x, e),
+                **discrete,
             },
         ))
     return rows

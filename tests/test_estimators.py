@@ -211,3 +211,16 @@ def test_ncx2_fits_its_own_model_and_flags_a_wrong_one():
     (fit_bad,) = estimate_losses(bimodal, [1.0], "ncx2", interval=False)
     assert fit_good.diagnostics["ks_pvalue_nominal"] > 0.01
     assert fit_bad.diagnostics["ks_pvalue_nominal"] < 1e-6
+
+
+def test_ncx2_rows_on_a_discrete_loss_say_so():
+    """A 0-1 error on 50 test points takes at most 51 values: the ncx2 rows carry a note (the
+    continuous model and its KS test are approximations there); a continuous loss has none."""
+    rng = np.random.default_rng(4)
+    errors = rng.binomial(50, 0.3, size=600) / 50
+    (row,) = estimate_losses(errors, [0.2], "ncx2", interval=False)
+    assert row.diagnostics["discrete_loss"] is True
+    assert row.diagnostics["distinct_values"] == len(np.unique(errors))
+    assert "discrete loss" in row.diagnostics["note"]
+    (row,) = estimate_losses(rng.chisquare(5, 600), [2.0], "ncx2", interval=False)
+    assert "discrete_loss" not in row.diagnostics and "note" not in row.diagnostics
