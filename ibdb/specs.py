@@ -82,15 +82,23 @@ class GPSpace(_Spec):
       depth 2 those biases nearly double the kernel). No ``bandwidth``. See
       ``runners/kernels.py``.
 
-    ``"median"`` takes the median pairwise distance between training points as ``l``. ``jitter``
-    is added to the diagonal of the training kernel matrix before its Cholesky factorisation.
+    ``"median"`` takes the median pairwise distance between training points as ``l``. The prior
+    is ``amplitude * k``: it scales the posterior covariance, not the mean. ``marginal_likelihood``
+    chooses the amplitude (closed form), the bandwidth (a search from 1/32 to 32 times the median
+    distance) or both by the evidence of the one-hot training targets; the run's info records
+    them and the evidence (``runners/evidence.py``). ``jitter`` (times the amplitude) is added to
+    the diagonal of the training kernel matrix before its Cholesky factorisation.
     """
 
     name: Name
     kind: Literal["gp"] = "gp"
     kernel: Literal["rbf", "laplace", "matern", "arccos", "nngp", "ntk"] = "rbf"
-    bandwidth: PositiveFloat | Literal["median"] = Field(
-        1.0, description="The length scale l (or 'median'); not for nngp and ntk.")
+    bandwidth: PositiveFloat | Literal["median", "marginal_likelihood"] = Field(
+        1.0, description="The length scale l, 'median' or 'marginal_likelihood'; not for nngp "
+        "and ntk.")
+    amplitude: PositiveFloat | Literal["marginal_likelihood"] = Field(
+        1.0, description="The prior variance scale a: the kernel is a * k (or "
+        "'marginal_likelihood').")
     jitter: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 1e-8
     nu: Literal[0.5, 1.5, 2.5] | None = Field(
         None, description="Smoothness of the matern kernel (required for it, only for it).")
@@ -147,6 +155,11 @@ class GPSpace(_Spec):
         if self.kernel != "arccos" and self.bias_variance is not None:
             raise ValueError(f"bias_variance = {self.bias_variance} applies only to kernel "
                              f"'arccos' (kernel is {self.kernel!r}); remove it")
+        if (self.kernel == "arccos" and not self.bias_variance
+                and self.bandwidth == self.amplitude == "marginal_likelihood"):
+            raise ValueError("without bias_variance the arccos kernel's bandwidth only scales it "
+                             "(k / l^2), so the evidence cannot choose it and the amplitude "
+                             "together: give bias_variance > 0 or a numeric bandwidth")
         return self
 
     @model_serializer(mode="wrap")
@@ -159,6 +172,8 @@ class GPSpace(_Spec):
                 data.pop(key, None)
         if self.kernel in ("nngp", "ntk"):
             data.pop("bandwidth", None)  # not a parameter of theirs
+        if data.get("amplitude") == 1.0:
+            data.pop("amplitude")  # the default, which every space had before amplitude existed
         return data
 
 

@@ -9,6 +9,12 @@ The 0-1 error needs the predictions themselves, one (m x m) @ (m x B k) product 
 (See ``sample`` for why that product alone runs in float32.) The kernels and their
 conventions are in ``kernels.py``.
 
+The space's amplitude ``a`` makes the prior ``a k`` with the jitter scaled alike: the runner
+factors ``K + jitter I`` as for ``a = 1`` and multiplies the posterior covariance (and so its
+eigenvalues) by ``a``; the mean does not depend on it. ``marginal_likelihood`` for the amplitude
+or the bandwidth chooses them by the evidence (``evidence.py``), which every run records in its
+``info`` from the Cholesky factor it makes anyway.
+
 With K + jitter I = L L^T, the posterior takes one triangular solve, V = L^-1 K(X, T), then
 mu = V^T L^-1 Y and S = K(T, T) - V^T V. Memory is the training kernel (n_train^2 float64, which
 the Cholesky factor overwrites) plus n_train x n_test for V (which overwrites K(X, T)), so the
@@ -30,9 +36,18 @@ import numpy as np
 import torch
 
 from ibdb.errors import IbdbError
+from ibdb.runners.evidence import (
+    best_amplitude,
+    cholesky_terms,
+    evidence_terms,
+    log_evidence,
+    search_bandwidth,
+)
 from ibdb.runners.kernels import NETWORK_KERNELS, kernel_matrix, one_thread, row_blocks
 from ibdb.specs import GPSpace
 from ibdb.tasks import TaskData
+
+ML = "marginal_likelihood"  # the spec's word for a hyperparameter chosen by the evidence
 
 
 class GPRunner:
@@ -47,13 +62,31 @@ class GPRunner:
         y_train = torch.as_tensor(data.y_train, **f64)
         self._y_test = torch.as_tensor(data.y_test, **f64)
         network = space.kernel in NETWORK_KERNELS  # nngp, ntk: no bandwidth
-        bandwidth = None if network else (
-            _median_distance(x_train) if space.bandwidth == "median" else space.bandwidth)
+        n_train, n_outputs = y_train.shape
+        fixed_amplitude = None if space.amplitude == ML else float(space.amplitude)
 
-        def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        def kernel_at(a: torch.Tensor, b: torch.Tensor, bandwidth: float | None) -> torch.Tensor:
             return kernel_matrix(a, b, kernel=space.kernel, bandwidth=bandwidth, nu=space.nu,
                                  bias_variance=space.bias_variance or 0.0, depth=space.depth,
                                  init_scale=space.init_scale or 1.0, width=space.width)
+
+        search = None
+        if network:
+            bandwidth = None
+        elif space.bandwidth == ML:  # see evidence.py
+            search = search_bandwidth(
+                lambda bw: evidence_terms(kernel_at(x_train, x_train, bw), y_train,
+                                          space.jitter),
+                n_train, n_outputs, centre=_median_distance(x_train), amplitude=fixed_amplitude,
+                label=space.name)
+            bandwidth = search.bandwidth
+        elif space.bandwidth == "median":
+            bandwidth = _median_distance(x_train)
+        else:
+            bandwidth = float(space.bandwidth)
+
+        def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+            return kernel_at(a, b, bandwidth)
 
         # The training kernel becomes its own Cholesky factor (no second n_train^2 matrix);
         # the column-major view lets LAPACK work on it without a transposed copy, and since K is
@@ -77,9 +110,16 @@ class GPRunner:
         mean = solved.T @ half  # (m, k)
         cov = kernel(x_test, x_test).addmm_(solved.T, solved, alpha=-1.0)
         alpha = torch.linalg.solve_triangular(chol.T, half, upper=True)  # K^-1 Y
+        terms = cholesky_terms(chol, y_train, half)  # the evidence's (q, D); see evidence.py
         del chol, solved
+        amplitude = best_amplitude(terms[0], n_train, n_outputs) if fixed_amplitude is None \
+            else fixed_amplitude
         cov = 0.5 * (cov + cov.T)  # V^T V by GEMM is symmetric only up to rounding
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+        if amplitude != 1.0:
+            # the prior a k with jitter a j: the same mean, a times the covariance (evidence.py)
+            cov.mul_(amplitude)
+            eigenvalues.mul_(amplitude)
         self.mean, self.cov = mean, cov
         self.eigenvectors = eigenvectors
         # The float32 copies that make the predictions for the 0-1 error have their test points
@@ -102,10 +142,16 @@ class GPRunner:
         scale = ({"depth": space.depth, "init_scale": space.init_scale or 1.0,
                   "width": space.width, "input_dim": int(x_train.shape[1])} if network else
                  {"bandwidth": float(bandwidth),
-                  "bandwidth_rule": "median" if space.bandwidth == "median" else "fixed"})
+                  "bandwidth_rule": space.bandwidth if isinstance(space.bandwidth, str)
+                  else "fixed"})
+        evidence = log_evidence(*terms, n_train, n_outputs, amplitude)
         self._info = {
             "kernel": space.kernel,
             **scale,  # nngp, ntk: the network's parameters (the input dimension sets layer 1's)
+            "amplitude": amplitude,
+            "amplitude_rule": "fixed" if fixed_amplitude is not None else ML,
+            "log_evidence": evidence,  # nats, of a (K + jitter I); see evidence.py
+            "log_evidence_per_point": evidence / n_train,
             "jitter": space.jitter,
             "train_interp_max_abs_error": interp_error,
             "min_eigenvalue_before_clamp": float(eigenvalues.min()),
@@ -113,6 +159,10 @@ class GPRunner:
             "n_test": int(mean.shape[0]),
             "n_outputs": int(mean.shape[1]),
         }
+        if search is not None:
+            self._info["evidence_search"] = {
+                "bandwidth_range": list(search.search_range), "evaluations": search.evaluations,
+                "at_bound": search.at_bound, "seconds": search.seconds}
         if space.nu is not None:
             self._info["nu"] = space.nu
         if space.kernel == "arccos":
@@ -284,8 +334,9 @@ def _median_distance(x: torch.Tensor) -> float:
         upper.partition([low, high])  # both are then the order statistics a sort would give
         median = float(0.5 * (upper[low] + upper[high]))
     if not median > 0:
-        raise IbdbError("bandwidth 'median': the median distance between training points is 0; "
-                        "give a numeric bandwidth instead.")
+        raise IbdbError("bandwidth 'median' (or 'marginal_likelihood', which searches around "
+                        "it): the median distance between training points is 0; give a numeric "
+                        "bandwidth instead.")
     return median
 
 
