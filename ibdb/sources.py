@@ -6,11 +6,11 @@ into arrays. Re-exported by :mod:`ibdb.specs`.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
-from ibdb.specbase import NonNegativeInt, PositiveFloat, PositiveInt
+from ibdb.specbase import Name, NonNegativeInt, PositiveFloat, PositiveInt
 from ibdb.specbase import SpecModel as _Spec
 
 
@@ -149,3 +149,37 @@ Source = Annotated[
     | PendulumSource | OmniglotSource,
     Field(discriminator="kind"),
 ]
+
+
+class Task(_Spec):
+    """A supervised classification task: where the data comes from and how it is split.
+
+    ``test_set``: for sources without a split of their own, the points are one permutation of
+    the pool (by ``split_seed``); ``after_train`` (the default) takes the training set first and
+    the test set from the points after it, so tasks that differ in ``n_train`` test on different
+    points; ``shared`` takes the test set first, so tasks that differ only in ``n_train`` test on
+    the same ``n_test`` points and their training sets are nested (what a sweep over n_train
+    needs to vary one thing). Sources with their own split (mnist, cifar10, ...) draw the test
+    rows independently of ``n_train`` either way.
+    """
+
+    name: Name
+    source: Source
+    n_train: PositiveInt
+    n_test: PositiveInt
+    split_seed: NonNegativeInt = 0
+    test_set: Literal["after_train", "shared"] = "after_train"
+    eps: Annotated[list[PositiveFloat], Field(min_length=1)] = Field(
+        description="Target errors on the test MSE (mean over test points and outputs, "
+        "against one-hot targets); inductive bias is reported at each.",
+    )
+    preprocess: Preprocess = Preprocess()
+
+    @model_serializer(mode="wrap")
+    def _omit_default_test_set(self, handler: Any) -> dict[str, Any]:
+        # a run's id hashes this dump: the default is left out, so tasks written before
+        # test_set existed keep their ids
+        data = handler(self)
+        if data.get("test_set") == "after_train":
+            data.pop("test_set")
+        return data

@@ -35,6 +35,7 @@ from ibdb.sources import (  # noqa: F401 (re-exported: the spec models live here
     Preprocess,
     Source,
     SyntheticSource,
+    Task,
 )
 from ibdb.specbase import Name, NonNegativeInt, PositiveFloat, PositiveInt  # noqa: F401
 from ibdb.specbase import SpecModel as _Spec
@@ -43,21 +44,6 @@ if TYPE_CHECKING:
     from ibdb.splitting import SplittingSettings
 
 SPEC_VERSION = 1
-
-
-class Task(_Spec):
-    """A supervised classification task: where the data comes from and how it is split."""
-
-    name: Name
-    source: Source
-    n_train: PositiveInt
-    n_test: PositiveInt
-    split_seed: NonNegativeInt = 0
-    eps: Annotated[list[PositiveFloat], Field(min_length=1)] = Field(
-        description="Target errors on the test MSE (mean over test points and outputs, "
-        "against one-hot targets); inductive bias is reported at each.",
-    )
-    preprocess: Preprocess = Preprocess()
 
 
 class GPSpace(_Spec):

@@ -201,6 +201,8 @@ def _pool_split(task: Task, available: int) -> tuple[np.ndarray, np.ndarray]:
             f"{available} examples. Lower n_train or n_test."
         )
     order = np.random.default_rng(task.split_seed).permutation(available)
+    if task.test_set == "shared":  # test points first: the same whatever n_train is
+        return order[task.n_test : task.n_test + task.n_train], order[: task.n_test]
     return order[: task.n_train], order[task.n_train : task.n_train + task.n_test]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -152,3 +154,28 @@ def test_npz_class_subset_is_taken_before_the_split(tmp_path):
     for row, label in zip(data.x_train, data.y_train.argmax(1), strict=True):
         (match,) = np.flatnonzero((x == row).all(1))
         assert [2, 0][label] == y[match]
+
+
+def test_a_shared_test_set_is_the_same_whatever_n_train():
+    """test_set: shared takes the test points first from the split permutation: tasks that
+    differ only in n_train test on identical points and their training sets are nested; the
+    default (after_train) tests each on the points after its own training set. The default is
+    left out of the dump, so older tasks keep their run ids."""
+    def task(n_train: int, test_set: str | None = None) -> Task:
+        extra = {} if test_set is None else {"test_set": test_set}
+        return Task.model_validate({"name": "d", "source": {"kind": "digits"},
+                                    "n_train": n_train, "n_test": 200, "eps": [0.5], **extra})
+
+    small, large = (load_task(task(n, "shared"), spec_dir=Path(".")) for n in (100, 400))
+    np.testing.assert_array_equal(small.x_test, large.x_test)
+    np.testing.assert_array_equal(small.labels_test, large.labels_test)
+    np.testing.assert_array_equal(small.x_train, large.x_train[:100])  # nested
+    shared_rows = {r.tobytes() for r in large.x_test}
+    assert not any(r.tobytes() in shared_rows for r in large.x_train)  # disjoint
+    a, b = (load_task(task(n), spec_dir=Path(".")) for n in (100, 400))
+    assert not np.array_equal(a.x_test, b.x_test)  # the default: each after its training set
+    assert "test_set" not in task(100).model_dump() and "test_set" not in \
+        task(100, "after_train").model_dump()
+    assert task(100, "shared").model_dump()["test_set"] == "shared"
+    with pytest.raises(ValueError, match="test_set"):
+        task(100, "first")
