@@ -208,6 +208,12 @@ class Ibdb:
         with self._open(read_only=True) as store:
             return store.fit_counts(run_ids)
 
+    def loss_decomposition(self, run_ids: list[str]) -> dict[str, tuple[float, float]]:
+        """(posterior mean's test MSE, expected spread around it) per gp run: their sum is a
+        hypothesis's expected test MSE, so they say whether bias or variance drives IB."""
+        with self._open(read_only=True) as store:
+            return store.loss_decomposition(run_ids)
+
     def ib_table(self, run_ids: list[str] | None = None, loss: str = "test_mse") -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,
         bound) rows."""

@@ -2,6 +2,8 @@
 -- What each run is, how many hypotheses it asked for and holds, and its loss statistics
 -- (test_mse: mean squared error against one-hot targets; test_error: 0-1 error rate).
 -- n_not_fitted counts trained networks that missed the fit criterion: estimates exclude them.
+-- gp runs: test_mse_of_mean (the posterior mean's test MSE) + test_mse_spread (the expected
+-- spread around it) = the expected test MSE of a hypothesis; NULL for other runners.
 SELECT
     s.run_id,
     s.experiment,
@@ -19,6 +21,8 @@ SELECT
     r.device,
     r.wall_seconds,
     l.mean_test_mse,
+    json_extract(r.runner_info, '$.test_mse_of_mean')::DOUBLE AS test_mse_of_mean,
+    json_extract(r.runner_info, '$.test_mse_spread')::DOUBLE AS test_mse_spread,
     l.min_test_mse,
     l.mean_test_error,
     l.min_test_error

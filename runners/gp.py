@@ -121,6 +121,10 @@ class GPRunner:
             cov.mul_(amplitude)
             eigenvalues.mul_(amplitude)
         self.mean, self.cov = mean, cov
+        # E[test MSE] = (posterior mean's test MSE) + (spread around it, trace(S) / m): bias and
+        # variance, so a reader sees which of the two drives the inductive bias
+        of_mean = float((mean - self._y_test).square().mean())
+        spread = float(eigenvalues.clamp(min=0).sum() / mean.shape[0])
         self.eigenvectors = eigenvectors
         # The float32 copies that make the predictions for the 0-1 error have their test points
         # (rows) sorted by label, so that each label's points are one block of rows (see sample)
@@ -153,6 +157,8 @@ class GPRunner:
             "log_evidence": evidence,  # nats, of a (K + jitter I); see evidence.py
             "log_evidence_per_point": evidence / n_train,
             "jitter": space.jitter,
+            "test_mse_of_mean": of_mean,
+            "test_mse_spread": spread,
             "train_interp_max_abs_error": interp_error,
             "min_eigenvalue_before_clamp": float(eigenvalues.min()),
             "max_eigenvalue": float(eigenvalues.max()),

@@ -232,6 +232,11 @@ def test_quickstart_writes_its_spec_and_prints_all_methods(tmp_path, monkeypatch
     assert (tmp_path / "ibdb.duckdb").exists()
     for header in ("exact (bits)", "ncx2 (bits)", "empirical (bits)"):
         assert header in result.output
+    # the gp run's loss decomposition: expected test MSE = posterior mean's + spread
+    note = result.output.split("expected test MSE ", 1)[1].split(")", 1)[0]
+    total, parts = note.split(" = posterior mean's ")
+    of_mean, spread = parts.split(" + spread ")
+    assert float(total) == pytest.approx(float(of_mean) + float(spread), rel=2e-3)
     second = CliRunner().invoke(main, ["--device", "cpu", "quickstart"])
     assert "wrote" not in second.output and "0 sampled, 1 already stored" in second.output
 

@@ -51,6 +51,25 @@ def test_posterior_matches_numpy_solve(data):
         np.abs(fitted - data.y_train).max(), rel=1e-3)
 
 
+def test_loss_decomposition_is_the_mean_of_the_sampled_test_mse(data):
+    """info's test_mse_of_mean is the numpy posterior mean's test MSE, and adding the spread
+    gives E[test MSE]: against the mean of 20000 sampled losses (tolerance 5 standard errors);
+    an amplitude scales the spread alone."""
+    runner = GPRunner(GPSpace(name="g", bandwidth=1.3), data, device=CPU)
+    mean, cov = _numpy_posterior(data, 1.3, 1e-8)
+    of_mean = runner.info["test_mse_of_mean"]
+    assert of_mean == pytest.approx(((mean - data.y_test) ** 2).mean(), rel=1e-9)
+    assert runner.info["test_mse_spread"] == pytest.approx(np.trace(cov) / len(cov), rel=1e-6)
+    ids = np.arange(20000)
+    losses = runner.sample(ids, hypothesis_seeds(2, ids))["test_mse"]
+    expected = of_mean + runner.info["test_mse_spread"]
+    assert abs(losses.mean() - expected) < 5 * losses.std() / np.sqrt(ids.size)
+    scaled = GPRunner(GPSpace(name="g", bandwidth=1.3, amplitude=0.1), data, device=CPU).info
+    assert scaled["test_mse_of_mean"] == pytest.approx(of_mean, rel=1e-12)
+    assert scaled["test_mse_spread"] == pytest.approx(0.1 * runner.info["test_mse_spread"],
+                                                      rel=1e-9)
+
+
 def test_median_bandwidth_is_the_median_pairwise_distance(data):
     runner = GPRunner(GPSpace(name="g", bandwidth="median"), data, device=CPU)
     x = data.x_train
