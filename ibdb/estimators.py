@@ -311,7 +311,10 @@ def exact_estimates(source: GenChi2 | Mapping[str, Any], eps: Sequence[float] | 
     }
     rows = []
     for e in eps_list:
-        diagnostics: dict[str, Any] = {"approximation": "saddlepoint-lugannani-rice-daniels"}
+        bits, how = dist.bits_below_with_method(e)
+        # how: "saddlepoint" (Lugannani-Rice-Daniels), "inversion" (a contour integral, where
+        # few components dominate), "series" (equal weights) or "boundary"; ibdb.genchi2
+        diagnostics: dict[str, Any] = {"approximation": how}
         lower = upper = None
         if check:
             log_p, se_bits = dist.importance_logcdf(e, n=check_samples, seed=seed)
@@ -322,7 +325,7 @@ def exact_estimates(source: GenChi2 | Mapping[str, Any], eps: Sequence[float] | 
             lower, upper = max(is_bits - _Z95 * se_bits, 0.0), is_bits + _Z95 * se_bits
         rows.append(Estimate(
             method="exact", method_version="", eps=e,
-            bits=dist.bits_below(e), lower_bits=lower, upper_bits=upper, bound="point", n=0,
+            bits=bits, lower_bits=lower, upper_bits=upper, bound="point", n=0,
             params=dict(params), diagnostics=diagnostics,
         ))
     return rows

@@ -179,7 +179,7 @@ class MethodRegistry:
 
 METHODS = MethodRegistry([
     Method(
-        name="exact", version="2", reads="spectrum", role="reference",
+        name="exact", version="3", reads="spectrum", role="reference",  # 3: inversion fallback
         function="ibdb.estimators:exact_estimates", options=("check", "check_samples", "seed"),
         interval="importance sampling +- 1.96 SE (with --check-exact)",
         summary="the generalized chi-squared law of a gp run's test MSE, from its spectrum "
