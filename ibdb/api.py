@@ -208,11 +208,13 @@ class Ibdb:
         with self._open(read_only=True) as store:
             return store.fit_counts(run_ids)
 
-    def loss_decomposition(self, run_ids: list[str]) -> dict[str, tuple[float, float]]:
-        """(posterior mean's test MSE, expected spread around it) per gp run: their sum is a
-        hypothesis's expected test MSE, so they say whether bias or variance drives IB."""
+    def gp_facts(self, run_ids: list[str]) -> dict[str, tuple]:
+        """Per gp run: (posterior mean's test MSE, expected spread around it, whether it
+        interpolates its training data, its largest training residual). The first two sum to
+        a hypothesis's expected test MSE, so they say whether bias or variance drives IB; a run
+        that does not interpolate does not sample the space the definition conditions on."""
         with self._open(read_only=True) as store:
-            return store.loss_decomposition(run_ids)
+            return store.gp_facts(run_ids)
 
     def ib_table(self, run_ids: list[str] | None = None, loss: str = "test_mse") -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,

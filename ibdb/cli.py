@@ -338,7 +338,7 @@ def _echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> No
         return
     rows = api.ib_table(run_ids, loss)
     counts = api.fit_counts(run_ids)
-    parts = api.loss_decomposition(run_ids) if loss == "test_mse" else {}
+    gp = api.gp_facts(run_ids)
     by_run: dict[str, list[tuple]] = {}
     for row in rows:
         by_run.setdefault(row[0], []).append(row)
@@ -360,10 +360,14 @@ def _echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> No
         n_stored, n_not_fitted = counts.get(run_id, (0, 0))
         fit_note = (f"; {n_not_fitted} did not fit the training data and are excluded"
                     if n_not_fitted else "")
-        if run_id in parts:
-            of_mean, spread = parts[run_id]
-            fit_note += (f"; expected test MSE {of_mean + spread:.3g} = posterior mean's "
-                         f"{of_mean:.3g} + spread {spread:.3g}")
+        if run_id in gp:
+            of_mean, spread, interpolates, residual = gp[run_id]
+            if loss == "test_mse":
+                fit_note += (f"; expected test MSE {of_mean + spread:.3g} = posterior mean's "
+                             f"{of_mean:.3g} + spread {spread:.3g}")
+            if interpolates is False:
+                fit_note += (f"; WARNING: does not interpolate its training data (a residual "
+                             f"of {residual:.3g}), so these are not bits of the space")
         click.echo(f"\nrun {run_id}  {run_rows[0][1]}  ({n_stored} hypotheses{fit_note})")
         eps_label = "eps (test MSE)" if loss == "test_mse" else "eps (0-1 error)"
         click.echo(_table([eps_label, *[f"{m} (bits)" for m in methods]], body))

@@ -294,12 +294,14 @@ class Store:
                                 "WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
 
-    def loss_decomposition(self, run_ids: list[str]) -> dict[str, tuple[float, float]]:
-        """(posterior mean's test MSE, expected spread around it) per gp run that records them."""
-        rows = self.con.execute("SELECT run_id, test_mse_of_mean, test_mse_spread FROM "
-                                "run_summary WHERE run_id IN (SELECT unnest(?)) AND "
-                                "test_mse_of_mean IS NOT NULL", [run_ids]).fetchall()
-        return {r[0]: (r[1], r[2]) for r in rows}
+    def gp_facts(self, run_ids: list[str]) -> dict[str, tuple]:
+        """(posterior mean's test MSE, expected spread around it, interpolates, interpolation
+        error) per gp run that records them (see queries/run_summary.sql)."""
+        rows = self.con.execute("SELECT run_id, test_mse_of_mean, test_mse_spread, "
+                                "interpolates, interp_error FROM run_summary WHERE run_id IN "
+                                "(SELECT unnest(?)) AND test_mse_of_mean IS NOT NULL",
+                                [run_ids]).fetchall()
+        return {r[0]: tuple(r[1:]) for r in rows}
 
     def ib_rows(self, run_ids: list[str] | None, loss: str) -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,

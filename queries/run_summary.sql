@@ -3,7 +3,9 @@
 -- (test_mse: mean squared error against one-hot targets; test_error: 0-1 error rate).
 -- n_not_fitted counts trained networks that missed the fit criterion: estimates exclude them.
 -- gp runs: test_mse_of_mean (the posterior mean's test MSE) + test_mse_spread (the expected
--- spread around it) = the expected test MSE of a hypothesis; NULL for other runners.
+-- spread around it) = the expected test MSE of a hypothesis; interpolates: whether the posterior
+-- mean misses no training target by more than 1e-3 (interp_error: by how much it does); NULL
+-- for other runners.
 SELECT
     s.run_id,
     s.experiment,
@@ -23,6 +25,8 @@ SELECT
     l.mean_test_mse,
     json_extract(r.runner_info, '$.test_mse_of_mean')::DOUBLE AS test_mse_of_mean,
     json_extract(r.runner_info, '$.test_mse_spread')::DOUBLE AS test_mse_spread,
+    json_extract(r.runner_info, '$.interpolates')::BOOLEAN AS interpolates,
+    json_extract(r.runner_info, '$.train_interp_max_abs_error')::DOUBLE AS interp_error,
     l.min_test_mse,
     l.mean_test_error,
     l.min_test_error

@@ -29,6 +29,7 @@ is computed from the float64 noise and only the 0-1 error's GEMM sees it rounded
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any, ClassVar
 
@@ -46,6 +47,13 @@ from ibdb.runners.evidence import (
 from ibdb.runners.kernels import NETWORK_KERNELS, kernel_matrix, one_thread, row_blocks
 from ibdb.specs import GPSpace
 from ibdb.tasks import TaskData
+
+log = logging.getLogger(__name__)
+
+# A gp run "interpolates" when its posterior mean misses no training target (one-hot, so of
+# scale 1) by more than this; past it the run's hypotheses do not fit the training set and the
+# run is flagged (runner info, run_summary, the CLI's run header).
+INTERPOLATION_TOLERANCE = 1e-3
 
 ML = "marginal_likelihood"  # the spec's word for a hyperparameter chosen by the evidence
 
@@ -143,6 +151,12 @@ class GPRunner:
         # With jitter j, (K + jI) alpha = Y, so the posterior mean at the training points misses
         # Y by exactly -j alpha: the interpolation error the jitter costs.
         interp_error = float((space.jitter * alpha).abs().max())
+        if interp_error > INTERPOLATION_TOLERANCE:
+            log.warning("space %r does not interpolate its training data: the posterior mean "
+                        "misses a training target by %.3g (> %g), so its hypotheses are not "
+                        "ones that fit the training set; lower the jitter, or change the "
+                        "bandwidth or amplitude (e.g. marginal_likelihood)", space.name,
+                        interp_error, INTERPOLATION_TOLERANCE)
         scale = ({"depth": space.depth, "init_scale": space.init_scale or 1.0,
                   "width": space.width, "input_dim": int(x_train.shape[1])} if network else
                  {"bandwidth": float(bandwidth),
@@ -160,6 +174,7 @@ class GPRunner:
             "test_mse_of_mean": of_mean,
             "test_mse_spread": spread,
             "train_interp_max_abs_error": interp_error,
+            "interpolates": interp_error <= INTERPOLATION_TOLERANCE,
             "min_eigenvalue_before_clamp": float(eigenvalues.min()),
             "max_eigenvalue": float(eigenvalues.max()),
             "n_test": int(mean.shape[0]),

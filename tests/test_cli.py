@@ -316,3 +316,24 @@ def test_the_legend_says_what_each_interval_covers(tmp_path, toy_spec):
     assert "ncx2: bootstrap: sampling error only, not the misfit of the ncx2 model" in out
     assert "empirical: Clopper-Pearson" in out
     assert "paper:" not in out  # not shown, not listed
+
+
+def test_a_gp_that_does_not_interpolate_is_flagged(tmp_path):
+    """Duplicated training points with different labels: no function interpolates them, the
+    posterior mean misses by ~0.5. The run is flagged in run_summary and the printed table
+    warns; an interpolating run is not."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(20, 4))
+    x_train = np.concatenate([x, x])  # each point twice ...
+    y_train = np.concatenate([np.arange(20) % 3, (np.arange(20) + 1) % 3])  # ... two labels
+    np.savez(tmp_path / "toy.npz", X_train=x_train, y_train=y_train,
+             X_test=rng.normal(size=(20, 4)), y_test=np.arange(20) % 3)
+    spec = write_spec(tmp_path, spec_dict(n_train=40, n_test=20))
+    result = invoke(tmp_path, "--device", "cpu", "run", str(spec))
+    assert result.exit_code == 0, result.output
+    assert "WARNING: does not interpolate its training data (a residual of 0.5" in result.output
+    got = invoke(tmp_path, "sql", "SELECT interpolates, interp_error > 0.4 FROM run_summary")
+    assert "false" in got.output.lower() and "true" in got.output.lower()
+    make_npz(tmp_path / "toy.npz")
+    fine = invoke(tmp_path, "--device", "cpu", "run", str(spec))
+    assert fine.exit_code == 0 and "does not interpolate" not in fine.output
