@@ -69,6 +69,13 @@ def main() -> None:
           f"target {args.bits} bits, {args.repeats} repeat(s)")
     print(f"whole run: {wall:.0f} s wall, {cpu:.0f} s CPU (this process); fraction of i.i.d. "
           f"networks that fit: {fit[0][0]:.3f}")
+    trained = args.iid + sum(int(e) for _, _, e, _ in levels)
+    rate = trained / wall  # networks per second in this run, i.i.d. and splitting together
+    print(f"baseline, plain Monte Carlo at this run's rate ({rate:.0f} networks/s): "
+          f"~2^{args.bits:g}"
+          f" = {2.0 ** args.bits:.2e} networks to see about one network {args.bits:g} bits deep, "
+          f"{2.0 ** args.bits / rate / 86400:.3g} days; splitting trained {trained} "
+          f"({2.0 ** args.bits / trained:.3g}x fewer)")
     for repeat, n_levels, evaluations, deepest in levels:
         print(f"repeat {repeat}: {n_levels} levels, {evaluations} networks trained, deepest "
               f"threshold {deepest:.5g}")

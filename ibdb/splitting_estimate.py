@@ -6,8 +6,8 @@ threshold lies just above eps, times that level's fraction of particles at or be
 Error: the Au-Beck coefficient of variation, delta^2 = sum_k (1 - q_k) / (q_k n_k) (1 + gamma_k),
 gamma_k from the indicator's autocorrelation along the chains of level k. It ignores correlation
 between levels and the O(1/N) bias, so it is somewhat optimistic; the interval is normal on the
-log scale, bits +- z SE with SE = delta / ln 2. Past ~20 bits (~6 levels) it undercovers (74 %
-at 40 bits, 58 % at 60 bits against exact tails: benchmarks/bench_splitting.py); use
+log scale, bits +- z SE with SE = delta / ln 2. Past ~20 bits (~6 levels) it undercovers (73 %
+at 40 bits, 67 % at 60 bits on a synthetic exact tail, 84-93 % on gp spaces: BENCHMARKS.md); use
 :func:`repeats_estimate` (independent runs, a t-interval) for an honest interval there.
 """
 
@@ -185,7 +185,7 @@ def repeats_estimate(
     confidence: float = 0.95,
 ) -> list[RepeatsEstimate]:
     """The honest interval: Au-Beck's SE ignores the correlation between levels and grows
-    optimistic with depth (its 95 % interval covered 94, 91, 74 and 58 % at 10, 20, 40, 60 bits
+    optimistic with depth (its 95 % interval covered 95, 87, 73 and 67 % at 10, 20, 40, 60 bits
     over 100 runs in benchmarks/bench_splitting.py, N = 1000), whereas the spread of independent
     runs (different seeds) includes everything. Needs >= 2 runs. The mean of bits is taken, so
     the O(1/N) bias and the Jensen bias of -log2 p_hat (~CV^2 / (2 ln 2) per run) remain."""
