@@ -74,3 +74,24 @@ def mixed() -> GenChi2:
         noncentralities=[0.0, 4.0, 1.0, 0.0, 8.0, 2.0],
         offset=0.4,
     )
+
+
+def mp_cumulants(comps):
+    """(K, K', K'') of a generalized chi-squared in mpmath: the cumulant generating function of
+    sum_j w_j chi2_{d_j}(nc_j) and its first two derivatives, for ``comps`` = [(w, d, nc)] as
+    mpmath numbers (the oracles of tests/test_genchi2*.py)."""
+    import mpmath as mp
+
+    def k(t):
+        return mp.fsum(-(dj / 2) * mp.log(1 - 2 * t * wj) + cj * wj * t / (1 - 2 * t * wj)
+                       for wj, dj, cj in comps)
+
+    def k1(t):
+        return mp.fsum(dj * wj / (1 - 2 * t * wj) + cj * wj / (1 - 2 * t * wj) ** 2
+                       for wj, dj, cj in comps)
+
+    def k2(t):
+        return mp.fsum(2 * dj * wj**2 / (1 - 2 * t * wj) ** 2
+                       + 4 * cj * wj**2 / (1 - 2 * t * wj) ** 3 for wj, dj, cj in comps)
+
+    return k, k1, k2

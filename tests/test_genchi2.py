@@ -29,6 +29,8 @@ from ibdb.ncx2cdf import (
     v_minus_log1p,
 )
 
+from conftest import mp_cumulants
+
 LN2 = math.log(2.0)
 
 
@@ -166,17 +168,7 @@ def _mpmath_logcdf(w, d, nc, x: float) -> float:
                  zip(w, d, nc, strict=True)]
         xm = mp.mpf(float(x))
 
-        def k(t):
-            return mp.fsum(-(dj / 2) * mp.log(1 - 2 * t * wj) + cj * wj * t / (1 - 2 * t * wj)
-                           for wj, dj, cj in comps)
-
-        def k1(t):
-            return mp.fsum(dj * wj / (1 - 2 * t * wj) + cj * wj / (1 - 2 * t * wj) ** 2
-                           for wj, dj, cj in comps)
-
-        def k2(t):
-            return mp.fsum(2 * dj * wj**2 / (1 - 2 * t * wj) ** 2
-                           + 4 * cj * wj**2 / (1 - 2 * t * wj) ** 3 for wj, dj, cj in comps)
+        k, k1, k2 = mp_cumulants(comps)
 
         # bisection on log(-c): K'(c) = x; K'(c) <= (N + sum nc) / (2|c|) bounds |c| above
         lo = mp.mpf(-60)

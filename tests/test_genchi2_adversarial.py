@@ -32,6 +32,8 @@ from scipy import optimize, stats
 from ibdb.genchi2 import CDF_METHODS, GenChi2
 from ibdb.genchi2_inversion import N_EFF_SADDLEPOINT, effective_dof
 
+from conftest import mp_cumulants
+
 LN2 = math.log(2.0)
 TOL_BITS = 1e-3  # required of every value
 
@@ -120,17 +122,7 @@ def _mp_inversion_logcdf(w, dof, nc, x: float) -> float:
                  for a, b, c in zip(w, dof, nc, strict=True)]
         xm = mp.mpf(float(x))
 
-        def k(t):
-            return mp.fsum(-(dj / 2) * mp.log(1 - 2 * t * wj) + cj * wj * t / (1 - 2 * t * wj)
-                           for wj, dj, cj in comps)
-
-        def k1(t):
-            return mp.fsum(dj * wj / (1 - 2 * t * wj) + cj * wj / (1 - 2 * t * wj) ** 2
-                           for wj, dj, cj in comps)
-
-        def k2(t):
-            return mp.fsum(2 * dj * wj**2 / (1 - 2 * t * wj) ** 2
-                           + 4 * cj * wj**2 / (1 - 2 * t * wj) ** 3 for wj, dj, cj in comps)
+        k, k1, k2 = mp_cumulants(comps)
 
         upper = xm > k1(0)
         if upper:  # bisection for c in (0, 1 / (2 max w))
