@@ -134,8 +134,8 @@ class NetworkRunner:
     ``sample`` trains one network per seed, all of them at once, and records the test and train
     MSE (over points and outputs, against one-hot targets) and 0-1 errors, the epochs each
     trained and whether it met the space's fit criterion. Networks train in float32; losses are
-    evaluated in float64 (``losses``). ``evaluate(noise, seeds)`` records the same columns for
-    networks whose initial weights come from explicit noise (see the module docstring).
+    evaluated in float64 (``losses``). ``evaluate(noise)`` records the same columns for
+    networks whose initial weights and data orders come from explicit noise (module docstring).
     """
 
     kind: ClassVar[str]
