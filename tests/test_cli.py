@@ -309,6 +309,31 @@ def test_estimates_on_the_zero_one_error(tmp_path, toy_spec):
     assert rows == [{"loss": "test_error", "method": "empirical", "n": 200}]
 
 
+def test_the_2023_bound_on_the_zero_one_error_reads_eps_as_an_error_rate(tmp_path, toy_spec):
+    """The paper's bound is stated for a target error rate: with --loss test_error its rows are
+    bound_bits(run's task statistics, eps) at the error rates asked for, stored under that loss
+    beside the test-MSE rows (the same formula, read at another loss)."""
+    from ibdb.bound import TaskStatistics, bound_bits
+
+    assert invoke(tmp_path, "run", str(toy_spec), "--no-estimate").exit_code == 0
+    result = invoke(tmp_path, "estimate", "--loss", "test_error", "--eps", "0.3",
+                    "--eps", "0.1", "--method", "bound")
+    assert result.exit_code == 0, result.output
+    assert "eps (0-1 error)" in result.output and "bound (bits)" in result.output
+    rows = json.loads(invoke(tmp_path, "sql", "SELECT loss, eps, bits, bound, params FROM "
+                             "estimates WHERE method = 'bound' ORDER BY eps",
+                             "--format", "json").output)
+    assert [(r["loss"], r["eps"], r["bound"]) for r in rows] == [
+        ("test_error", 0.1, "upper"), ("test_error", 0.3, "upper")]
+    params = json.loads(rows[0]["params"]) if isinstance(rows[0]["params"], str) \
+        else rows[0]["params"]
+    fields = {k: params[k] for k in TaskStatistics.__dataclass_fields__}
+    for row in rows:
+        assert row["bits"] == pytest.approx(bound_bits(TaskStatistics(**fields), row["eps"])[0],
+                                            rel=1e-12)
+    assert rows[0]["bits"] > rows[1]["bits"]  # a smaller target error needs more bits
+
+
 def test_the_legend_says_what_each_interval_covers(tmp_path, toy_spec):
     """The ncx2 interval is a bootstrap of the fit: sampling error only, and the table says
     so, naming each shown method's interval from the registry."""
