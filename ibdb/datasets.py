@@ -161,8 +161,8 @@ def load_parquet(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]
 
 
 def synthetic_task(*, n_points: int, intrinsic_dim: int, ambient_dim: int, n_classes: int,
-                   nonlinearity: str, teacher_width: int,
-                   seed: int) -> tuple[np.ndarray, np.ndarray]:
+                   nonlinearity: str, teacher_width: int, seed: int,
+                   teacher_scale: str = "raw") -> tuple[np.ndarray, np.ndarray]:
     """Points on an m-dimensional manifold in d dimensions, labelled by a random teacher.
 
     Latents ``z ~ U[-1, 1]^m``; embedding ``x = A z`` with ``A`` a random d x m matrix with
@@ -171,7 +171,9 @@ def synthetic_task(*, n_points: int, intrinsic_dim: int, ambient_dim: int, n_cla
     argmax over ``n_classes`` outputs of a random one-hidden-layer tanh network of the latents,
     ``V tanh(W z + c)`` with standard normal ``W`` (teacher_width x m), ``c`` and ``V``, each
     output centred on its mean over the drawn points (without it one class can take most
-    points): so the label depends on the m intrinsic coordinates only.
+    points): so the label depends on the m intrinsic coordinates only. ``teacher_scale:
+    normalised`` scales ``W`` by sqrt(3 / m), so that ``W z`` has unit variance per hidden unit
+    whatever m (``raw``: variance m / 3, a sharper teacher in more dimensions).
     """
     rng = np.random.default_rng(seed)
     z = rng.uniform(-1.0, 1.0, size=(n_points, intrinsic_dim))
@@ -183,6 +185,8 @@ def synthetic_task(*, n_points: int, intrinsic_dim: int, ambient_dim: int, n_cla
     latent = np.sin(np.pi * z / 2.0) if nonlinearity == "sin" else z
     x = latent @ basis.T
     w = rng.normal(size=(teacher_width, intrinsic_dim))
+    if teacher_scale == "normalised":
+        w *= np.sqrt(3.0 / intrinsic_dim)
     c = rng.normal(size=teacher_width)
     v = rng.normal(size=(n_classes, teacher_width))
     scores = np.tanh(z @ w.T + c) @ v.T

@@ -67,6 +67,10 @@ class SyntheticSource(_Spec):
     ``x = A z`` with ``A`` a random orthonormal d x m map (``nonlinearity: sin`` embeds
     ``sin(pi z / 2)`` instead), labels the argmax of a random tanh network of ``z`` with
     ``teacher_width`` hidden units. ``seed`` fixes the data; the task's ``split_seed`` the split.
+    ``teacher_scale``: ``raw`` (the default) draws the teacher's input weights as standard
+    normals, so its pre-activations' variance (m / 3) and with it the label function's
+    sharpness grow with ``intrinsic_dim``; ``normalised`` draws them with variance 3 / m, so a
+    sweep over ``intrinsic_dim`` changes the dimension and not the teacher's scale.
     """
 
     kind: Literal["synthetic"]
@@ -76,7 +80,17 @@ class SyntheticSource(_Spec):
     n_points: PositiveInt = 3000
     nonlinearity: Literal["none", "sin"] = "none"
     teacher_width: PositiveInt = 32
+    teacher_scale: Literal["raw", "normalised"] = "raw"
     seed: NonNegativeInt = 0
+
+    @model_serializer(mode="wrap")
+    def _omit_default_teacher_scale(self, handler: Any) -> dict[str, Any]:
+        # the dump names the data (its fingerprint) and the run id: the default is left out so
+        # that sources written before teacher_scale existed keep both
+        data = handler(self)
+        if data.get("teacher_scale") == "raw":
+            data.pop("teacher_scale")
+        return data
 
     @model_validator(mode="after")
     def _manifold_fits(self) -> SyntheticSource:

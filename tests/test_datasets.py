@@ -380,3 +380,31 @@ def test_synthetic_embedding_keeps_distances():
                           nonlinearity="none", teacher_width=4, seed=12)
     z = np.random.default_rng(12).uniform(-1.0, 1.0, size=(50, 3))
     np.testing.assert_allclose(x @ x.T, z @ z.T, atol=1e-12)
+
+
+def test_a_normalised_teacher_keeps_its_scale_across_intrinsic_dimension():
+    """teacher_scale: normalised gives the teacher's pre-activations W z unit variance whatever
+    m (raw: m / 3). Recomputed here from the same seeded draws the generator makes: the
+    generator's labels equal the argmax of V tanh(W z + c), centred, with W scaled by
+    sqrt(3 / m); and the default leaves the data and the source's dump as they were."""
+    from ibdb.sources import SyntheticSource
+
+    for m in (2, 16):
+        kw = dict(n_points=3000, intrinsic_dim=m, ambient_dim=20, n_classes=4,
+                  nonlinearity="none", teacher_width=32, seed=3)
+        x, labels = synthetic_task(**kw, teacher_scale="normalised")
+        rng = np.random.default_rng(3)
+        z = rng.uniform(-1.0, 1.0, size=(3000, m))
+        rng.normal(size=(20, m))  # the embedding's draw
+        w = rng.normal(size=(32, m)) * np.sqrt(3.0 / m)
+        c, v = rng.normal(size=32), rng.normal(size=(4, 32))
+        pre = z @ w.T
+        assert abs(pre.var() - 1.0) < 0.1  # unit variance per hidden unit, any m
+        scores = np.tanh(pre + c) @ v.T
+        np.testing.assert_array_equal(labels, (scores - scores.mean(axis=0)).argmax(axis=1))
+        raw_x, _ = synthetic_task(**kw)
+        np.testing.assert_array_equal(raw_x, x)  # the points are the same; only labels differ
+    src = {"kind": "synthetic", "intrinsic_dim": 4, "ambient_dim": 8}
+    assert "teacher_scale" not in SyntheticSource.model_validate(src).model_dump()
+    assert SyntheticSource.model_validate({**src, "teacher_scale": "normalised"}).model_dump()[
+        "teacher_scale"] == "normalised"
