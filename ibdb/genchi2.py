@@ -358,8 +358,11 @@ class GenChi2:
         """
         return self.logcdf_with_method(x)[0]
 
-    def logcdf_with_method(self, x: float) -> tuple[float, str]:
-        """(log P[L <= x], method), the method one of CDF_METHODS:
+    def logcdf_with_method(self, x: float, *, saddlepoint_only: bool = False
+                           ) -> tuple[float, str]:
+        """(log P[L <= x], method), the method one of CDF_METHODS (``saddlepoint_only``: never
+        the inversion, for callers that want many fast values more than the last 0.1 bits,
+        such as a plotted density):
 
         - "series": all weights equal (one component included): L - offset = w chi2'(N, sum nc),
           the exact Poisson mixture of :func:`ibdb.ncx2cdf.ncx2_logcdf_poisson` (to ~1e-12
@@ -371,7 +374,8 @@ class GenChi2:
         - "inversion": with fewer (a dominant weight, weights spread over decades, few or small
           dofs), the inversion integral of :mod:`ibdb.genchi2_inversion`, within 1e-13 bits of
           mpmath oracles (the saddlepoint was off by up to 0.16 bits there), ~0.3 ms per value
-          for a few components, ~5 ms for 300;
+          for a few components, ~5 ms for 300, up to ~0.2 s for almost degenerate laws (tiny
+          weights beside a large offset, as a gp run that does not interpolate has);
         - "boundary": x <= offset (-inf), x = inf or beyond double resolution of the top (0).
 
         Where the effective dof crosses 200, the value moves by the saddlepoint's error there
@@ -380,7 +384,8 @@ class GenChi2:
         log phi(w) + log(R(|w|) + G) with R the Mills ratio (never underflows), right of it as
         log1p(-Q) with Q the upper tail. Near the mean G (a 0/0 there) is interpolated. If the
         bracket is not positive, the first-order r* form log Phi(w + log(u/w)/w) is used. Should
-        the inversion not converge (it has not in testing), the saddlepoint value is returned.
+        the inversion not converge, or need more than 2^14 nodes a contour, the saddlepoint
+        value is returned (labelled so).
         """
         x = float(x)
         if math.isnan(x):
@@ -411,8 +416,8 @@ class GenChi2:
                 return 0.0, "boundary"
             t = self._terms_right(root, xp)
         w, d, nc = self.weights, self.dofs, self.noncentralities
-        if needs_inversion(*tilt(w, 0.0 if root is None else root, xp < mu and root is not None),
-                           d, nc):
+        if not saddlepoint_only and needs_inversion(
+                *tilt(w, 0.0 if root is None else root, xp < mu and root is not None), d, nc):
             exact = inversion_logcdf(w, d, nc, xp, mu, var, root)
             if exact is not None:
                 return exact, "inversion"

@@ -141,6 +141,11 @@ def _trapezoid(size: float, alpha: float, step: float, args: tuple) -> float | N
     mags, phases, top = [], [], log_apex
     k0, chunk = 1, max(64, math.ceil(1.0 / step))  # (at least one unit of v per chunk)
     while True:
+        if k0 - 1 + chunk > _N_MAX:
+            # A step this fine for this long a contour (an almost degenerate law: tiny weights
+            # beside a large offset) would cost unbounded time: give up, and the caller keeps
+            # the saddlepoint, labelled as such.
+            return None
         v = (k0 + np.arange(chunk)) * step
         mag, phase = _log_terms(v, size, alpha, *args)
         mags.append(mag)

@@ -389,3 +389,24 @@ def test_inversion_cost_per_value():
             dist.logcdf_inversion(float(x))
         # measured ~0.3 ms (2 components), ~1 ms (13), ~15 ms (301); 10x slack for busy CI
         assert (time.perf_counter() - t0) / len(xs) < 0.2
+
+
+def test_saddlepoint_only_skips_the_inversion_and_stays_close():
+    """An almost degenerate law like that of a gp run that does not interpolate (tiny
+    eigenvalues beside large residuals: the inversion's slowest case): saddlepoint_only gives
+    the saddlepoint, labelled so, within 0.5 bits of the full method over the bulk, and both
+    are finite and increasing in x."""
+    from ibdb.spectrum import gp_loss_distribution
+
+    rng = np.random.default_rng(5)
+    dist = gp_loss_distribution(1e-9 * rng.uniform(0.1, 1.0, 300),
+                                (0.15 * rng.normal(size=(300, 4)) ** 2).sum(axis=1),
+                                n_test=300, n_outputs=4)
+    xs = dist.mean() + np.sqrt(dist.var()) * np.array([-4.0, -2.0, 0.0, 2.0])
+    fast = [dist.logcdf_with_method(float(x), saddlepoint_only=True) for x in xs]
+    full = [dist.logcdf_with_method(float(x)) for x in xs]
+    assert {m for _, m in fast} == {"saddlepoint"}
+    assert {m for _, m in full} <= {"saddlepoint", "inversion"}
+    for (a, _), (b, _) in zip(fast, full, strict=True):
+        assert np.isfinite(a) and np.isfinite(b) and abs(a - b) / math.log(2) < 0.5
+    assert np.all(np.diff([v for v, _ in full]) > 0)
