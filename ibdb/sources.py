@@ -6,9 +6,9 @@ into arrays. Re-exported by :mod:`ibdb.specs`.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from ibdb.specbase import Name, NonNegativeInt, PositiveFloat, PositiveInt
 from ibdb.specbase import SpecModel as _Spec
@@ -82,15 +82,8 @@ class SyntheticSource(_Spec):
     teacher_width: PositiveInt = 32
     teacher_scale: Literal["raw", "normalised"] = "raw"
     seed: NonNegativeInt = 0
-
-    @model_serializer(mode="wrap")
-    def _omit_default_teacher_scale(self, handler: Any) -> dict[str, Any]:
-        # the dump names the data (its fingerprint) and the run id: the default is left out so
-        # that sources written before teacher_scale existed keep both
-        data = handler(self)
-        if data.get("teacher_scale") == "raw":
-            data.pop("teacher_scale")
-        return data
+    # (the dump also names the data: its fingerprint)
+    DUMP_OMITS: ClassVar[dict[str, Any]] = {"teacher_scale": "raw"}
 
     @model_validator(mode="after")
     def _manifold_fits(self) -> SyntheticSource:
@@ -188,12 +181,4 @@ class Task(_Spec):
         "against one-hot targets); inductive bias is reported at each.",
     )
     preprocess: Preprocess = Preprocess()
-
-    @model_serializer(mode="wrap")
-    def _omit_default_test_set(self, handler: Any) -> dict[str, Any]:
-        # a run's id hashes this dump: the default is left out, so tasks written before
-        # test_set existed keep their ids
-        data = handler(self)
-        if data.get("test_set") == "after_train":
-            data.pop("test_set")
-        return data
+    DUMP_OMITS: ClassVar[dict[str, Any]] = {"test_set": "after_train"}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -19,7 +19,6 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     field_validator,
-    model_serializer,
     model_validator,
 )
 
@@ -148,18 +147,15 @@ class GPSpace(_Spec):
                              "together: give bias_variance > 0 or a numeric bandwidth")
         return self
 
-    @model_serializer(mode="wrap")
-    def _omit_unused_parameters(self, handler: Any) -> dict[str, Any]:
-        # A run's id hashes this dump: parameters a kernel does not use are left out, so the
-        # dump of an rbf space (and its run id) is what it was before other kernels existed.
-        data = handler(self)
-        for key in ("nu", "bias_variance", "depth", "init_scale", "width", "activation"):
-            if data.get(key) is None:
-                data.pop(key, None)
+    # parameters a kernel does not use (None) and the default amplitude are left out, so the
+    # dump of an rbf space (and its run id) is what it was before other kernels existed
+    DUMP_OMITS: ClassVar[dict[str, Any]] = {
+        **dict.fromkeys(("nu", "bias_variance", "depth", "init_scale", "width", "activation")),
+        "amplitude": 1.0}
+
+    def _trim_dump(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.kernel in ("nngp", "ntk"):
             data.pop("bandwidth", None)  # not a parameter of theirs
-        if data.get("amplitude") == 1.0:
-            data.pop("amplitude")  # the default, which every space had before amplitude existed
         return data
 
 
@@ -363,14 +359,7 @@ class Budget(_Spec):
         None, description="Rare-event sampling after the i.i.d. hypotheses, on the same run "
         "(no splitting when absent).")
 
-    @model_serializer(mode="wrap")
-    def _omit_absent_splitting(self, handler: Any) -> dict[str, Any]:
-        # Runs' manifests and stored specs hold this dump: without splitting it is what it was
-        # before splitting existed.
-        data = handler(self)
-        if data.get("splitting") is None:
-            data.pop("splitting", None)
-        return data
+    DUMP_OMITS: ClassVar[dict[str, Any]] = {"splitting": None}  # as before splitting existed
 
 
 class Experiment(_Spec):
