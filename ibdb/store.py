@@ -297,11 +297,14 @@ class Store:
     def gp_facts(self, run_ids: list[str]) -> dict[str, tuple]:
         """(posterior mean's test MSE, expected spread around it, interpolates, interpolation
         error) per gp run that records them (see queries/run_summary.sql)."""
-        rows = self.con.execute("SELECT run_id, test_mse_of_mean, test_mse_spread, "
-                                "interpolates, interp_error FROM run_summary WHERE run_id IN "
-                                "(SELECT unnest(?)) AND test_mse_of_mean IS NOT NULL",
-                                [run_ids]).fetchall()
-        return {r[0]: tuple(r[1:]) for r in rows}
+        # from runs itself: run_summary would also aggregate every run's losses
+        rows = self.con.execute(
+            "SELECT run_id, info->>'$.test_mse_of_mean', info->>'$.test_mse_spread', "
+            "info->>'$.interpolates', info->>'$.train_interp_max_abs_error' FROM (SELECT "
+            "run_id, runner_info AS info FROM runs WHERE run_id IN (SELECT unnest(?))) "
+            "WHERE info->>'$.test_mse_of_mean' IS NOT NULL", [run_ids]).fetchall()
+        return {r[0]: (float(r[1]), float(r[2]), None if r[3] is None else r[3] == "true",
+                       None if r[4] is None else float(r[4])) for r in rows}
 
     def ib_rows(self, run_ids: list[str] | None, loss: str) -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,

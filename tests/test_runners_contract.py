@@ -32,6 +32,16 @@ def tiny_data(tmp_path_factory):
     return data
 
 
+def _assert_loss_columns(batch, entry, n):
+    """The entry's loss columns, each of its declared dtype and length n, floats finite."""
+    assert set(batch) == set(entry.loss_columns)
+    for name, values in batch.items():
+        assert values.dtype == np.dtype(LOSS_COLUMNS[name].dtype), name
+        assert values.shape == (n,), name
+        if values.dtype.kind == "f":
+            assert np.isfinite(values).all(), name
+
+
 @pytest.mark.parametrize("kind", sorted(RUNNERS))
 def test_runner_contract(kind, tiny_data):
     entry = RUNNERS[kind]
@@ -45,12 +55,7 @@ def test_runner_contract(kind, tiny_data):
     ids = np.arange(10, 26)
     seeds = hypothesis_seeds(3, ids)
     batch = runner.sample(ids, seeds)
-    assert set(batch) == set(entry.loss_columns)
-    for name, values in batch.items():
-        assert values.dtype == np.dtype(LOSS_COLUMNS[name].dtype), name
-        assert values.shape == (len(ids),), name
-        if values.dtype.kind == "f":
-            assert np.isfinite(values).all(), name
+    _assert_loss_columns(batch, entry, len(ids))
     # deterministic per seed, and hypothesis i alone equals hypothesis i inside a batch
     again = cls(space, tiny_data, device=torch.device("cpu")).sample(ids, seeds)
     for name in batch:
@@ -90,12 +95,7 @@ def test_runner_evaluate_contract(kind, tiny_data):
     rng = np.random.default_rng(0)
     noise = 0.9 * noise + np.sqrt(1 - 0.9**2) * rng.standard_normal(noise.shape)
     batch = runner.evaluate(noise)
-    assert set(batch) == set(entry.loss_columns)
-    for name, values in batch.items():
-        assert values.dtype == np.dtype(LOSS_COLUMNS[name].dtype), name
-        assert values.shape == (len(ids),), name
-        if values.dtype.kind == "f":
-            assert np.isfinite(values).all(), name
+    _assert_loss_columns(batch, entry, len(ids))
     assert len(np.unique(batch["test_mse"])) == len(ids)
     again = cls(space, tiny_data, device=torch.device("cpu")).evaluate(noise)
     for name in batch:
