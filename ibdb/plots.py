@@ -26,6 +26,8 @@ _LINE_NAMES = {"-": "solid", "--": "dashed", ":": "dotted", "-.": "dash-dot"}
 # Beyond this ratio of the bound to the other methods' largest value, drawing the bound would
 # flatten every estimate against the axis; the report's table carries it instead.
 BOUND_RATIO_SHOWN = 100.0
+FLAG_COLOR = "red"  # runs that do not interpolate their training data: titles, sweep markers
+_CROSS = {"marker": "x", "ms": 10, "mew": 2, "color": FLAG_COLOR, "zorder": 4}
 
 
 def _figure() -> tuple[Figure, object]:
@@ -60,8 +62,19 @@ def _loss_label(loss: str) -> str:
     return "test MSE" if loss == "test_mse" else "test 0-1 error"
 
 
-def loss_histogram(panel: LossPanel, title: str, path: Path) -> Path:
-    """Histogram of the run's losses as a density, its fitted densities, and eps marked."""
+def _title(ax: object, title: str, flag: str | None) -> None:
+    """The title; with ``flag`` (a run that does not interpolate its training data) a second
+    line that says so, and the whole title in red."""
+    if flag is None:
+        ax.set_title(title, fontsize=9)
+    else:
+        ax.set_title(f"{title}\n{flag}", fontsize=9, color=FLAG_COLOR)
+
+
+def loss_histogram(panel: LossPanel, title: str, path: Path, *, flag: str | None = None
+                   ) -> Path:
+    """Histogram of the run's losses as a density, its fitted densities, and eps marked;
+    ``flag`` marks the title of a run that does not interpolate its training data."""
     fig, ax = _figure()
     widths = np.diff(panel.edges)
     n = panel.values.size
@@ -82,7 +95,7 @@ def loss_histogram(panel: LossPanel, title: str, path: Path) -> Path:
                 transform=ax.transAxes, va="top", fontsize=7)
     ax.set_xlabel(f"{_loss_label(panel.loss)} of a hypothesis that fits the training data")
     ax.set_ylabel("density (per unit loss)")
-    ax.set_title(title, fontsize=9)
+    _title(ax, title, flag)
     ax.legend(fontsize=7, loc="upper right")
     return _save(fig, path)
 
@@ -132,8 +145,10 @@ def _draw_curve(ax: object, curve: Curve, color: str, label: str) -> None:
                     color=color, label=f"{label}: {text}")
 
 
-def ib_vs_eps(curves: list[Curve], loss: str, title: str, path: Path) -> Path:
-    """One run's IB-vs-eps curve per method, with intervals; lower bounds as open triangles."""
+def ib_vs_eps(curves: list[Curve], loss: str, title: str, path: Path, *,
+              flag: str | None = None) -> Path:
+    """One run's IB-vs-eps curve per method, with intervals; lower bounds as open triangles;
+    ``flag`` marks the title of a run that does not interpolate its training data."""
     fig, ax = _figure()
     others = [c for c in curves if not _is_comparison(c.method)]
     top = max([float(np.nanmax(c.bits[np.isfinite(c.bits)], initial=0.0)) for c in others],
@@ -153,7 +168,7 @@ def ib_vs_eps(curves: list[Curve], loss: str, title: str, path: Path) -> Path:
     _bits_axis(ax, top)
     ax.set_xlabel(f"eps (target {_loss_label(loss)})")
     ax.set_ylabel(f"inductive bias (bits) = -log2 P[{_loss_label(loss)} <= eps]")
-    ax.set_title(title, fontsize=9)
+    _title(ax, title, flag)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     return _save(fig, path)
@@ -190,11 +205,13 @@ def compare_runs(curves: dict[str, list[Curve]], labels: dict[str, str], loss: s
 def sweep(data: Sweep, loss: str, path: Path) -> Path:
     """IB against the one spec field the runs differ in: colour per eps, line style per method
     (one space) or per space (several spaces, each with its first method of exact, ncx2,
-    paper, empirical, so that the figure stays readable; report.md has every method)."""
+    paper, empirical, so that the figure stays readable; report.md has every method). Points
+    of runs that do not interpolate their training data are crossed out in red."""
     fig, ax = _figure()
     eps_values = sorted({e for s in data.series for _, e in s.bits}, reverse=True)
     space_styles = ("-", "--", ":", "-.")
     top = 0.0
+    any_flagged = False
     for k, series in enumerate(data.series):
         methods = [m.name for m in METHODS if any(m.name == mm for mm, _ in series.bits)]
         if len(data.series) > 1:
@@ -215,13 +232,21 @@ def sweep(data: Sweep, loss: str, path: Path) -> Path:
             if (lower & ok).any():
                 ax.plot(series.x[lower & ok], bits[lower & ok], ls="none", marker="^",
                         mfc="none", ms=8, color=color)
+            flagged = np.array([f is not None for f in series.flags], dtype=bool)
+            if flagged.size == ok.size and (flagged & ok).any():
+                ax.plot(series.x[flagged & ok], bits[flagged & ok], ls="none", **_CROSS)
+                any_flagged = True
+    if any_flagged:  # one legend entry, last
+        ax.plot([], [], ls="none", label="does not interpolate (not of the definition)", **_CROSS)
     x = np.concatenate([s.x for s in data.series])
     if x.min() > 0 and x.max() / x.min() >= 10:
         _log_axis(ax.xaxis, ax.set_xscale)
     _bits_axis(ax, top)
     ax.set_xlabel(data.field)
     ax.set_ylabel(f"inductive bias (bits), {_loss_label(loss)} <= eps")
-    ax.set_title(f"IB against {data.field} (open triangles: empirical lower bounds)", fontsize=9)
+    title = f"IB against {data.field} (open triangles: empirical lower bounds)"
+    _title(ax, title, "(red crosses: runs that do not interpolate their training data)"
+           if any_flagged else None)
     ax.legend(fontsize=6, ncols=2 if len(ax.get_lines()) > 24 else 1)
     ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -5,7 +5,9 @@ report shows (losses, stored estimates, fitted parameters, spectra) into plain a
 :func:`write_report` draws the figures (:mod:`ibdb.plots`) and writes ``report.md``. The data
 each figure plots are kept on the returned :class:`Report`, so a test (or a user) can check them
 against SQL over the store. Nothing here resamples or re-estimates: curves are stored estimate
-rows, and densities come from stored fit parameters or the stored gp spectrum.
+rows, and densities come from stored fit parameters or the stored gp spectrum. A gp run recorded
+as not interpolating its training data is marked wherever it is shown (runs table, every
+estimates row, figure titles and legends, sweep points): its estimates are not of the definition.
 """
 
 from __future__ import annotations
@@ -30,6 +32,11 @@ LOSS_SHORT = {"test_mse": "test MSE", "test_error": "test 0-1 error"}
 # Spec fields that do not change what a run measures: a sweep is a difference in any other one.
 _IGNORED_SPEC_KEYS = ("name", "experiment", "description", "eps", "chunk_size")
 N_DENSITY_POINTS = 400
+# How a gp run whose posterior mean misses a training target (runs.runner_info 'interpolates'
+# false) is marked wherever the report shows it: its hypotheses do not fit the training set, so
+# its bits are not -log2 P[loss <= eps | fits the training data].
+NOT_INTERPOLATING = "does not interpolate"
+NOT_OF_DEFINITION = "estimates are not of the definition"
 
 
 class ReportError(IbdbError):
@@ -52,6 +59,24 @@ class RunInfo:
     min_loss: float | None
     wall_seconds: float | None
     spec: dict[str, Any]
+    # gp runs (None for others): the expected test MSE of a hypothesis = the posterior mean's
+    # test MSE + the spread around it; whether the posterior mean interpolates the training
+    # targets and its largest training residual. None where not recorded (runs older than the
+    # check): such a run is not reported as one that does not interpolate.
+    test_mse_of_mean: float | None = None
+    test_mse_spread: float | None = None
+    interpolates: bool | None = None
+    interp_error: float | None = None
+
+    @property
+    def flag(self) -> str | None:
+        """'does not interpolate, residual 0.667' for a gp run recorded as not interpolating its
+        training data; None otherwise (interpolating, not recorded, or not a gp run)."""
+        if self.interpolates is not False:
+            return None
+        if self.interp_error is None:
+            return NOT_INTERPOLATING
+        return f"{NOT_INTERPOLATING}, residual {self.interp_error:.3g}"
 
 
 @dataclass(frozen=True)
@@ -100,6 +125,7 @@ class SweepSeries:
     x: np.ndarray  # the field's value per run, ascending
     bits: dict[tuple[str, float], np.ndarray]  # (method, eps) -> bits per run
     bound: dict[tuple[str, float], tuple[str, ...]]
+    flags: tuple[str | None, ...] = ()  # per run: RunInfo.flag (marked on the figure)
 
 
 @dataclass(frozen=True)
@@ -177,6 +203,11 @@ def collect(store: Store, run_ids: list[str] | None = None, *, loss: str = "test
             data.notes.append(f"run {info.run_id}: some estimates are stale (its losses changed "
                               f"after they were computed); recompute with `ibdb estimate --run "
                               f"{info.run_id}`.")
+        if info.flag is not None:
+            data.notes.append(f"run {info.run_id} {NOT_INTERPOLATING} its training data"
+                              f"{_misses(info)}: its hypotheses do not fit the training set, so "
+                              f"its {NOT_OF_DEFINITION}. Lower the jitter, or change the "
+                              "bandwidth or amplitude (e.g. marginal_likelihood).")
         panel = _loss_panel(store, info, loss, curves, bins)
         if panel is None:
             data.notes.append(f"run {info.run_id} holds no {loss} values of hypotheses that fit "
@@ -192,13 +223,15 @@ def _run_info(store: Store, run_id: str, loss: str) -> RunInfo:
         f"SELECT rs.experiment || '/' || rs.task_name || '/' || rs.space_name, s.space_kind, "
         f"rs.n_train, rs.n_test, rs.n_outputs, rs.n_stored, rs.n_not_fitted, rs.wall_seconds, "
         f"s.spec, (SELECT avg({loss}) FROM losses WHERE run_id = ? AND fitted IS NOT FALSE), "
-        f"(SELECT min({loss}) FROM losses WHERE run_id = ? AND fitted IS NOT FALSE) "
+        f"(SELECT min({loss}) FROM losses WHERE run_id = ? AND fitted IS NOT FALSE), "
+        f"rs.test_mse_of_mean, rs.test_mse_spread, rs.interpolates, rs.interp_error "
         f"FROM run_summary rs JOIN specs s USING (run_id) WHERE run_id = ?",
         [run_id, run_id, run_id])
     return RunInfo(run_id=run_id, label=row[0], space_kind=row[1], n_train=row[2],
                    n_test=row[3], n_outputs=row[4], n_stored=row[5], n_not_fitted=row[6],
                    wall_seconds=row[7], spec=json.loads(row[8]), mean_loss=row[9],
-                   min_loss=row[10])
+                   min_loss=row[10], test_mse_of_mean=row[11], test_mse_spread=row[12],
+                   interpolates=row[13], interp_error=row[14])
 
 
 def _curves(store: Store, run_id: str, loss: str) -> list[Curve]:
@@ -355,7 +388,7 @@ def _series(space: str, runs: list[RunInfo], flat: list[dict[str, Any]], key: st
         return None
     return SweepSeries(space=space, run_ids=ordered,
                        x=np.asarray([values[i] for i in order], dtype=np.float64),
-                       bits=bits, bound=bounds)
+                       bits=bits, bound=bounds, flags=tuple(runs[i].flag for i in order))
 
 
 # -- writing ------------------------------------------------------------------------------------
@@ -373,12 +406,15 @@ def write_report(data: ReportData, out_dir: str | Path) -> Report:
     figures: dict[str, Path] = {}
     for run_id, panel in data.panels.items():
         figures[f"loss_hist_{run_id}"] = plots.loss_histogram(
-            panel, _label(data, run_id), out / f"loss_hist_{run_id}.png")
+            panel, _label(data, run_id), out / f"loss_hist_{run_id}.png",
+            flag=_figure_flag(data, run_id))
     for run_id, curves in data.curves.items():
         figures[f"ib_vs_eps_{run_id}"] = plots.ib_vs_eps(
-            curves, data.loss, _label(data, run_id), out / f"ib_vs_eps_{run_id}.png")
+            curves, data.loss, _label(data, run_id), out / f"ib_vs_eps_{run_id}.png",
+            flag=_figure_flag(data, run_id))
     if len(data.curves) > 1:
-        labels = {r.run_id: r.label for r in data.runs}
+        labels = {r.run_id: r.label if r.flag is None else f"{r.label} ({r.flag})"
+                  for r in data.runs}
         figures["compare_ib_vs_eps"] = plots.compare_runs(
             data.curves, labels, data.loss, out / "compare_ib_vs_eps.png")
     if data.sweep is not None:
@@ -392,6 +428,26 @@ def write_report(data: ReportData, out_dir: str | Path) -> Report:
 
 def _label(data: ReportData, run_id: str) -> str:
     return next(f"{r.label} ({run_id})" for r in data.runs if r.run_id == run_id)
+
+
+def _figure_flag(data: ReportData, run_id: str) -> str | None:
+    """The line under a figure's title for a run that does not interpolate, else None."""
+    flag = next(r.flag for r in data.runs if r.run_id == run_id)
+    return None if flag is None else f"({flag}: {NOT_OF_DEFINITION})"
+
+
+def _misses(info: RunInfo) -> str:
+    if info.interp_error is None:
+        return ""
+    return f" (its posterior mean misses a training target by {info.interp_error:.3g})"
+
+
+def _interpolation_cell(info: RunInfo) -> str:
+    if info.flag is not None:
+        return f"**{info.flag}**"
+    if info.interpolates:
+        return "yes" if info.interp_error is None else f"yes (residual {info.interp_error:.3g})"
+    return "not recorded" if info.test_mse_of_mean is not None else "-"
 
 
 def format_bits(bits: float, lower: float, upper: float, bound: str) -> str:
@@ -433,12 +489,40 @@ def render_markdown(data: ReportData, figures: dict[str, str]) -> str:
     rows = [[f"`{r.run_id}`", r.label, r.space_kind, _num(r.n_train, "d"), _num(r.n_test, "d"),
              _num(r.n_outputs, "d"), str(r.n_stored), str(r.n_not_fitted), _num(r.mean_loss),
              _num(r.min_loss), _num(r.wall_seconds, ".1f")] for r in data.runs]
+    gp = [r for r in data.runs if r.test_mse_of_mean is not None or r.interpolates is not None]
+    if gp:  # a column only where some run records it (gp runs)
+        header.append("interpolates training data")
+        for row, r in zip(rows, data.runs, strict=True):
+            row.append(_interpolation_cell(r))
     out += [_md_table(header, rows), ""]
+    if any(r.flag is not None for r in data.runs):
+        out += [f"A gp run that **{NOT_INTERPOLATING}** its training data has a posterior mean "
+                "that misses a training target by the residual shown: its hypotheses do not "
+                f"fit the training set, so its {NOT_OF_DEFINITION} (-log2 P[loss <= eps] among "
+                "hypotheses that fit the training data). Its rows and figures are marked.", ""]
+    parts = [r for r in gp if r.test_mse_of_mean is not None and r.test_mse_spread is not None]
+    if parts:
+        out += ["### gp runs: expected test MSE", "",
+                "The expected test MSE of a hypothesis of a gp run = the posterior mean's test "
+                "MSE + the spread of the hypotheses around the mean (from the run's spectrum).",
+                "", _md_table(
+                    ["run", "label", "posterior mean's test MSE", "spread", "expected test MSE",
+                     "interpolates training data"],
+                    [[f"`{r.run_id}`", r.label, _num(r.test_mse_of_mean),
+                      _num(r.test_mse_spread), _num(r.test_mse_of_mean + r.test_mse_spread),
+                      _interpolation_cell(r)] for r in parts]), ""]
     for info in data.runs:
         curves = data.curves.get(info.run_id)
         if not curves:
             continue
-        out += [f"## Estimates: {info.label} (`{info.run_id}`)", ""]
+        flag = info.flag
+        if flag is None:
+            out += [f"## Estimates: {info.label} (`{info.run_id}`)", ""]
+        else:
+            out += [f"## Estimates: {info.label} (`{info.run_id}`, {flag})", "",
+                    f"**Warning: this gp run {NOT_INTERPOLATING} its training data**"
+                    f"{_misses(info)}: its hypotheses do not fit the training set, so these "
+                    f"{NOT_OF_DEFINITION}.", ""]
         grid = sorted({float(e) for c in curves for e in c.eps}, reverse=True)
         cells = {(c.method, float(e)): (b, lo, hi, s, st) for c in curves
                  for e, b, lo, hi, s, st in zip(c.eps, c.bits, c.lower, c.upper, c.bound,
@@ -450,8 +534,11 @@ def render_markdown(data: ReportData, figures: dict[str, str]) -> str:
                 cell = cells.get((c.method, e))
                 line.append("-" if cell is None else
                             format_bits(*cell[:4]) + (" (stale)" if cell[4] else ""))
+            if flag is not None:  # on every row, so that no row is read without it
+                line.append(f"{NOT_INTERPOLATING}: {NOT_OF_DEFINITION}")
             body.append(line)
-        out += [_md_table([f"eps ({short})", *[f"{c.method} (bits)" for c in curves]], body), ""]
+        header = [f"eps ({short})", *[f"{c.method} (bits)" for c in curves]]
+        out += [_md_table(header + (["note"] if flag is not None else []), body), ""]
     if figures:
         out += ["## Figures", ""]
         for key, name in figures.items():
@@ -459,8 +546,13 @@ def render_markdown(data: ReportData, figures: dict[str, str]) -> str:
     if data.sweep is not None:
         for series in data.sweep.series:
             where = f" on space {series.space}" if series.space else ""
+            flagged = [f"`{r}` ({f})" for r, f in zip(series.run_ids, series.flags,
+                                                       strict=False) if f is not None]
+            marked = (f" Marked on it (crossed out): {', '.join(flagged)}; {NOT_OF_DEFINITION}."
+                      if flagged else "")
             out += [f"The runs{where} differ in one spec field, `{data.sweep.field}` "
-                    f"({', '.join(f'{v:g}' for v in series.x)}): see the sweep figure.", ""]
+                    f"({', '.join(f'{v:g}' for v in series.x)}): see the sweep figure.{marked}",
+                    ""]
     if data.notes:
         out += ["## Notes", "", *[f"- {n}" for n in data.notes], ""]
     return "\n".join(out)
