@@ -45,6 +45,21 @@ if TYPE_CHECKING:
 SPEC_VERSION = 1
 
 
+class GPFit(_Spec):
+    """A gp space's fit criterion other than interpolation: the training MSE (over points and
+    outputs, against one-hot targets, as the networks' ``train_mse`` criterion) is at most
+    ``train_mse_max``. Hypotheses are the prior conditioned on that event, sampled exactly by
+    rejection from a noisy-observation posterior of variance ``proposal_noise`` (``auto``: the
+    one a pilot finds accepts most); rejected proposals are stored as not fitted, with no test
+    losses (NULL in the store). See ``runners/conditioning.py``."""
+
+    criterion: Literal["train_mse"] = "train_mse"
+    train_mse_max: PositiveFloat
+    proposal_noise: PositiveFloat | Literal["auto"] = Field(
+        "auto", description="Variance s^2 of the proposal's observation noise; it changes how "
+        "many proposals are accepted, not the law of the accepted ones.")
+
+
 class GPSpace(_Spec):
     """Functions drawn from a Gaussian process that interpolates the training data.
 
@@ -73,6 +88,10 @@ class GPSpace(_Spec):
     distance) or both by the evidence of the one-hot training targets; the run's info records
     them and the evidence (``runners/evidence.py``). ``jitter`` (times the amplitude) is added to
     the diagonal of the training kernel matrix before its Cholesky factorisation.
+
+    Without ``fit`` a hypothesis interpolates the training data (the posterior given exact
+    observations); ``fit`` (see :class:`GPFit`) conditions the prior on a training MSE at most
+    ``train_mse_max`` instead, the event the networks' ``train_mse`` criterion keeps.
     """
 
     name: Name
@@ -90,6 +109,8 @@ class GPSpace(_Spec):
     bias_variance: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
         None, description="Variance of the hidden units' bias in the arccos kernel "
         "(default 0; only for arccos).")
+    fit: GPFit | None = Field(
+        None, description="Condition on train MSE <= train_mse_max instead of interpolating.")
     depth: PositiveInt | None = Field(
         None, description="Hidden layers of the network (required for nngp and ntk, only for "
         "them).")
@@ -150,7 +171,8 @@ class GPSpace(_Spec):
     # parameters a kernel does not use (None) and the default amplitude are left out, so the
     # dump of an rbf space (and its run id) is what it was before other kernels existed
     DUMP_OMITS: ClassVar[dict[str, Any]] = {
-        **dict.fromkeys(("nu", "bias_variance", "depth", "init_scale", "width", "activation")),
+        **dict.fromkeys(("nu", "bias_variance", "depth", "init_scale", "width", "activation",
+                         "fit")),
         "amplitude": 1.0}
 
     def _trim_dump(self, data: dict[str, Any]) -> dict[str, Any]:

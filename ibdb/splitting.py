@@ -294,12 +294,16 @@ def _call(evaluate: Evaluator, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             f"evaluate returned {losses.size} losses and {fitted.size} fit flags for a batch of "
             f"{z.shape[0]}; it must return one of each per row of z."
         )
-    if np.isnan(losses).any():
+    # a hypothesis that does not fit may have no loss (a rejected proposal's is never computed):
+    # it never enters a level, so its NaN is kept as inf; a fitted one must have a loss
+    unexplained = np.isnan(losses) & fitted
+    if unexplained.any():
         raise EstimateError(
-            f"evaluate returned NaN losses for {int(np.isnan(losses).sum())} of {z.shape[0]} "
-            "hypotheses; return a finite loss (or inf) and mark failures as not fitted."
+            f"evaluate returned NaN losses for {int(unexplained.sum())} of {z.shape[0]} "
+            "hypotheses marked fitted; return a finite loss (or inf) and mark failures as not "
+            "fitted."
         )
-    return losses, fitted
+    return np.where(fitted, losses, np.where(np.isnan(losses), np.inf, losses)), fitted
 
 
 # -------------------------------------------------------------------------------- the sampler

@@ -56,6 +56,8 @@ RUNNERS: dict[str, RunnerEntry] = {
         module="ibdb.runners.gp",
         version="1",
         sane_space={"name": "sane-gp", "kind": "gp", "bandwidth": 1.0, "jitter": 1e-8},
+        # train_mse and fitted only when the space conditions on a train MSE (fit)
+        loss_columns=(*REQUIRED_LOSSES, "train_mse", "fitted"),
         splitting=True,
     ),
     "mlp": RunnerEntry(

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ibdb.errors import IbdbError
+from ibdb.runners.conditioning import TrainMseConditioning
 from ibdb.runners.evidence import (
     best_amplitude,
     cholesky_terms,
@@ -101,6 +102,9 @@ class GPRunner:
         # symmetric the view holds the same matrix.
         chol = kernel(x_train, x_train).mT
         chol.diagonal().add_(space.jitter)
+        conditioned = space.fit is not None  # train MSE <= tau instead of interpolation
+        if conditioned:  # conditioning.py needs K + jI and K(T, X), which the solves overwrite
+            train_kernel, cross = chol.clone(), kernel(x_test, x_train)
         status = torch.empty((), dtype=torch.int32, device=device)
         torch.linalg.cholesky_ex(chol, out=(chol, status))
         if int(status) != 0:
@@ -129,11 +133,26 @@ class GPRunner:
             cov.mul_(amplitude)
             eigenvalues.mul_(amplitude)
         self.mean, self.cov = mean, cov
-        # E[test MSE] = (posterior mean's test MSE) + (spread around it, trace(S) / m): bias and
-        # variance, so a reader sees which of the two drives the inductive bias
-        of_mean = float((mean - self._y_test).square().mean())
-        spread = float(eigenvalues.clamp(min=0).sum() / mean.shape[0])
         self.eigenvectors = eigenvectors
+        self._conditioning = None
+        if conditioned:
+            fit = space.fit
+            self._conditioning = TrainMseConditioning(
+                train_kernel, cross, y_train, amplitude=amplitude,
+                train_mse_max=fit.train_mse_max, label=space.name,
+                proposal_noise=None if fit.proposal_noise == "auto" else fit.proposal_noise)
+            del train_kernel, cross
+            # hypotheses centre on the noisy posterior's mean and move with their training
+            # normals through C = Q^T B, (m, n), in the eigenbasis of S
+            mean = self._conditioning.test_mean
+            self._shift = eigenvectors.T @ self._conditioning.shift_map
+            self._shift32 = self._shift.to(torch.float32)
+            of_mean = spread = None  # the conditioned law is not Gaussian: no closed form
+        else:
+            # E[test MSE] = (posterior mean's test MSE) + (spread around it, trace(S) / m): bias
+            # and variance, so a reader sees which of the two drives the inductive bias
+            of_mean = float((mean - self._y_test).square().mean())
+            spread = float(eigenvalues.clamp(min=0).sum() / mean.shape[0])
         # The float32 copies that make the predictions for the 0-1 error have their test points
         # (rows) sorted by label, so that each label's points are one block of rows (see sample)
         labels = np.asarray(data.labels_test)
@@ -151,7 +170,7 @@ class GPRunner:
         # With jitter j, (K + jI) alpha = Y, so the posterior mean at the training points misses
         # Y by exactly -j alpha: the interpolation error the jitter costs.
         interp_error = float((space.jitter * alpha).abs().max())
-        if interp_error > INTERPOLATION_TOLERANCE:
+        if interp_error > INTERPOLATION_TOLERANCE and not conditioned:
             log.warning("space %r does not interpolate its training data: the posterior mean "
                         "misses a training target by %.3g (> %g), so its hypotheses are not "
                         "ones that fit the training set; lower the jitter, or change the "
@@ -174,12 +193,19 @@ class GPRunner:
             "test_mse_of_mean": of_mean,
             "test_mse_spread": spread,
             "train_interp_max_abs_error": interp_error,
-            "interpolates": interp_error <= INTERPOLATION_TOLERANCE,
+            # a conditioned space's hypotheses fit by its own criterion, checked per hypothesis
+            "interpolates": None if conditioned else interp_error <= INTERPOLATION_TOLERANCE,
             "min_eigenvalue_before_clamp": float(eigenvalues.min()),
             "max_eigenvalue": float(eigenvalues.max()),
             "n_test": int(mean.shape[0]),
             "n_outputs": int(mean.shape[1]),
         }
+        if self._conditioning is not None:
+            choice = self._conditioning.choice
+            self._info.update({
+                "fit_criterion": "train_mse", "train_mse_max": space.fit.train_mse_max,
+                "proposal_noise": choice.noise, "proposal_noise_rule": choice.rule,
+                "pilot_acceptance": choice.acceptance})
         if search is not None:
             self._info["evidence_search"] = {
                 "bandwidth_range": list(search.search_range), "evaluations": search.evaluations,
@@ -193,13 +219,17 @@ class GPRunner:
     def info(self) -> dict[str, Any]:
         return dict(self._info)
 
-    def spectrum(self) -> dict[str, np.ndarray]:
+    def spectrum(self) -> dict[str, np.ndarray] | None:
+        if self._conditioning is not None:
+            return None  # the conditioned test loss is not a generalized chi-squared
         return {
             "eigenvalue": self._eigenvalues.cpu().numpy(),
             "residuals": self._residuals.cpu().numpy(),
         }
 
     def sample(self, hypothesis_ids: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        if self._conditioning is not None:
+            return self._sample_conditioned(np.asarray(seeds))
         m, k = self.mean.shape
         # (m, B, k) float32 draws, into host memory kept between chunks (see _scratch)
         host = self._scratch("normals", (m, len(seeds), k), torch.device("cpu"))
@@ -214,6 +244,8 @@ class GPRunner:
     @property
     def noise_dim(self) -> int:
         m, k = self.mean.shape
+        if self._conditioning is not None:  # Z, then the training normals and the coin's
+            return int(m * k + self._conditioning.n * k + 1)
         return int(m * k)
 
     @property
@@ -224,6 +256,11 @@ class GPRunner:
         """The noise ``sample`` draws for ``seeds`` (float32 normals, exactly promoted), so that
         ``evaluate(noise(seeds))`` equals ``sample(ids, seeds)`` bit for bit."""
         m, k = self.mean.shape
+        if self._conditioning is not None:
+            train, test = _train_then_test_normals(np.asarray(seeds), self._conditioning.n, m, k)
+            rows = [test.permute(1, 0, 2).reshape(len(seeds), -1),
+                    train[:-1].permute(1, 0, 2).reshape(len(seeds), -1), train[-1, :, :1]]
+            return torch.cat(rows, dim=1).numpy().astype(np.float64)
         z = _standard_normals(np.asarray(seeds), (m, k))  # (m, B, k)
         return z.permute(1, 0, 2).reshape(len(seeds), m * k).numpy().astype(np.float64)
 
@@ -233,17 +270,64 @@ class GPRunner:
         for the noise ``noise`` returns, which is why the two then agree bit for bit)."""
         m, k = self.mean.shape
         noise = np.asarray(noise, dtype=np.float64)
-        if noise.ndim != 2 or noise.shape[1] != m * k:
-            raise IbdbError(f"gp evaluate: noise must be (B, {m * k}) (noise_dim = test points "
-                            f"x outputs), not {noise.shape}.")
+        if noise.ndim != 2 or noise.shape[1] != self.noise_dim:
+            extra = ", then training points x outputs + 1" if self._conditioning else ""
+            raise IbdbError(f"gp evaluate: noise must be (B, {self.noise_dim}) (noise_dim = test "
+                            f"points x outputs{extra}), not {noise.shape}.")
+        rows = torch.as_tensor(noise, device=self._device)
         # laid out (m, B, k) in a tensor of our own, as sample lays out its draws
         z = torch.empty((m, len(noise), k), dtype=torch.float64, device=self._device)
-        z.copy_(torch.as_tensor(noise, device=self._device).view(-1, m, k).permute(1, 0, 2))
-        return self._losses(z)
+        z.copy_(rows[:, :m * k].view(-1, m, k).permute(1, 0, 2))
+        if self._conditioning is None:
+            return self._losses(z)
+        n = self._conditioning.n
+        train = rows[:, m * k:-1].view(-1, n, k).permute(1, 0, 2)
+        return self._conditioned_losses(train, rows[:, -1], lambda keep: z[:, keep, :])
 
-    def _losses(self, z: torch.Tensor) -> dict[str, np.ndarray]:
+    # -- conditioned on train MSE <= tau (conditioning.py): a hypothesis is a proposal, kept or
+    # not by its training normals and its coin; only kept ones get test losses (NaN otherwise)
+
+    def _sample_conditioned(self, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        m, k = self.mean.shape
+        n = self._conditioning.n
+        train = _standard_normals(seeds, (n + 1, k)).to(self._device)  # as the noise's first draw
+
+        def test_normals(keep: torch.Tensor) -> torch.Tensor:
+            # only kept proposals draw their test normals (from their own seed, after the
+            # training block, as ``noise`` does): rejected ones cost O(n k) each
+            kept = seeds[keep.cpu().numpy()]
+            return _train_then_test_normals(kept, n, m, k)[1].to(self._device)
+
+        return self._conditioned_losses(train[:-1], train[-1, :, 0], test_normals)
+
+    def _conditioned_losses(self, train: torch.Tensor, coin: torch.Tensor,
+                            test_normals: Any) -> dict[str, np.ndarray]:
+        """Losses of proposals with training normals ``train`` (n, B, k), coin normals (B,), and
+        ``test_normals(keep)`` giving the kept ones' Z, (m, kept, k)."""
+        batch = train.shape[1]
+        train_mse = torch.empty(batch, dtype=torch.float64, device=self._device)
+        for rows in row_blocks(batch, train.shape[0] * train.shape[2], self._device):
+            # one layout whichever path made ``train``, so that sums run in one order
+            block = train[:, rows, :].to(torch.float64).contiguous()
+            train_mse[rows] = self._conditioning.train_mse(block)
+        keep = torch.nonzero(self._conditioning.accepted(train_mse, coin.to(torch.float64)))[:, 0]
+        out = {"test_mse": np.full(batch, np.nan), "test_error": np.full(batch, np.nan),
+               "train_mse": train_mse.cpu().numpy(), "fitted": np.zeros(batch, dtype=bool)}
+        if len(keep):
+            n, _, k = train.shape
+            kept = train[:, keep, :].to(torch.float64).reshape(n, -1)
+            shift = (self._shift @ kept).view(-1, len(keep), k)  # C Z_X, (m, kept, k)
+            losses = self._losses(test_normals(keep), shift)
+            where = keep.cpu().numpy()
+            for name, values in losses.items():
+                out[name][where] = values
+            out["fitted"][where] = True
+        return out
+
+    def _losses(self, z: torch.Tensor, shift: torch.Tensor | None = None) -> dict[str, np.ndarray]:
         """Test MSE and 0-1 error of the hypotheses whose normals are z, (m, B, k) float32 or
-        float64 on the device; z may be overwritten."""
+        float64 on the device; z may be overwritten. ``shift`` (m, B, k) float64, a conditioned
+        space's C Z_X, is added to sqrt(lam) Z in the eigenbasis."""
         m, k = self.mean.shape
         batch = z.shape[1]
         test_mse = torch.empty(batch, dtype=torch.float64, device=self._device)
@@ -253,13 +337,18 @@ class GPRunner:
             for rows in row_blocks(batch, m * k, self._device):
                 deviation = z[:, rows, :].to(torch.float64, copy=True)
                 deviation.mul_(self._sqrt_eig[:, None, None])
+                if shift is not None:
+                    deviation.add_(shift[:, rows, :])
                 deviation.add_(self._residuals[:, None, :]).square_()
                 # summed over the test points first: a reduction down contiguous columns
                 per_output = deviation.view(m, -1).sum(0).view(-1, k)
                 torch.sum(per_output, dim=1, out=test_mse[rows])
             test_mse /= m * k
             z32 = z if z.dtype == torch.float32 else z.to(torch.float32)
-            scaled = z32.mul_(self._sqrt_eig32[:, None, None]).view(m, batch * k)
+            scaled = z32.mul_(self._sqrt_eig32[:, None, None])
+            if shift is not None:
+                scaled.add_(shift.to(torch.float32))
+            scaled = scaled.view(m, batch * k)
         # The 0-1 error needs the predictions mu + Q W. One GEMM for the whole chunk,
         # Q @ [W_1 | ... | W_B], is far faster than B small products on a CPU, and float32 halves
         # its cost again: an argmax changes only where two class scores agree to ~1e-7, while
@@ -325,6 +414,21 @@ def _standard_normals(seeds: np.ndarray, shape: tuple[int, int],
         torch.randn(shape, generator=generator, out=draw)
         out[:, column, :] = draw
     return out
+
+
+def _train_then_test_normals(seeds: np.ndarray, n: int, m: int,
+                             k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A conditioned space's normals from each seed's generator: first (n + 1, k), the training
+    normals and (row n, column 0) the coin's, then (m, k) for the test points. Laid out
+    (n + 1, B, k) and (m, B, k), float32."""
+    train = torch.empty((n + 1, len(seeds), k), dtype=torch.float32)
+    test = torch.empty((m, len(seeds), k), dtype=torch.float32)
+    generator = torch.Generator()
+    for column, seed in enumerate(seeds.tolist()):
+        generator.manual_seed(int(seed))
+        train[:, column, :] = torch.randn((n + 1, k), generator=generator)
+        test[:, column, :] = torch.randn((m, k), generator=generator)
+    return train, test
 
 
 def _bandwidth_note(bandwidth: float | None) -> str:
