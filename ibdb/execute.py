@@ -21,7 +21,7 @@ import duckdb
 import numpy as np
 
 from ibdb import shards as shardfiles
-from ibdb.bound import task_statistics
+from ibdb.bound import statistics_for_task
 from ibdb.errors import EstimateError
 from ibdb.plan import PlannedRun, hypothesis_seeds
 from ibdb.runners import runner_entry
@@ -233,8 +233,8 @@ def _manifest(planned: PlannedRun, runner_info: dict[str, Any], *, device: str, 
               torch_version: str) -> dict[str, Any]:
     data = planned.data
     try:  # the 2023 bound's inputs; a task they cannot be computed for still runs
-        statistics = dataclasses.asdict(task_statistics(data.x_train,
-                                                        data.y_train.argmax(axis=1)))
+        # m and delta on the task's fixed source sample, so they do not drift with n_train
+        statistics = dataclasses.asdict(statistics_for_task(data))
     except EstimateError as exc:
         log.warning("run %s: no task statistics for the 2023 bound: %s", planned.run_id, exc)
         statistics = None

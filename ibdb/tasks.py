@@ -53,6 +53,14 @@ class TaskData:
     # (channels, height, width) of one example when the features are an image, else None;
     # x_*[i].reshape(image_shape) is example i as an image.
     image_shape: tuple[int, ...] | None = None
+    # A fixed sample of the source's points (ibdb.bound.statistics_rows of its pool, or of both
+    # of its splits: at most STATISTICS_MAX_POINTS, drawn with a fixed seed), preprocessed like
+    # the splits, and their integer labels; pool_size: how many points it was drawn from. What
+    # the 2023 bound's task statistics are measured on, so that they do not change with n_train
+    # or split_seed. None when a TaskData is built by hand. Not part of the run's identity.
+    x_pool_sample: np.ndarray | None = None
+    labels_pool_sample: np.ndarray | None = None
+    pool_size: int | None = None
 
     @property
     def n_outputs(self) -> int:
@@ -145,6 +153,7 @@ def _finish(task: Task, raw: _Raw) -> TaskData:
     if pre.classes is not None:
         raw = _keep_classes(task, raw, pre.classes)
         n_classes = len(pre.classes)
+    x_pool, labels_pool, pool_size = _pool_sample(raw)
     if raw.x_test is None:
         train, test = _pool_split(task, len(raw.x_train))
         parts = (raw.x_train[train], raw.labels_train[train], raw.x_train[test],
@@ -154,7 +163,9 @@ def _finish(task: Task, raw: _Raw) -> TaskData:
     x_train, labels_train, x_test, labels_test = parts
     x_train = x_train.reshape(len(x_train), -1).astype(np.float64) / raw.divisor
     x_test = x_test.reshape(len(x_test), -1).astype(np.float64) / raw.divisor
-    x_train, x_test, image_shape = _preprocess(task, x_train, x_test, raw.image_shape)
+    x_pool = x_pool.reshape(len(x_pool), -1).astype(np.float64) / raw.divisor
+    x_train, x_test, image_shape, x_pool = _preprocess(task, x_train, x_test, raw.image_shape,
+                                                       x_pool)
     fingerprint = raw.fingerprint
     if pre != Preprocess():
         fingerprint += "|preprocess:" + pre.model_dump_json()
@@ -166,7 +177,28 @@ def _finish(task: Task, raw: _Raw) -> TaskData:
         labels_test=labels_test,
         fingerprint=fingerprint,
         image_shape=image_shape,
+        x_pool_sample=x_pool,
+        labels_pool_sample=labels_pool.astype(np.int64),
+        pool_size=pool_size,
     )
+
+
+def _pool_sample(raw: _Raw) -> tuple[np.ndarray, np.ndarray, int]:
+    """The source's points the 2023 bound's statistics are measured on (raw, not yet scaled):
+    ibdb.bound.statistics_rows of its pool (a fixed seeded subset when it holds more than
+    STATISTICS_MAX_POINTS), or of its two splits taken together, rows of the training split
+    first; and how many points they were drawn from. Whatever n_train and split_seed are."""
+    from ibdb.bound import statistics_rows  # imports nothing heavy at module level
+
+    n_first = len(raw.x_train)
+    n_second = 0 if raw.x_test is None else len(raw.x_test)
+    rows = statistics_rows(n_first + n_second)
+    first, second = rows[rows < n_first], rows[rows >= n_first] - n_first
+    if raw.x_test is None or raw.labels_test is None or len(second) == 0:
+        return raw.x_train[first], raw.labels_train[first], n_first + n_second
+    return (np.concatenate([raw.x_train[first], raw.x_test[second]]),
+            np.concatenate([raw.labels_train[first], raw.labels_test[second]]),
+            n_first + n_second)
 
 
 def _keep_classes(task: Task, raw: _Raw, classes: list[int]) -> _Raw:
@@ -222,8 +254,11 @@ def _fixed_split(task: Task, raw: _Raw) -> tuple[np.ndarray, ...]:
 
 
 def _preprocess(task: Task, x_train: np.ndarray, x_test: np.ndarray,
-                image_shape: tuple[int, ...] | None
-                ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...] | None]:
+                image_shape: tuple[int, ...] | None, x_pool: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, tuple[int, ...] | None, np.ndarray]:
+    """Downsample, scale and project x_train and x_test, and x_pool (the bound's source sample)
+    alike, with statistics from the training split only; x_pool is transformed on its own, so
+    the splits' values do not depend on it."""
     pre = task.preprocess
     if pre.downsample > 1:
         if image_shape is None:
@@ -234,15 +269,18 @@ def _preprocess(task: Task, x_train: np.ndarray, x_test: np.ndarray,
                             f"exceeds the image size {image_shape[1]} x {image_shape[2]}.")
         x_train, new_shape = _downsample(x_train, image_shape, pre.downsample)
         x_test, _ = _downsample(x_test, image_shape, pre.downsample)
+        x_pool, _ = _downsample(x_pool, image_shape, pre.downsample)
         image_shape = new_shape
     if pre.scale == "standardize":
         mean, std = x_train.mean(0), x_train.std(0)
         std = np.where(std > 0, std, 1.0)  # constant features stay constant (at zero)
         x_train, x_test = (x_train - mean) / std, (x_test - mean) / std
+        x_pool = (x_pool - mean) / std
     elif pre.scale == "minmax":
         low, span = x_train.min(0), np.ptp(x_train, axis=0)
         span = np.where(span > 0, span, 1.0)
         x_train, x_test = (x_train - low) / span, (x_test - low) / span
+        x_pool = (x_pool - low) / span
     if pre.pca_dim is not None:
         most = min(x_train.shape)
         if pre.pca_dim > most:
@@ -252,8 +290,9 @@ def _preprocess(task: Task, x_train: np.ndarray, x_test: np.ndarray,
         components = principal_components(x_train, pre.pca_dim)
         mean = x_train.mean(0)
         x_train, x_test = (x_train - mean) @ components.T, (x_test - mean) @ components.T
+        x_pool = (x_pool - mean) @ components.T
         image_shape = None
-    return x_train, x_test, image_shape
+    return x_train, x_test, image_shape, x_pool
 
 
 def principal_components(x: np.ndarray, n: int) -> np.ndarray:
