@@ -324,7 +324,7 @@ def check_same_work(runner, trainers, data, n):
     trainer = trainers["vmap"]  # its float64 evaluation, for all of them
     losses = {name: trainer.evaluate({k: v.to(trainer.dev) for k, v in p.items()})
               for name, p in finals.items()}
-    ibdb_recorded = runner.losses(trained.params)
+    ibdb_recorded = runner.losses(trained.params)[0]
     report = {
         "networks": n, "steps_per_network": EPOCHS * -(-len(data.x_train) // BATCH),
         # the float64 evaluation of ibdb's weights agrees between ibdb and torch.func

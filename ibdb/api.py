@@ -208,13 +208,16 @@ class Ibdb:
         with self._open(read_only=True) as store:
             return store.fit_counts(run_ids)
 
-    def gp_facts(self, run_ids: list[str]) -> dict[str, tuple]:
-        """Per gp run: (posterior mean's test MSE, expected spread around it, whether it
-        interpolates its training data, its largest training residual). The first two sum to
-        a hypothesis's expected test MSE, so they say whether bias or variance drives IB; a run
-        that does not interpolate does not sample the space the definition conditions on."""
+    def loss_decomposition(self, run_ids: list[str]) -> dict[str, tuple]:
+        """Per run that has them: (mean hypothesis's test MSE, expected spread around it,
+        whether it interpolates its training data, its largest training residual, "posterior
+        mean" or "mean network"). The first
+        two sum to a fitted hypothesis's expected test MSE, so they say whether bias or variance
+        drives IB: a gp run's posterior mean, a network run's mean network. The last two are a
+        gp run's (None for networks): one that does not interpolate does not sample the space
+        the definition conditions on."""
         with self._open(read_only=True) as store:
-            return store.gp_facts(run_ids)
+            return store.loss_decomposition(run_ids)
 
     def ib_table(self, run_ids: list[str] | None = None, loss: str = "test_mse") -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,

@@ -193,7 +193,7 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
     transaction, so an error writes nothing. Tables: specs, runs, shards, losses, spectra,
     estimates, loss_set_digests, splitting_particles. Views: run_summary, ib_estimates,
     method_agreement, stale_estimates, loss_sets, loss_set_contents, gp_components,
-    splitting_levels. Functions: ib_fit(losses,
+    splitting_levels, mean_network. Functions: ib_fit(losses,
     eps, method), ib_exact(eigenvalues, residual_sq, n_test, n_outputs, eps),
     ib_bound(task_statistics, eps), ib_splitting(list of splitting_particles rows, eps); each
     returns a struct with bits.
@@ -338,7 +338,7 @@ def _echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> No
         return
     rows = api.ib_table(run_ids, loss)
     counts = api.fit_counts(run_ids)
-    gp = api.gp_facts(run_ids)
+    facts = api.loss_decomposition(run_ids)
     by_run: dict[str, list[tuple]] = {}
     for row in rows:
         by_run.setdefault(row[0], []).append(row)
@@ -360,10 +360,10 @@ def _echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> No
         n_stored, n_not_fitted = counts.get(run_id, (0, 0))
         fit_note = (f"; {n_not_fitted} did not fit the training data and are excluded"
                     if n_not_fitted else "")
-        if run_id in gp:
-            of_mean, spread, interpolates, residual = gp[run_id]
+        if run_id in facts:
+            of_mean, spread, interpolates, residual, mean_of = facts[run_id]
             if loss == "test_mse":
-                fit_note += (f"; expected test MSE {of_mean + spread:.3g} = posterior mean's "
+                fit_note += (f"; expected test MSE {of_mean + spread:.3g} = {mean_of}'s "
                              f"{of_mean:.3g} + spread {spread:.3g}")
             if interpolates is False:
                 fit_note += (f"; WARNING: does not interpolate its training data (a residual "

@@ -28,6 +28,12 @@ from ibdb.runners import runner_entry
 
 log = logging.getLogger(__name__)
 
+# A loss shard's footer holds its fitted hypotheses' summed test residuals (test points x
+# outputs values, as JSON in the store's shard ledger) only up to this many: 1e5 values are
+# ~2 MB of JSON per shard (MNIST's 10 000 test points x 10 classes).
+SUMMARY_MAX_VALUES = 100_000
+
+
 Progress = Callable[[str, int, int], None]
 """progress(label, hypotheses_done, hypotheses_total) after each chunk."""
 
@@ -216,10 +222,17 @@ def _write_chunk(planned: PlannedRun, runner: Any, ids: np.ndarray, folder: Path
 
     t0 = time.monotonic()
     seeds = hypothesis_seeds(planned.spec.budget.seed, ids)
-    losses = runner.sample(ids, seeds)
+    summary: dict[str, Any] = {}
+    if hasattr(runner, "sample_with_summary"):  # what the mean hypothesis needs (networks)
+        losses, summary = runner.sample_with_summary(ids, seeds)
+        if len(summary.get("test_residual_sum", ())) > SUMMARY_MAX_VALUES:
+            summary = {}  # too large for a shard's footer; no decomposition for this run
+    else:
+        losses = runner.sample(ids, seeds)
     # Each loss shard carries this much of the manifest, so a shard alone says what made it
     # (run_id is the spec hash; the runner tag is kind/version).
     return shardfiles.write_loss_shard(folder, planned.run_id, ids, seeds, losses, {
+        **({"summary": summary} if summary else {}),
         "spec_hash": planned.run_id, "runner": planned.runner_tag,
         "runner_version": planned.runner_tag.rpartition("/")[2],
         "ibdb_version": importlib.metadata.version("ibdb"), "torch_version": torch.__version__,

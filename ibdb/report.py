@@ -59,7 +59,7 @@ class RunInfo:
     min_loss: float | None
     wall_seconds: float | None
     spec: dict[str, Any]
-    # gp runs (None for others): the expected test MSE of a hypothesis = the posterior mean's
+    # gp and network runs (None for others): the expected test MSE of a hypothesis = the mean's
     # test MSE + the spread around it; whether the posterior mean interpolates the training
     # targets and its largest training residual. None where not recorded (runs older than the
     # check): such a run is not reported as one that does not interpolate.
@@ -447,7 +447,8 @@ def _interpolation_cell(info: RunInfo) -> str:
         return f"**{info.flag}**"
     if info.interpolates:
         return "yes" if info.interp_error is None else f"yes (residual {info.interp_error:.3g})"
-    return "not recorded" if info.test_mse_of_mean is not None else "-"
+    return "not recorded" if info.space_kind == "gp" and info.test_mse_of_mean is not None \
+        else "-"
 
 
 def format_bits(bits: float, lower: float, upper: float, bound: str) -> str:
@@ -489,7 +490,8 @@ def render_markdown(data: ReportData, figures: dict[str, str]) -> str:
     rows = [[f"`{r.run_id}`", r.label, r.space_kind, _num(r.n_train, "d"), _num(r.n_test, "d"),
              _num(r.n_outputs, "d"), str(r.n_stored), str(r.n_not_fitted), _num(r.mean_loss),
              _num(r.min_loss), _num(r.wall_seconds, ".1f")] for r in data.runs]
-    gp = [r for r in data.runs if r.test_mse_of_mean is not None or r.interpolates is not None]
+    gp = [r for r in data.runs if r.space_kind == "gp"
+          and (r.test_mse_of_mean is not None or r.interpolates is not None)]
     if gp:  # a column only where some run records it (gp runs)
         header.append("interpolates training data")
         for row, r in zip(rows, data.runs, strict=True):
@@ -500,16 +502,21 @@ def render_markdown(data: ReportData, figures: dict[str, str]) -> str:
                 "that misses a training target by the residual shown: its hypotheses do not "
                 f"fit the training set, so its {NOT_OF_DEFINITION} (-log2 P[loss <= eps] among "
                 "hypotheses that fit the training data). Its rows and figures are marked.", ""]
-    parts = [r for r in gp if r.test_mse_of_mean is not None and r.test_mse_spread is not None]
+    parts = [r for r in data.runs
+             if r.test_mse_of_mean is not None and r.test_mse_spread is not None]
     if parts:
-        out += ["### gp runs: expected test MSE", "",
-                "The expected test MSE of a hypothesis of a gp run = the posterior mean's test "
-                "MSE + the spread of the hypotheses around the mean (from the run's spectrum).",
+        out += ["### Expected test MSE: the mean hypothesis and the spread around it", "",
+                "The expected test MSE of a fitted hypothesis = the mean hypothesis's test MSE + "
+                "the spread of the hypotheses around it: for a gp run the posterior mean, from "
+                "the run's spectrum; for a network run the mean network (the average of the "
+                "fitted networks' predictions), from the stored networks.",
                 "", _md_table(
-                    ["run", "label", "posterior mean's test MSE", "spread", "expected test MSE",
-                     "interpolates training data"],
-                    [[f"`{r.run_id}`", r.label, _num(r.test_mse_of_mean),
-                      _num(r.test_mse_spread), _num(r.test_mse_of_mean + r.test_mse_spread),
+                    ["run", "label", "mean hypothesis", "its test MSE", "spread",
+                     "expected test MSE", "interpolates training data"],
+                    [[f"`{r.run_id}`", r.label,
+                      "posterior mean" if r.space_kind == "gp" else "mean network",
+                      _num(r.test_mse_of_mean), _num(r.test_mse_spread),
+                      _num(r.test_mse_of_mean + r.test_mse_spread),
                       _interpolation_cell(r)] for r in parts]), ""]
     for info in data.runs:
         curves = data.curves.get(info.run_id)

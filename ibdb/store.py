@@ -294,17 +294,30 @@ class Store:
                                 "WHERE run_id IN (SELECT unnest(?))", [run_ids]).fetchall()
         return {r[0]: (r[1], r[2]) for r in rows}
 
-    def gp_facts(self, run_ids: list[str]) -> dict[str, tuple]:
-        """(posterior mean's test MSE, expected spread around it, interpolates, interpolation
-        error) per gp run that records them (see queries/run_summary.sql)."""
-        # from runs itself: run_summary would also aggregate every run's losses
+    def loss_decomposition(self, run_ids: list[str]) -> dict[str, tuple]:
+        """(mean hypothesis's test MSE, expected spread around it, interpolates, interpolation
+        error, what the mean hypothesis is: "posterior mean" or "mean network") per run that
+        has them: gp runs from their runner info (the posterior in closed
+        form; interpolation for interpolating spaces), network runs from the mean_network view
+        (interpolation facts None). See queries/run_summary.sql."""
+        # gp facts from runs itself: run_summary would also aggregate every run's losses
         rows = self.con.execute(
             "SELECT run_id, info->>'$.test_mse_of_mean', info->>'$.test_mse_spread', "
             "info->>'$.interpolates', info->>'$.train_interp_max_abs_error' FROM (SELECT "
             "run_id, runner_info AS info FROM runs WHERE run_id IN (SELECT unnest(?))) "
             "WHERE info->>'$.test_mse_of_mean' IS NOT NULL", [run_ids]).fetchall()
-        return {r[0]: (float(r[1]), float(r[2]), None if r[3] is None else r[3] == "true",
-                       None if r[4] is None else float(r[4])) for r in rows}
+        facts = {r[0]: (float(r[1]), float(r[2]), None if r[3] is None else r[3] == "true",
+                        None if r[4] is None else float(r[4]), "posterior mean") for r in rows}
+        rest = [r for r in run_ids if r not in facts]
+        if rest:
+            networks = self.con.execute(
+                "SELECT m.run_id, m.test_mse_of_mean, avg(l.test_mse) - m.test_mse_of_mean "
+                "FROM mean_network m JOIN losses l USING (run_id) WHERE m.run_id IN "
+                "(SELECT unnest(?)) AND l.fitted IS NOT FALSE GROUP BY m.run_id, "
+                "m.test_mse_of_mean", [rest]).fetchall()
+            facts.update({r[0]: (float(r[1]), float(r[2]), None, None, "mean network")
+                          for r in networks})
+        return facts
 
     def ib_rows(self, run_ids: list[str] | None, loss: str) -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,

@@ -2,10 +2,13 @@
 -- What each run is, how many hypotheses it asked for and holds, and its loss statistics
 -- (test_mse: mean squared error against one-hot targets; test_error: 0-1 error rate).
 -- n_not_fitted counts trained networks that missed the fit criterion: estimates exclude them.
--- gp runs: test_mse_of_mean (the posterior mean's test MSE) + test_mse_spread (the expected
--- spread around it) = the expected test MSE of a hypothesis; interpolates: whether the posterior
--- mean misses no training target by more than 1e-3 (interp_error: by how much it does); NULL
--- for other runners.
+-- test_mse_of_mean (the mean hypothesis's test MSE) + test_mse_spread (the expected spread
+-- around it) = the expected test MSE of a fitted hypothesis: for gp runs from the posterior in
+-- closed form (runner info), for network runs from the sampled networks (mean_network view;
+-- the spread is then mean_fitted_test_mse minus the mean network's, exactly); NULL otherwise.
+-- mean_fitted_test_mse averages the hypotheses that fit (mean_test_mse averages all stored).
+-- interpolates: whether a gp run's posterior mean misses no training target by more than
+-- 1e-3 (interp_error: by how much it does); NULL for other runners and conditioned gp spaces.
 SELECT
     s.run_id,
     s.experiment,
@@ -23,8 +26,11 @@ SELECT
     r.device,
     r.wall_seconds,
     l.mean_test_mse,
-    json_extract(r.runner_info, '$.test_mse_of_mean')::DOUBLE AS test_mse_of_mean,
-    json_extract(r.runner_info, '$.test_mse_spread')::DOUBLE AS test_mse_spread,
+    l.mean_fitted_test_mse,
+    coalesce(json_extract(r.runner_info, '$.test_mse_of_mean')::DOUBLE,
+             m.test_mse_of_mean) AS test_mse_of_mean,
+    coalesce(json_extract(r.runner_info, '$.test_mse_spread')::DOUBLE,
+             l.mean_fitted_test_mse - m.test_mse_of_mean) AS test_mse_spread,
     json_extract(r.runner_info, '$.interpolates')::BOOLEAN AS interpolates,
     json_extract(r.runner_info, '$.train_interp_max_abs_error')::DOUBLE AS interp_error,
     l.min_test_mse,
@@ -38,9 +44,11 @@ LEFT JOIN (
         count(*) AS n_stored,
         count(*) FILTER (fitted = false) AS n_not_fitted,
         avg(test_mse) AS mean_test_mse,
+        avg(test_mse) FILTER (fitted IS NOT FALSE) AS mean_fitted_test_mse,
         min(test_mse) AS min_test_mse,
         avg(test_error) AS mean_test_error,
         min(test_error) AS min_test_error
     FROM losses
     GROUP BY run_id
 ) l USING (run_id)
+LEFT JOIN mean_network m USING (run_id)

@@ -41,6 +41,12 @@ class Runner(Protocol):
         """
         ...
 
+    # Optional: ``sample_with_summary(hypothesis_ids, seeds) -> (losses, summary)``, what
+    # ``sample`` returns plus ``{"n_fitted": int, "test_residual_sum": list of m k floats}``,
+    # the batch's fitted hypotheses' summed test predictions minus targets. The executor stores
+    # it in the loss shard's footer, and the ``mean_network`` view sums it over a run's shards
+    # (network runners have it; a gp run's mean is in closed form in its ``info``).
+
     # -- explicit noise: what rare-event samplers move (REFERENCE.md, "Rare-event estimation") -
 
     @property

@@ -180,11 +180,21 @@ class NetworkRunner:
     # -- sampling ------------------------------------------------------------------------------
 
     def sample(self, hypothesis_ids: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
-        return self._record(self.train(seeds))
+        return self.sample_with_summary(hypothesis_ids, seeds)[0]
 
-    def _record(self, trained: TrainedNetworks) -> dict[str, np.ndarray]:
-        """The loss columns of trained networks: losses, epochs and the fit flag."""
-        losses = self.losses(trained.params)
+    def sample_with_summary(self, hypothesis_ids: np.ndarray, seeds: np.ndarray
+                            ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """``sample``'s losses, and what the mean network needs (see ``_record``): the batch's
+        fitted networks' count and summed test residuals (prediction minus one-hot target)."""
+        return self._record(self.train(seeds), summary=True)
+
+    def _record(self, trained: TrainedNetworks, *, summary: bool = False) -> Any:
+        """The loss columns of trained networks: losses, epochs and the fit flag; with
+        ``summary``, also (as a second value) ``n_fitted`` and ``test_residual_sum``, the sum
+        over fitted networks of their test predictions minus the targets, (m k) row-major, so
+        that summed over a run's shards it gives the mean network's test MSE (``mean_network``
+        view) and with it the split of E[test MSE] into that and the spread around it."""
+        losses, residuals = self.losses(trained.params, keep_test_residuals=summary)
         fit = self.space.fit
         if fit.criterion == "train_mse":
             fitted = losses["train_mse"] <= fit.train_mse_max
@@ -193,7 +203,14 @@ class NetworkRunner:
         # `fitted` is judged on the recorded float64 values, so SQL over the store can re-check
         # it; the float32 check that stops training can disagree only within rounding of the
         # threshold.
-        return {**losses, "epochs": trained.epochs, "fitted": np.asarray(fitted, dtype=bool)}
+        fitted = np.asarray(fitted, dtype=bool)
+        columns = {**losses, "epochs": trained.epochs, "fitted": fitted}
+        if not summary:
+            return columns
+        kept = torch.as_tensor(fitted, device=residuals.device)
+        total = residuals[kept].sum(dim=0).reshape(-1)
+        return columns, {"n_fitted": int(fitted.sum()),
+                         "test_residual_sum": total.cpu().numpy().tolist()}
 
     # -- explicit noise (see the module docstring) ----------------------------------------------
 
@@ -327,18 +344,23 @@ class NetworkRunner:
             final[self._index(live)] = live_nets.flat
         return TrainedNetworks(flat=final, params=self.views(final), epochs=epochs)
 
-    def losses(self, params: Sequence[torch.Tensor]) -> dict[str, np.ndarray]:
-        """Test and train MSE and 0-1 error of stacked networks, evaluated in float64."""
+    def losses(self, params: Sequence[torch.Tensor], *, keep_test_residuals: bool = False
+               ) -> tuple[dict[str, np.ndarray], torch.Tensor | None]:
+        """Test and train MSE and 0-1 error of stacked networks, evaluated in float64; and, when
+        asked, the test residuals (B, m, k) float64 (predictions minus one-hot targets)."""
         params64 = [p.detach().to(torch.float64) for p in params]
         out: dict[str, np.ndarray] = {}
+        kept = None
         for split, x, y, labels in (("test", self._x_test, self._y_test, self._labels_test),
                                     ("train", self._x_train, self._y_train, self._labels_train)):
             preds = self.predict(params64, x.to(torch.float64))
-            mse = (preds - y.to(torch.float64)).square().mean(dim=(1, 2))
             error = (preds.argmax(dim=2) != labels).to(torch.float64).mean(dim=1)
-            out[f"{split}_mse"] = mse.cpu().numpy()
+            residuals = preds.sub_(y.to(torch.float64))
+            out[f"{split}_mse"] = residuals.square().mean(dim=(1, 2)).cpu().numpy()
             out[f"{split}_error"] = error.cpu().numpy()
-        return out
+            if split == "test" and keep_test_residuals:
+                kept = residuals
+        return out, kept
 
     def predict(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
         """Outputs (B, n, k) of B networks on the same inputs x (n, *input_shape), walking

@@ -186,15 +186,16 @@ def test_gp_runs_show_the_expected_test_mse_as_mean_plus_spread(report, runs):
     api, ids = runs
     result, _ = report
     text = result.markdown.read_text()
-    assert "### gp runs: expected test MSE" in text
+    assert "### Expected test MSE: the mean hypothesis and the spread around it" in text
     header = next(line for line in text.splitlines()
-                  if line.startswith("| run | label | posterior mean's test MSE |"))
-    assert header == ("| run | label | posterior mean's test MSE | spread | expected test MSE | "
-                      "interpolates training data |")
+                  if line.startswith("| run | label | mean hypothesis |"))
+    assert header == ("| run | label | mean hypothesis | its test MSE | spread | expected test "
+                      "MSE | interpolates training data |")
     for run_id, (_, _, of_mean, spread) in _facts(api).items():
-        row = _table_rows(text, run_id)[1]  # the gp table's row
+        row = _table_rows(text, run_id)[1]  # the decomposition table's row
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[2:5] == [f"{of_mean:.4g}", f"{spread:.4g}", f"{of_mean + spread:.4g}"]
+        assert cells[2:6] == ["posterior mean", f"{of_mean:.4g}", f"{spread:.4g}",
+                              f"{of_mean + spread:.4g}"]
     info = {r.run_id: r for r in result.data.runs}
     assert info[ids["fine"]].test_mse_spread == _facts(api)[ids["fine"]][3]
 
