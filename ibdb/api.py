@@ -276,9 +276,23 @@ class Ibdb:
             try:
                 return store.run_sql(query, write=write)
             except duckdb.Error as exc:
-                hint = " Nothing was written: the statements run in one transaction." \
-                    if write else ""
-                raise IbdbError(f"SQL error: {str(exc).strip()}{hint}") from None
+                detail = str(exc).strip()
+                hint = _sql_hint(detail, write)
+                if hint and not detail.endswith((".", "!", "?")):
+                    detail += "."
+                raise IbdbError(f"SQL error: {detail}{hint}") from None
+
+    def export(self, source: str, out: str | Path, *, fmt: str | None = None) -> int:
+        """Write the rows of a table or view (by name) or of one SELECT query to ``out`` as
+        Parquet, CSV or JSON (``fmt``, else the file's suffix); return the rows written."""
+        from ibdb.export import export_format, export_rows
+        from ibdb.sqlfunctions import FUNCTIONS
+
+        out = Path(out)
+        fmt = export_format(out, fmt)
+        calls_functions = any(name in source.lower() for name in FUNCTIONS)
+        with self._open(read_only=True, functions=calls_functions) as store:
+            return export_rows(store.con, source, out, fmt)
 
     # -- quickstart ----------------------------------------------------------------------------
 
@@ -312,3 +326,16 @@ def _positive_number(value: Any) -> bool:
 def _default_shard_root(db: str) -> Path:
     path = Path(db)
     return path.with_name(path.stem + ".shards")
+
+
+def _sql_hint(text: str, write: bool) -> str:
+    """What to do about an SQL error ibdb's own rules cause ("" for others)."""
+    hint = ""
+    if "file system operations are disabled" in text or "configuration has been locked" in text:
+        hint = (" `ibdb sql` reaches only the store (no files, no settings); write results "
+                "to a file with `ibdb export`.")
+    elif "read-only" in text.lower() and not write:
+        hint = " The store is open read-only: pass --write to change it."
+    if write:
+        hint += " Nothing was written: the statements run in one transaction."
+    return hint

@@ -197,7 +197,9 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
     eps, method), ib_exact(eigenvalues, residual_sq, n_test, n_outputs, eps),
     ib_bound(task_statistics, eps), ib_splitting(list of splitting_particles rows, eps); each
     returns a struct with bits.
-    'DESCRIBE <name>' shows a table's or view's columns."""
+    'DESCRIBE <name>' shows a table's or view's columns. The SQL reaches only the store: no
+    files (COPY, EXPORT DATABASE, ATTACH, read_parquet) and no settings; `ibdb export` writes
+    files."""
     columns, rows = api.sql(query, write=write)
     if fmt == "json":
         click.echo(json.dumps([dict(zip(columns, r, strict=True)) for r in rows],
@@ -213,6 +215,20 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
                        for r in rows) for i in range(len(columns))]
         click.echo(_table(columns, [[_cell(v) for v in r] for r in rows], numeric=numeric))
         click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+@main.command()
+@click.argument("source")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path),
+              help="The file to write (replaced if it exists).")
+@click.option("--format", "fmt", type=click.Choice(["parquet", "csv", "json"]), default=None,
+              help="Default: from the file's suffix (.parquet, .csv, .json).")
+@click.pass_obj
+def export(api: Ibdb, source: str, out: Path, fmt: str | None) -> None:
+    """Write SOURCE's rows to a file: a table or view name (e.g. losses, ib_estimates) or one
+    SELECT query, as Parquet, CSV or JSON (one array of objects). The store is read only."""
+    n = api.export(source, out, fmt=fmt)
+    click.echo(f"wrote {n} row{'s' if n != 1 else ''} to {out}")
 
 
 @main.command()

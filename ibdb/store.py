@@ -375,12 +375,21 @@ class Store:
         With ``write`` every statement runs in one transaction together with a refresh of
         the loss-set digests, so that hand-edited losses make the estimates computed from
         them stale, and an error writes nothing."""
+        self._seal()
         if not write:
             return self.query(query)
         with self.transaction():
             result = self.query(query)
             self.refresh_loss_sets(None)
         return result
+
+
+    def _seal(self) -> None:
+        """Let the SQL to come reach nothing but this store: no files (COPY TO, EXPORT
+        DATABASE, ATTACH, read_parquet, ...) and no settings (log and profiling paths). DuckDB
+        cannot undo either on this connection; files come out through ``ibdb export``."""
+        self.con.execute("SET enable_external_access = false")
+        self.con.execute("SET lock_configuration = true")
 
 
 _SOURCE_READERS = {"losses": Store._losses_source, "spectrum": Store._spectrum_source,
