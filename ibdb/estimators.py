@@ -36,6 +36,7 @@ from ibdb.diagnostics import eps_position, goodness_of_fit
 from ibdb.errors import EstimateError
 from ibdb.genchi2 import GenChi2
 from ibdb.methods import METHODS
+from ibdb.ncx2cdf import HUGE_DF, ncx2_logcdf_many
 from ibdb.ncx2fit import MIN_LOSSES, fit_scaled_ncx2
 from ibdb.paper import paper_fit, paper_neg_log_cdf_nats
 from ibdb.spectrum import gp_loss_distribution
@@ -191,11 +192,18 @@ def _estimate_ncx2(x: np.ndarray, eps_list: list[float], n_excluded: int, confid
                    interval: bool, seed: int) -> list[Estimate]:
     fit = fit_scaled_ncx2(x)
     params = fit.as_params()
-    # scipy.special's CDF directly: ~10x faster than scipy.stats' logcdf/logsf wrappers here
-    y = x / fit.scale
-    cdf = special.chndtr(y, fit.df, fit.nc) if fit.nc > 0 else special.chdtr(fit.df, y)
-    with np.errstate(divide="ignore"):
-        gof = goodness_of_fit(np.log(cdf), np.log1p(-cdf))
+    # scipy.special's CDF directly: ~10x faster than scipy.stats' logcdf/logsf wrappers here;
+    # for almost-constant losses (df + nc >= HUGE_DF) scipy's series costs seconds per value
+    # and the vectorised near-normal path replaces it
+    if fit.df + fit.nc >= HUGE_DF:
+        log_cdf = ncx2_logcdf_many(x, fit.df, fit.nc, fit.scale)
+        with np.errstate(divide="ignore"):
+            gof = goodness_of_fit(log_cdf, np.log(-np.expm1(log_cdf)))
+    else:
+        y = x / fit.scale
+        cdf = special.chndtr(y, fit.df, fit.nc) if fit.nc > 0 else special.chdtr(fit.df, y)
+        with np.errstate(divide="ignore"):
+            gof = goodness_of_fit(np.log(cdf), np.log1p(-cdf))
     bounds = (ncx2_bits_interval(x, fit, eps_list, confidence=confidence, seed=seed)
               if interval else [(None, None)] * len(eps_list))
     # A loss with few distinct values (a 0-1 error on m test points takes at most m + 1) is not
