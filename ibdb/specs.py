@@ -81,6 +81,12 @@ class GPSpace(_Spec):
       limit unless ``width`` is given: give the mlp's width to compare with it (at width 256,
       depth 2 those biases nearly double the kernel). No ``bandwidth``. See
       ``runners/kernels.py``.
+    - ``nngp`` / ``ntk`` with ``architecture: cnn``: the same limits (infinitely many channels)
+      of the ``cnn`` space with the same ``layers``, ``kernel_size`` (odd, default 3),
+      ``pooling`` (``none`` or ``avg``, required: ``max`` has no closed form and is refused),
+      ``init_scale`` and relu; ``channels`` keeps the hidden convolutions' and the readout's
+      bias variances, as ``width`` does for the mlp. The task's inputs must be images
+      (``TaskData.image_shape``). See ``runners/cnn_kernels.py``.
 
     ``"median"`` takes the median pairwise distance between training points as ``l``. The prior
     is ``amplitude * k``: it scales the posterior covariance, not the mean. ``marginal_likelihood``
@@ -93,6 +99,9 @@ class GPSpace(_Spec):
     observations); ``fit`` (see :class:`GPFit`) conditions the prior on a training MSE at most
     ``train_mse_max`` instead, the event the networks' ``train_mse`` criterion keeps.
     """
+
+    # the parameters of the cnn that nngp and ntk with architecture cnn are the limit of
+    CNN_FIELDS: ClassVar[tuple[str, ...]] = ("layers", "kernel_size", "pooling", "channels")
 
     name: Name
     kind: Literal["gp"] = "gp"
@@ -123,15 +132,33 @@ class GPSpace(_Spec):
     activation: Literal["relu", "tanh", "gelu", "sigmoid"] | None = Field(
         None, description="The network's activation: relu (the default), the only one nngp "
         "and ntk support; only for them.")
+    architecture: Literal["mlp", "cnn"] | None = Field(
+        None, description="The network nngp and ntk are the limit of: mlp (the default) or "
+        "cnn (ibdb's cnn space, on image tasks); only for them.")
+    layers: PositiveInt | None = Field(
+        None, description="Convolutions of the cnn (required with architecture cnn, only "
+        "with it).")
+    kernel_size: PositiveInt | None = Field(
+        None, description="The cnn's odd filter size (default 3; only with architecture cnn).")
+    pooling: Literal["max", "avg", "none"] | None = Field(
+        None, description="The cnn's pooling after each convolution: none or avg (required "
+        "with architecture cnn, only with it; max has no closed-form kernel).")
+    channels: PositiveInt | None = Field(
+        None, description="Keep the cnn's hidden convolutions' and readout's bias variances "
+        "that infinitely many channels send to 0 (only with architecture cnn).")
 
     @model_validator(mode="before")
     @classmethod
     def _network_defaults(cls, data: Any) -> Any:
-        # nngp and ntk always carry their network's init_scale and activation, so that leaving
-        # a default out and writing it give the same dump (and run id)
+        # nngp and ntk always carry their network's init_scale, activation and architecture
+        # (and a cnn its kernel_size), so that leaving a default out and writing it give the
+        # same dump (and run id); an mlp's architecture is left out of the dump (_trim_dump)
         if isinstance(data, dict) and data.get("kernel") in ("nngp", "ntk"):
             data = dict(data)
-            for key, default in (("init_scale", 1.0), ("activation", "relu")):
+            defaults = [("init_scale", 1.0), ("activation", "relu"), ("architecture", "mlp")]
+            if data.get("architecture") == "cnn":
+                defaults.append(("kernel_size", 3))
+            for key, default in defaults:
                 if data.get(key) is None:
                     data[key] = default
         return data
@@ -139,11 +166,22 @@ class GPSpace(_Spec):
     @model_validator(mode="after")
     def _parameters_match_kernel(self) -> GPSpace:
         network = self.kernel in ("nngp", "ntk")
-        for key in ("depth", "init_scale", "width", "activation"):
+        cnn = network and self.architecture == "cnn"
+        for key in ("depth", "init_scale", "width", "activation", "architecture",
+                    *self.CNN_FIELDS):
             if not network and getattr(self, key) is not None:
+                cnn_only = " with architecture cnn" if key in self.CNN_FIELDS else ""
                 raise ValueError(f"{key} = {getattr(self, key)} applies only to kernels 'nngp' "
-                                 f"and 'ntk' (kernel is {self.kernel!r}); remove it")
-        if network and self.depth is None:
+                                 f"and 'ntk'{cnn_only} (kernel is {self.kernel!r}); remove it")
+        if network and not cnn:
+            for key in self.CNN_FIELDS:
+                if getattr(self, key) is not None:
+                    raise ValueError(f"{key} = {getattr(self, key)} applies only to "
+                                     f"architecture cnn (kernel {self.kernel!r} is the limit of "
+                                     "an mlp here); remove it or add architecture: cnn")
+        if cnn:
+            self._check_cnn()
+        if network and not cnn and self.depth is None:
             raise ValueError(f"kernel {self.kernel!r} needs depth: the hidden layers (>= 1) of "
                              "the mlp it is the limit of")
         if network and "bandwidth" in self.model_fields_set:
@@ -168,16 +206,40 @@ class GPSpace(_Spec):
                              "together: give bias_variance > 0 or a numeric bandwidth")
         return self
 
+    def _check_cnn(self) -> None:
+        what = f"kernel {self.kernel!r} with architecture cnn"
+        if self.depth is not None:
+            raise ValueError(f"{what} takes layers (its convolutions), not depth = "
+                             f"{self.depth}; remove depth")
+        if self.width is not None:
+            raise ValueError(f"{what} takes channels (the cnn's filters per layer), not width = "
+                             f"{self.width}; remove width")
+        if self.layers is None:
+            raise ValueError(f"{what} needs layers: the convolutions (>= 1) of the cnn it is "
+                             "the limit of")
+        if self.pooling is None:
+            raise ValueError(f"{what} needs pooling: none or avg (the cnn space's default, "
+                             "max, has no closed-form kernel)")
+        if self.pooling == "max":
+            raise ValueError(f"{what}: pooling max has no closed-form infinite-width kernel "
+                             "(the covariance of maxima of correlated Gaussians); use pooling "
+                             "avg or none")
+        if self.kernel_size % 2 == 0:
+            raise ValueError(f"{what}: kernel_size must be odd (as the cnn space's, so that "
+                             f"zero padding keeps the image size); got {self.kernel_size}")
+
     # parameters a kernel does not use (None) and the default amplitude are left out, so the
     # dump of an rbf space (and its run id) is what it was before other kernels existed
     DUMP_OMITS: ClassVar[dict[str, Any]] = {
         **dict.fromkeys(("nu", "bias_variance", "depth", "init_scale", "width", "activation",
-                         "fit")),
+                         "architecture", *CNN_FIELDS, "fit")),
         "amplitude": 1.0}
 
     def _trim_dump(self, data: dict[str, Any]) -> dict[str, Any]:
         if self.kernel in ("nngp", "ntk"):
             data.pop("bandwidth", None)  # not a parameter of theirs
+            if data.get("architecture") == "mlp":
+                del data["architecture"]  # as before the cnn architecture existed
         return data
 
 

@@ -58,6 +58,7 @@ RUNNERS: dict[str, RunnerEntry] = {
         sane_space={"name": "sane-gp", "kind": "gp", "bandwidth": 1.0, "jitter": 1e-8},
         # train_mse and fitted only when the space conditions on a train MSE (fit)
         loss_columns=(*REQUIRED_LOSSES, "train_mse", "fitted"),
+        check="ibdb.runners.checks:check_gp",  # a cnn kernel needs image data
         splitting=True,
     ),
     "mlp": RunnerEntry(

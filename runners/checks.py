@@ -24,6 +24,14 @@ def check_network(space: Any, data: TaskData) -> None:
         _check_image(space, data, where)
 
 
+def check_gp(space: Any, data: TaskData) -> None:
+    """A gp kernel that is the limit of a CNN (nngp or ntk with architecture cnn) needs image
+    data large enough for its pooling, as the CNN does."""
+    if space.kernel in ("nngp", "ntk") and getattr(space, "architecture", None) == "cnn":
+        _check_image(space, data, f"space {space.name!r} (kind gp, kernel {space.kernel} with "
+                     "architecture cnn)")
+
+
 def _check_image(space: Any, data: TaskData, where: str) -> None:
     if data.image_shape is None:
         raise SpecError(f"{where}: a CNN needs image data, but the task's features are flat "

@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from ibdb.errors import IbdbError
+from ibdb.runners.checks import check_gp
 from ibdb.runners.conditioning import TrainMseConditioning
 from ibdb.runners.evidence import (
     best_amplitude,
@@ -71,13 +72,22 @@ class GPRunner:
         y_train = torch.as_tensor(data.y_train, **f64)
         self._y_test = torch.as_tensor(data.y_test, **f64)
         network = space.kernel in NETWORK_KERNELS  # nngp, ntk: no bandwidth
+        cnn = network and space.architecture == "cnn"
+        if cnn:  # the limit of a cnn needs images: say so before any kernel is made
+            check_gp(space, data)
         n_train, n_outputs = y_train.shape
         fixed_amplitude = None if space.amplitude == ML else float(space.amplitude)
+
+        # the cnn's parameters and the task's image shape (row i of x is image i)
+        cnn_parameters = {"architecture": "cnn", "image_shape": tuple(data.image_shape),
+                          "layers": space.layers, "kernel_size": space.kernel_size,
+                          "pooling": space.pooling, "channels": space.channels} if cnn else {}
 
         def kernel_at(a: torch.Tensor, b: torch.Tensor, bandwidth: float | None) -> torch.Tensor:
             return kernel_matrix(a, b, kernel=space.kernel, bandwidth=bandwidth, nu=space.nu,
                                  bias_variance=space.bias_variance or 0.0, depth=space.depth,
-                                 init_scale=space.init_scale or 1.0, width=space.width)
+                                 init_scale=space.init_scale or 1.0, width=space.width,
+                                 **cnn_parameters)
 
         search = None
         if network:
@@ -176,7 +186,11 @@ class GPRunner:
                         "ones that fit the training set; lower the jitter, or change the "
                         "bandwidth or amplitude (e.g. marginal_likelihood)", space.name,
                         interp_error, INTERPOLATION_TOLERANCE)
-        scale = ({"depth": space.depth, "init_scale": space.init_scale or 1.0,
+        scale = ({"architecture": "cnn", "layers": space.layers,
+                  "kernel_size": space.kernel_size, "pooling": space.pooling,
+                  "init_scale": space.init_scale, "channels": space.channels,
+                  "image_shape": list(data.image_shape)} if cnn else
+                 {"depth": space.depth, "init_scale": space.init_scale or 1.0,
                   "width": space.width, "input_dim": int(x_train.shape[1])} if network else
                  {"bandwidth": float(bandwidth),
                   "bandwidth_rule": space.bandwidth if isinstance(space.bandwidth, str)

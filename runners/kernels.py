@@ -41,6 +41,8 @@ Conventions (``l`` the bandwidth, ``r = |x - x'|`` the Euclidean distance):
   inputs spread over many coordinates (digits: within 0.4 %; a few nonzero coordinates: tens of
   per cent), while later layers are Gaussian in the limit whatever the weights' law. The
   diagonal is exact either way.
+- ``nngp`` and ``ntk`` with ``architecture="cnn"``: the same limits (infinitely many channels)
+  of ibdb's ``cnn`` space, on images; their recursion and conventions are in ``cnn_kernels.py``.
 
 Every kernel here is positive semi-definite for any bandwidth. The module never imports the
 store; it holds pure functions of its arguments.
@@ -101,14 +103,38 @@ def row_blocks(n_rows: int, n_cols: int, device: torch.device) -> Iterator[slice
 def kernel_matrix(a: torch.Tensor, b: torch.Tensor, *, kernel: str,
                   bandwidth: float | None = None, nu: float | None = None,
                   bias_variance: float = 0.0, depth: int | None = None, init_scale: float = 1.0,
-                  width: int | None = None) -> torch.Tensor:
+                  width: int | None = None, architecture: str | None = None,
+                  image_shape: tuple[int, ...] | None = None, layers: int | None = None,
+                  kernel_size: int | None = None, pooling: str | None = None,
+                  channels: int | None = None) -> torch.Tensor:
     """The (len(a), len(b)) kernel matrix between the rows of ``a`` and ``b``.
 
     ``bandwidth`` is required by rbf, laplace, matern and arccos and refused by nngp and ntk,
     which take ``depth``, ``init_scale`` and ``width`` instead (the input dimension is
-    ``a.shape[1]``)."""
+    ``a.shape[1]``). With ``architecture="cnn"`` nngp and ntk are the cnn space's limits
+    (``cnn_kernels.py``): they take ``image_shape`` (channels, height, width; row i of ``a``
+    reshaped to it is image i), ``layers``, ``kernel_size`` (default 3, the cnn space's),
+    ``pooling``, ``init_scale`` and ``channels`` instead of ``depth`` and ``width``."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
+    if architecture not in (None, "mlp", "cnn"):
+        raise ValueError(f"unknown architecture {architecture!r}; known: mlp, cnn")
+    if architecture == "cnn":
+        if kernel not in NETWORK_KERNELS or bandwidth is not None or depth is not None \
+                or width is not None:
+            raise ValueError(f"architecture cnn is for kernels nngp and ntk, with layers, "
+                             f"kernel_size, pooling and channels (not bandwidth, depth or width); "
+                             f"got kernel {kernel!r}")
+        if image_shape is None:
+            raise ValueError(f"kernel {kernel!r} with architecture cnn needs images: an "
+                             "image_shape (channels, height, width)")
+        from ibdb.runners.cnn_kernels import cnn_kernel_matrix  # cnn_kernels imports this
+
+        return cnn_kernel_matrix(a, b, image_shape=image_shape, layers=layers,
+                                 kernel_size=3 if kernel_size is None else kernel_size,
+                                 pooling=pooling,
+                                 init_scale=init_scale, channels=channels,
+                                 tangent=kernel == "ntk")
     if kernel in NETWORK_KERNELS:
         if bandwidth is not None:
             raise ValueError(f"kernel {kernel!r} takes no bandwidth (its scales are the "
