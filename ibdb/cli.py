@@ -1,7 +1,9 @@
 """The ``ibdb`` command line: each command parses options, makes one facade call, renders it.
 
-Library errors (:class:`ibdb.errors.IbdbError`) become one-paragraph messages and exit code 2;
-anything else is a bug and keeps its traceback.
+One rule for every command: expected failures (ibdb's own errors, :class:`ibdb.errors.IbdbError`,
+and the environment's: files, disk, memory, a damaged store) become one short paragraph and exit
+code 2; anything else is a bug, reported in one line naming the exception, exit code 1. With
+``--verbose`` the traceback is printed too.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import click
 
 from ibdb.api import DEFAULT_DB, Ibdb
 from ibdb.columns import LOSS_NAMES
-from ibdb.errors import IbdbError
+from ibdb.failures import fail
 from ibdb.methods import METHODS
 
 UNITS = {
@@ -57,9 +59,11 @@ class _Group(click.Group):
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
-        except IbdbError as exc:
-            click.echo(f"Error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 -- the one handler: every failure ends here
+            fail(ctx, exc)
+
 
 
 @click.group(cls=_Group)
@@ -70,7 +74,8 @@ class _Group(click.Group):
                    "the store].")
 @click.option("--device", default="auto", show_default=True,
               help="auto (CUDA when present, else CPU), cpu, or cuda[:N].")
-@click.option("-v", "--verbose", is_flag=True, help="Log progress details to stderr.")
+@click.option("-v", "--verbose", is_flag=True,
+              help="Log progress details to stderr, and print the traceback of any error.")
 @click.version_option(package_name="ibdb")
 @click.pass_context
 def main(ctx: click.Context, db: str, shards: str | None, device: str, verbose: bool) -> None:
@@ -200,10 +205,14 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
     'DESCRIBE <name>' shows a table's or view's columns. The SQL reaches only the store: no
     files (COPY, EXPORT DATABASE, ATTACH, read_parquet) and no settings; `ibdb export` writes
     files."""
+    from ibdb.store import require_statements
+
+    require_statements(query)  # (before the store is opened: a mistake writes nothing)
     columns, rows = api.sql(query, write=write)
     if fmt == "json":
-        click.echo(json.dumps([dict(zip(columns, r, strict=True)) for r in rows],
-                              default=_json_value, indent=1))
+        # NaN and +-inf are not JSON: they become null, so that every JSON parser reads it
+        click.echo(json.dumps([dict(zip(columns, _finite(r), strict=True)) for r in rows],
+                              default=_json_value, indent=1, allow_nan=False))
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -232,11 +241,21 @@ def export(api: Ibdb, source: str, out: Path, fmt: str | None) -> None:
 
 
 @main.command()
+@click.option("--fix", is_flag=True,
+              help="First repair what is safe to repair, and say what was done: write the "
+                   "store's views back, and remove temporary stores left by killed processes. "
+                   "Shards are never touched.")
 @click.pass_obj
-def check(api: Ibdb) -> None:
-    """List incomplete runs, orphaned shards, stale estimates and duplicate rows.
+def check(api: Ibdb, fix: bool) -> None:
+    """List incomplete runs, orphaned shards and left-over files, stale estimates and
+    duplicate rows.
 
     Exit code 0 when every check is clean, 1 when any found a problem."""
+    if fix:
+        from ibdb.checks import fix_store
+
+        for line in fix_store(api.db, api.shard_root):
+            click.echo(f"fixed    {line}")
     results = api.check()
     for result in results:
         if result.ok:
@@ -245,10 +264,16 @@ def check(api: Ibdb) -> None:
         click.echo(f"PROBLEM  {result.name}: {len(result.rows)} row(s). {result.about}")
         click.echo(_table(result.columns, [[_cell(v) for v in r] for r in result.rows],
                           numeric=[False] * len(result.columns)))
+    missing_views = getattr(results, "missing_views", [])
+    if missing_views:
+        click.echo(f"PROBLEM  the store file lacks the view(s) {', '.join(missing_views)}. "
+                   "ibdb re-creates its views each time it opens the store, but other DuckDB "
+                   "clients miss them: `ibdb check --fix` writes them back.")
     bad = [r.name for r in results if not r.ok]
     click.echo(f"{len(bad)} of {len(results)} check(s) found problems"
-               + (f": {', '.join(bad)}" if bad else ""))
-    if bad:
+               + (f": {', '.join(bad)}" if bad else "")
+               + (f"; the store lacks {len(missing_views)} view(s)" if missing_views else ""))
+    if bad or missing_views:
         sys.exit(1)
 
 
@@ -400,6 +425,18 @@ def _bits(bits: float | None, lower: float | None, upper: float | None, bound: s
     if lower is not None and upper is not None:
         return f"{text} [{lower:.3g}, {upper:.3g}]"
     return text
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with every NaN or infinite float in it (nested in lists, structs, maps)
+    replaced by None."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    return value
 
 
 def _json_value(value: Any) -> Any:

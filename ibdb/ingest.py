@@ -21,7 +21,7 @@ import duckdb
 
 from ibdb import shards as shardfiles
 from ibdb.columns import LOSS_COLUMNS, LOSS_KEY_COLUMNS, OPTIONAL_LOSSES, REQUIRED_LOSSES
-from ibdb.errors import ShardError
+from ibdb.errors import ShardError, shorten
 from ibdb.footers import Footer, UnreadableShard, read_footers, sql_file_list
 
 # Per-hypothesis columns a loss shard may carry besides the required losses; a shard without
@@ -105,6 +105,9 @@ class ShardIngest:
                              "nothing was ingested. Move the file out of the run folder.")
         spectra, paths = shardfiles.spectrum_shards(folder), shardfiles.loss_shards(folder)
         levels = shardfiles.level_shards(folder)
+        for path in spectra + paths + levels:
+            if not path.is_file():
+                raise ShardError(_not_a_file(path))
         digests = shardfiles.file_sha256s(spectra + paths + levels)
         known = self._ledger_entries(list(digests.values()))
         spectra = [p for p in spectra if not self._is_ingested(p, digests[p], run_id, known)]
@@ -114,7 +117,8 @@ class ShardIngest:
         for spectrum in spectra:
             self._ingest_spectrum(spectrum, digests[spectrum], run_id, report)
         self._ingest_levels(levels, digests, run_id, report)
-        shards = self._validate_losses(paths, digests, run_id)
+        shards = self._validate_losses(paths, digests, run_id,
+                                       budget=spec["budget"]["n_hypotheses"])
         alone = _overlapping(paths)
         stored = _Ranges(self.con.execute(
             "SELECT first_hypothesis, last_hypothesis FROM shards WHERE run_id = ? AND "
@@ -194,7 +198,7 @@ class ShardIngest:
         return footer.meta, (n_rows, low, high)
 
     def _validate_losses(self, paths: list[Path], digests: dict[Path, str],
-                         run_id: str) -> list[_Shard]:
+                         run_id: str, *, budget: int) -> list[_Shard]:
         footers = self._footers(paths, run_id, "hypothesis_id")
         shards = []
         for path in paths:
@@ -207,6 +211,13 @@ class ShardIngest:
                                  f"its name says {named[0]}..{named[1]} and its metadata "
                                  f"{first}..{last}; nothing was ingested. Delete it and re-run "
                                  "the spec to rewrite that chunk.")
+            if last >= budget:
+                raise ShardError(
+                    f"{path}: holds hypotheses {first}..{last}, beyond the run's budget of "
+                    f"{budget} (ids 0..{budget - 1}: n_hypotheses in {path.parent}/"
+                    f"{shardfiles.MANIFEST}); nothing was ingested. A run with a larger "
+                    f"budget wrote it: re-run the spec with n_hypotheses of at least "
+                    f"{last + 1} (which rewrites run.json), or delete the shard.")
             shards.append(_Shard(path, digests[path], n_rows, first, last, meta,
                                  frozenset(footers[path].columns)))
         return shards
@@ -217,12 +228,46 @@ class ShardIngest:
                          report: IngestReport) -> None:
         footer = self._footers([path], run_id, "component")[path]
         meta, (n_rows, _, _) = self._checked(path, footer, run_id, "spectrum")
+        self._check_same_spectrum(path, run_id)
         self.con.execute(
             f"INSERT INTO spectra SELECT run_id, component, eigenvalue, residuals FROM "
             f"read_parquet({sql_file_list([path])}) ON CONFLICT DO NOTHING")
         self._add_to_ledger(run_id, "spectrum",
                             [_Shard(path, digest, n_rows, None, None, meta, frozenset())])
         report.shards_ingested += 1
+
+    def _check_same_spectrum(self, path: Path, run_id: str) -> None:
+        """A run has one spectrum (a function of its task and space): a second spectrum file
+        (another execution, another shard folder) must describe the same one. Compared per
+        component as eigenvalue and squared residual norm, to 1e-6 relative: another device or
+        library may flip an eigenvector's sign (negating its residuals) or round differently,
+        neither of which changes the loss distribution."""
+        stored = self.con.execute("SELECT count(*) FROM spectra WHERE run_id = ?",
+                                  [run_id]).fetchone()[0]
+        if not stored:
+            return
+        n_file, n_differ = self.con.execute(
+            f"WITH f AS (SELECT component, eigenvalue, list_inner_product(residuals, "
+            f"residuals) AS rsq FROM read_parquet({sql_file_list([path])})), "
+            "p AS (SELECT component, eigenvalue, list_inner_product(residuals, residuals) AS "
+            "rsq FROM spectra WHERE run_id = $run), "
+            "scale AS (SELECT max(abs(eigenvalue)) AS eig, max(abs(rsq)) AS rsq FROM p) "
+            "SELECT (SELECT count(*) FROM f), count(*) FILTER (f.component IS NULL OR "
+            "p.component IS NULL OR abs(f.eigenvalue - p.eigenvalue) > 1e-6 * "
+            "greatest(abs(f.eigenvalue), abs(p.eigenvalue)) + 1e-12 * s.eig OR "
+            "abs(f.rsq - p.rsq) > 1e-6 * greatest(abs(f.rsq), abs(p.rsq)) + 1e-12 * s.rsq "
+            "OR (f.eigenvalue IS DISTINCT FROM p.eigenvalue AND (isnan(f.eigenvalue) OR "
+            "isnan(p.eigenvalue)))) FROM f FULL JOIN p USING (component), scale s",
+            {"run": run_id}).fetchone()
+        if n_differ:
+            where = self.con.execute("SELECT any_value(path) FROM shards WHERE run_id = ? AND "
+                                     "kind = 'spectrum'", [run_id]).fetchone()[0]
+            raise ShardError(
+                f"{path}: a second spectrum of run {run_id} that differs from the one stored "
+                f"(from {where or 'an earlier shard'}): {n_differ} of its components differ "
+                f"({n_file} here, {stored} stored); nothing was ingested. A run's spectrum is a "
+                "function of its task and space, so two executions disagree or a file is "
+                "foreign: delete the wrong spectrum file.")
 
     def _ingest_levels(self, paths: list[Path], digests: dict[Path, str], run_id: str,
                        report: IngestReport) -> None:
@@ -349,6 +394,17 @@ class ShardIngest:
                              "(seed or losses); nothing was ingested. Two executions of run "
                              f"{run_id} disagree: check that its runner is deterministic, and "
                              "delete the shard that is wrong.")
+
+
+def _not_a_file(path: Path) -> str:
+    if path.is_symlink() and not path.exists():
+        what = f"a broken symbolic link (to {shorten(str(path.readlink()), 120)})"
+    elif path.is_dir():
+        what = "a folder"
+    else:
+        what = "not a regular file"
+    return (f"{path}: {what} under a shard's name; nothing was ingested. Remove it (or put "
+            "the shard it should be in its place), then ingest again.")
 
 
 def _overlapping(paths: list[Path]) -> set[Path]:

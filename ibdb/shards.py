@@ -24,13 +24,15 @@ import os
 import re
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import duckdb
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ibdb.errors import ShardError
+from ibdb.errors import ShardError, shorten
 
 if TYPE_CHECKING:
     from ibdb.splitting import LevelRecord
@@ -40,6 +42,74 @@ LOSS_SHARD_RE = re.compile(r"^losses-(\d{9})-(\d{9})-([0-9a-f]{16})\.parquet$")
 SPECTRUM_RE = re.compile(r"^spectrum-([0-9a-f]{16})\.parquet$")
 LEVEL_SHARD_RE = re.compile(r"^levels-r(\d{3})-l(\d{4})-([0-9a-f]{16})\.parquet$")
 SHA_PREFIX = 16  # hex digits of the sha256 kept in a shard's name
+
+
+# -- the manifest (run.json): what ingest reads of it, as a model ------------------------------
+
+_Text = Annotated[str, Field(min_length=1, max_length=10_000)]
+_Count = Annotated[int, Field(ge=0, le=2**31 - 1)]  # (stored as INTEGER)
+
+
+class _Part(BaseModel):
+    """Strict (a string is not a number); keys ibdb does not read are allowed, so that a
+    manifest written by a later ibdb, with more in it, still loads."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+
+
+class _SpecTask(_Part):
+    name: _Text
+    eps: Annotated[list[Annotated[float, Field(gt=0, allow_inf_nan=False)]],
+                   Field(min_length=1)]
+
+
+class _SpecSpace(_Part):
+    name: _Text
+    kind: _Text
+
+
+class _SpecBudget(_Part):
+    name: _Text
+    n_hypotheses: Annotated[int, Field(gt=0, le=2**62)]
+
+
+class _Spec(_Part):
+    experiment: _Text
+    task: _SpecTask
+    space: _SpecSpace
+    budget: _SpecBudget
+
+
+class _TaskFacts(_Part):
+    n_train: _Count
+    n_test: Annotated[int, Field(gt=0, le=2**31 - 1)]
+    n_outputs: Annotated[int, Field(gt=0, le=2**31 - 1)]
+    fingerprint: _Text
+    statistics: dict[str, Any] | None = None
+
+
+class _Provenance(_Part):
+    ibdb_version: _Text
+    torch_version: _Text
+    duckdb_version: _Text
+    device: _Text
+    host: _Text
+    started_at: datetime
+    finished_at: datetime | None = None
+    wall_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+class RunManifest(_Part):
+    """A run folder's run.json (ibdb.execute writes it): the run, its spec as run, its identity
+    (what its id hashes), the task's facts, what the runner reported, and provenance."""
+
+    run_id: Annotated[str, Field(pattern=r"^[0-9a-f]{16}$")]
+    runner: _Text
+    spec: _Spec
+    identity: dict[str, Any]
+    task: _TaskFacts
+    runner_info: dict[str, Any]
+    provenance: _Provenance
 
 
 def run_dir(root: Path, run_id: str) -> Path:
@@ -91,18 +161,44 @@ def write_manifest(folder: Path, manifest: dict[str, Any]) -> Path:
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
+    """A run folder's run.json, checked against :class:`RunManifest` (every field ingest
+    reads, with its type and range); a ShardError names the file and each wrong field."""
     path = folder / MANIFEST
     try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
+        text = path.read_bytes()
     except FileNotFoundError:
         raise ShardError(f"{path}: missing; a run folder needs its run.json. Re-run the spec "
                          "with `ibdb run` to rewrite it.") from None
+    except OSError as exc:
+        raise ShardError(f"{path}: cannot be read ({exc.strerror or exc}); nothing was "
+                         "ingested. Make it a readable file: re-run the spec with `ibdb run` to "
+                         "rewrite it.") from None
+    try:
+        manifest = json.loads(text.decode("utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ShardError(f"{path}: not valid JSON ({exc}). Delete the run folder and re-run.") \
-            from None
-    for key in ("run_id", "spec", "identity", "task", "runner_info"):
-        if key not in manifest:
-            raise ShardError(f"{path}: manifest lacks {key!r}; it was not written by ibdb.")
+        raise ShardError(f"{path}: not valid JSON ({shorten(str(exc), 120)}); nothing was "
+                         "ingested. Re-run the spec with `ibdb run` to rewrite it, or delete "
+                         "the run folder.") from None
+    if not isinstance(manifest, dict):
+        raise ShardError(f"{path}: holds a JSON {type(manifest).__name__}, not the object "
+                         "ibdb writes; nothing was ingested. Re-run the spec with `ibdb run` to "
+                         "rewrite it.")
+    try:
+        model = RunManifest.model_validate_json(text)
+    except ValidationError as exc:
+        problems = [f"  - {'.'.join(str(p) for p in e['loc']) or '(top level)'}: {e['msg']}"
+                    + ("" if e["type"] == "missing" else f" (got {shorten(repr(e['input']), 60)})")
+                    for e in exc.errors()[:10]]
+        more = f"\n  ... and {exc.error_count() - 10} more" if exc.error_count() > 10 else ""
+        raise ShardError(f"{path}: not a run manifest ibdb wrote ({exc.error_count()} "
+                         "problem(s)):\n" + "\n".join(problems) + more + "\nNothing was "
+                         "ingested. Re-run the spec with `ibdb run` to rewrite run.json (its "
+                         "shards are kept), or move the run folder away.") from None
+    # times as ISO text that DuckDB reads (a valid manifest may spell them otherwise)
+    provenance = manifest["provenance"]
+    provenance["started_at"] = model.provenance.started_at.isoformat()
+    if model.provenance.finished_at is not None:
+        provenance["finished_at"] = model.provenance.finished_at.isoformat()
     return manifest
 
 
@@ -271,6 +367,12 @@ def _write_parquet(folder: Path, name: Callable[[str], str], select: str,
                 f"(FORMAT parquet, COMPRESSION snappy, KV_METADATA {{ibdb: '{kv}'}})",
                 params,
             )
+        except duckdb.IOException as exc:
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else "IO error"
+            raise ShardError(f"{folder}: cannot write a shard ({shorten(detail, 300)}). Free "
+                             "disk space there (or fix its permissions); the shards written "
+                             "before are kept, and `ibdb run` again resumes after them.") \
+                from None
         finally:
             con.close()
 

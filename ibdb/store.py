@@ -23,9 +23,16 @@ from typing import TYPE_CHECKING, Any
 import duckdb
 
 from ibdb.columns import ESTIMATE_COLUMNS, LOSS_NAMES
-from ibdb.errors import StoreError, StoreLockedError
+from ibdb.errors import IbdbError, StoreError, StoreLockedError, shorten
 from ibdb.methods import SOURCES
 from ibdb.sqlfunctions import register_functions
+from ibdb.storefiles import (
+    TEMPORARY_STORE_PREFIX,
+    check_not_truncated,
+    check_store_path,
+    lock_message,
+    store_failure,
+)
 from ibdb.views import create_views, view_definitions  # noqa: F401 (view_definitions re-exported)
 
 if TYPE_CHECKING:  # numpy and the ingest machinery load only when a call needs them
@@ -36,6 +43,9 @@ if TYPE_CHECKING:  # numpy and the ingest machinery load only when a call needs 
 log = logging.getLogger(__name__)
 SCHEMA_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 DIGESTS_STORED_SINCE = 3  # the schema version that stores loss-set digests
+# Tables a schema file makes that the upgrade after it drops (Store._carry_over_digests).
+DROPPED_AFTER_UPGRADE = ("legacy_loss_set_md5",)
+# A store being created is written under ".<name>.new-<pid>" beside it (Store._create).
 
 
 class Store:
@@ -60,12 +70,8 @@ class Store:
         """
         path = str(path)
         if path != ":memory:":
-            if Path(path).is_dir():
-                raise StoreError(f"{path}: is a folder; --db must name a DuckDB file.")
-            if not Path(path).exists() and (read_only or not create):
-                raise StoreError(f"{path}: no such store. Run `ibdb init` or `ibdb run SPEC` "
-                                 "first, or point --db / IBDB_DB at an existing store.")
-            elif not read_only and create and not Path(path).exists():
+            check_store_path(path, read_only=read_only, create=create)
+            if not read_only and create and not Path(path).exists():
                 cls._create(Path(path))
         deadline = time.monotonic() + retry_seconds
         while True:
@@ -73,17 +79,19 @@ class Store:
                 con = duckdb.connect(path, read_only=read_only and path != ":memory:")
                 break
             except duckdb.IOException as exc:
-                if "lock" not in str(exc).lower():
-                    raise StoreError(f"{path}: cannot open the store ({exc}).") from None
+                if "could not set lock" not in str(exc).lower():
+                    raise store_failure(path, exc, opening=True) from None
                 if time.monotonic() >= deadline:
-                    raise StoreLockedError(_lock_message(path, str(exc))) from None
+                    raise StoreLockedError(lock_message(path, str(exc))) from None
                 time.sleep(0.1)
             except duckdb.Error as exc:
-                raise StoreError(f"{path}: not a DuckDB database, or damaged ({exc}). "
-                                 "Point --db at another file.") from None
+                raise store_failure(path, exc, opening=True) from None
         store = cls(con, path, read_only=read_only and path != ":memory:")
         try:
             store._prepare(functions=functions)
+        except duckdb.Error as exc:
+            con.close()
+            raise store_failure(path, exc, opening=True) from None
         except BaseException:
             con.close()
             raise
@@ -94,7 +102,7 @@ class Store:
         """Create a store under a temporary name and link it into place, so a process killed
         while creating it leaves no half-made store (which a later read-only open would refuse);
         a link, unlike a rename, never replaces a store another process created meanwhile."""
-        tmp = path.with_name(f".{path.name}.new-{os.getpid()}")
+        tmp = path.with_name(f"{TEMPORARY_STORE_PREFIX.format(name=path.name)}{os.getpid()}")
         for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
             leftover.unlink(missing_ok=True)
         try:
@@ -108,6 +116,12 @@ class Store:
                 os.link(tmp, path)
             except FileExistsError:
                 pass  # another process created it first: use theirs
+        except duckdb.Error as exc:
+            raise store_failure(str(path), exc, opening=True) from None
+        except OSError as exc:
+            raise StoreError(f"{path}: cannot create the store ({shorten(exc.strerror or exc)}"
+                             f" at {shorten(exc.filename or tmp)}). Point --db at a file in a "
+                             "folder you can write, or free space there.") from None
         finally:
             for leftover in (tmp, tmp.with_name(tmp.name + ".wal")):
                 leftover.unlink(missing_ok=True)
@@ -124,24 +138,53 @@ class Store:
     @contextmanager
     def transaction(self) -> Iterator[duckdb.DuckDBPyConnection]:
         """Everything in the block commits together or not at all."""
-        self.con.execute("BEGIN")
+        # A failure shows itself, never a failed ROLLBACK after it: DuckDB ends a transaction
+        # whose COMMIT failed (disk full) on its own, and a later ROLLBACK would then fail with
+        # "no transaction is active", hiding why. Failures of the file (disk full, damage,
+        # memory) become StoreErrors; SQL errors pass unchanged.
+        try:
+            self.con.execute("BEGIN")
+        except duckdb.Error as exc:
+            raise store_failure(self.path, exc) or exc from None
         try:
             yield self.con
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+            self.con.execute("COMMIT")
+        except BaseException as exc:
+            try:
+                self.con.execute("ROLLBACK")
+            except duckdb.Error as rollback:
+                log.debug("%s: ROLLBACK after a failure failed too: %s", self.path, rollback)
+            failure = store_failure(self.path, exc) if isinstance(exc, duckdb.Error) else None
+            if failure is None:
+                raise
+            raise failure from exc
 
     def _prepare(self, *, functions: bool) -> None:
+        if self.path != ":memory:":
+            check_not_truncated(self.con, self.path)
         version = self.schema_version()
         files = _schema_files()
+        latest = files[-1][0]
+        if version == 0:
+            others = self._table_names()
+            if others:  # (a new store, or an empty DuckDB file, has none)
+                listed = shorten(", ".join(others), 120)
+                raise StoreError(f"{self.path}: a DuckDB database without ibdb's ibdb_meta table "
+                                 f"(it holds {listed}): another program's database, or an ibdb "
+                                 "store whose ibdb_meta was dropped. ibdb neither reads it nor "
+                                 "adds its tables to it: point --db at an ibdb store, or at a "
+                                 "new file.")
+        if version > latest:
+            raise StoreError(f"{self.path}: store schema version {version} is newer than this "
+                             f"ibdb understands ({latest}): upgrade ibdb, "
+                             "or point --db at another store.")
         if self.read_only:
             if version == 0:
-                raise StoreError(f"{self.path}: not an ibdb store (no ibdb tables). "
-                                 "Run `ibdb init` on it, or pick the right --db.")
-            if version < files[-1][0]:  # its views would name columns it lacks
+                raise StoreError(f"{self.path}: not an ibdb store (an empty DuckDB file). Run "
+                                 "`ibdb init` on it, or pick the right --db.")
+            if version < latest:  # its views would name columns it lacks
                 raise StoreError(f"{self.path}: store schema version {version} is older than "
-                                 f"this ibdb's ({files[-1][0]}) and a read-only open cannot "
+                                 f"this ibdb's ({latest}) and a read-only open cannot "
                                  "upgrade it. Run `ibdb --db FILE init` once (it upgrades in "
                                  "place, in one transaction), then retry.")
         else:
@@ -150,6 +193,7 @@ class Store:
                 if version:  # (a new store's tables are made in no time; say nothing then)
                     log.info("%s: upgrading the store from schema version %d to %d, in one "
                              "transaction", self.path, version, pending[-1][0])
+                    self._verify_catalog(version)  # (its upgrade would fail half-way)
                 with self.transaction():
                     for _, text in pending:
                         self.con.execute(text)
@@ -158,13 +202,64 @@ class Store:
                     if version < DIGESTS_STORED_SINCE:
                         create_views(self.con, temporary=False)
                         self._carry_over_digests()
-        latest = files[-1][0]
-        if self.schema_version() > latest:
-            raise StoreError(f"{self.path}: store schema version {self.schema_version()} is "
-                             f"newer than this ibdb understands ({latest}); upgrade ibdb.")
-        create_views(self.con, temporary=self.read_only)
+        self._verify_catalog(latest)
+        try:
+            create_views(self.con, temporary=self.read_only)
+        except duckdb.CatalogException as exc:
+            raise StoreError(f"{self.path}: cannot create ibdb's views "
+                             f"({shorten(str(exc).splitlines()[0])}); an object of the store "
+                             "has a view's name. Drop or rename it (`ibdb sql --write`).") \
+                from None
         if functions:
             register_functions(self.con)
+
+    def _table_names(self) -> list[str]:
+        return [r[0] for r in self.con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = 'main' ORDER BY table_name").fetchall()]
+
+    def _verify_catalog(self, version: int) -> None:
+        """Raise a StoreError naming every table and column that differs from what the
+        schema files up to ``version`` make (a store altered by hand: a dropped table or
+        column, a changed type), instead of a binder error at some later query. Tables of
+        the user's own are allowed; ibdb's tables must hold exactly their columns."""
+        want = _expected_catalog(self.con, version)
+        got: dict[str, dict[str, str]] = {}
+        for table, column, dtype in self.con.execute(
+                "SELECT c.table_name, c.column_name, c.data_type FROM duckdb_columns() c "
+                "JOIN duckdb_tables() t ON t.table_oid = c.table_oid "
+                "WHERE c.database_name = current_database() AND c.schema_name = 'main' "
+                "ORDER BY c.table_name, c.column_index").fetchall():
+            got.setdefault(table, {})[column] = dtype
+        problems = []
+        for table, columns in want.items():
+            if table not in got:
+                problems.append(f"table {table} is missing")
+                continue
+            for column, dtype in columns.items():
+                have = got[table].get(column)
+                if have is None:
+                    problems.append(f"{table} lacks column {column} {dtype}")
+                elif have != dtype:
+                    problems.append(f"{table}.{column} is {have}, not {dtype}")
+            problems += [f"{table} has a column {c} that ibdb does not make"
+                         for c in got[table] if c not in columns]
+        if problems:
+            raise StoreError(
+                f"{self.path}: the store's tables are not those of ibdb schema version "
+                f"{version}: {shorten('; '.join(problems), 600)}. It was altered outside ibdb "
+                "(e.g. ALTER TABLE or DROP TABLE through a plain DuckDB connection). Restore it "
+                "from a backup, or rebuild a store from its shard folder: `ibdb --db NEW.duckdb "
+                "ingest SHARDS`, then `ibdb --db NEW.duckdb estimate`.")
+
+    def missing_views(self) -> list[str]:
+        """Views of queries/*.sql that the store file itself lacks (dropped outside ibdb).
+        ibdb re-creates its views whenever it opens a store (a read-only open as temporary
+        ones), so only other DuckDB clients miss them; a writable open writes them back."""
+        have = {r[0] for r in self.con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE database_name = current_database() "
+            "AND schema_name = 'main'").fetchall()}
+        return [name for name, _ in view_definitions() if name not in have]
 
     def _carry_over_digests(self) -> None:
         """Store digests of every run, and move each estimate that was fresh under the md5
@@ -184,12 +279,19 @@ class Store:
             return 0
         row = self.con.execute(
             "SELECT value FROM ibdb_meta WHERE key = 'schema_version'").fetchone()
-        return int(row[0]) if row else 0
+        try:
+            return int(row[0]) if row else 0
+        except (TypeError, ValueError):
+            raise StoreError(f"{self.path}: its ibdb_meta holds schema_version "
+                             f"{shorten(row[0], 40)!r}, not a number; it was edited outside "
+                             "ibdb. Set it back (`ibdb sql --write \"UPDATE ibdb_meta SET value "
+                             "= '<n>' WHERE key = 'schema_version'\"`, n the number of the last "
+                             "schemas/ file the store has) or restore a backup.") from None
 
     def query(self, sql: str, params: Any = None) -> tuple[list[str], list[tuple]]:
         """(column names, rows) of the last statement of ``sql`` over the store."""
         cursor = self.con.execute(sql, params)
-        if cursor.description is None:
+        if cursor is None or cursor.description is None:
             return [], []
         return [d[0] for d in cursor.description], cursor.fetchall()
 
@@ -375,9 +477,16 @@ class Store:
         With ``write`` every statement runs in one transaction together with a refresh of
         the loss-set digests, so that hand-edited losses make the estimates computed from
         them stale, and an error writes nothing."""
+        require_statements(query)
         self._seal()
         if not write:
-            return self.query(query)
+            try:
+                return self.query(query)
+            except duckdb.Error as exc:  # a damaged block shows when a query reads it
+                failure = store_failure(self.path, exc)
+                if failure is None:
+                    raise
+                raise failure from None
         with self.transaction():
             result = self.query(query)
             self.refresh_loss_sets(None)
@@ -397,6 +506,19 @@ _SOURCE_READERS = {"losses": Store._losses_source, "spectrum": Store._spectrum_s
                    "task_statistics": Store._task_statistics_source}
 
 
+def require_statements(query: str) -> None:
+    """Raise unless ``query`` holds an SQL statement (not only blanks or comments). A query
+    that does not parse passes: running it reports DuckDB's parser error."""
+    try:
+        empty = not duckdb.extract_statements(query)
+    except duckdb.Error:
+        return
+    if empty:
+        raise IbdbError(f"SQL error: the query ({shorten(repr(query), 80)}) holds no "
+                        "statement: it is empty or only comments. Pass one, e.g. `ibdb sql "
+                        "\"SELECT * FROM run_summary\"`.")
+
+
 def _schema_files() -> list[tuple[int, str]]:
     folder = resources.files("ibdb.schemas")
     out = []
@@ -407,16 +529,35 @@ def _schema_files() -> list[tuple[int, str]]:
     return sorted(out)
 
 
-def _lock_message(path: str, detail: str) -> str:
-    pid = re.search(r"PID (\d+)", detail)
-    holder = f"process {pid.group(1)}" if pid else "another process"
-    if pid:
-        cmdline = Path(f"/proc/{pid.group(1)}/cmdline")
+_EXPECTED_CATALOGS: dict[int, dict[str, dict[str, str]]] = {}
+
+
+def _expected_catalog(con: duckdb.DuckDBPyConnection, version: int
+                      ) -> dict[str, dict[str, str]]:
+    """{table: {column: type}} that schemas/ files 1..``version`` make, derived by running
+    them on an empty in-memory database (once per process and version; ~6 ms), attached to
+    ``con`` (a second connection would cost twice that) and detached again."""
+    if version not in _EXPECTED_CATALOGS:
+        name = "ibdb_expected_catalog"
+        cur = con.cursor()  # (its own USE: the store's connection keeps its default catalog)
+        cur.execute(f"ATTACH ':memory:' AS {name} (READ_WRITE)")
         try:
-            words = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
-            holder += f" ({words[:120]})" if words else ""
-        except OSError:
-            pass
-    return (f"{path}: the store is locked by {holder}. DuckDB allows one process to open a "
-            "store while it writes. Wait for that process to finish (or stop it), then retry; "
-            "or point --db at another file.")
+            cur.execute(f"USE {name}")
+            cur.execute("BEGIN")
+            for number, text in _schema_files():
+                if number <= version:
+                    cur.execute(text)
+            for table in DROPPED_AFTER_UPGRADE:
+                cur.execute(f"DROP TABLE IF EXISTS {table}")
+            cur.execute("COMMIT")
+            catalog: dict[str, dict[str, str]] = {}
+            for table, column, dtype in cur.execute(
+                    "SELECT table_name, column_name, data_type FROM duckdb_columns() "
+                    "WHERE database_name = $db ORDER BY table_name, column_index",
+                    {"db": name}).fetchall():
+                catalog.setdefault(table, {})[column] = dtype
+        finally:
+            cur.close()
+            con.execute(f"DETACH {name}")
+        _EXPECTED_CATALOGS[version] = catalog
+    return _EXPECTED_CATALOGS[version]
