@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import os
 import pickle
 import struct
 import zlib
@@ -17,9 +18,60 @@ from pathlib import Path
 
 import numpy as np
 
-from ibdb.errors import DataError
+from ibdb.errors import DataError, SpecError
 
 Arrays = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
+
+
+# -- memory limits: refuse what cannot fit before allocating it --------------------------------
+
+
+def machine_memory_bytes() -> int:
+    """The machine's physical memory in bytes (page size x physical pages); 0 where the OS
+    does not say (then no size is refused for want of memory)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):
+        return 0
+
+
+def format_bytes(n: float) -> str:
+    """``n`` bytes as a short human number (binary units: 1 GiB = 2^30 bytes)."""
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"):
+        if n < 1024 or unit == "EiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.3g} {unit}"
+        n /= 1024
+    return f"{n:.3g} EiB"  # (not reached)
+
+
+def require_memory(needed: int, what: str, fix: str, *, error: type = SpecError) -> None:
+    """Raise ``error`` when ``needed`` bytes (an estimate of what ``what`` allocates at once)
+    exceed the machine's memory: the message gives the estimate, the machine's memory and
+    ``fix``. Called before allocating, so that an absurd size is a message, not a hang or a
+    MemoryError."""
+    have = machine_memory_bytes()
+    if have and needed > have:
+        raise error(f"{what} needs about {format_bytes(needed)} of memory at once; this "
+                    f"machine has {format_bytes(have)}. {fix}")
+
+
+def synthetic_bytes(*, n_points: int, intrinsic_dim: int, ambient_dim: int, n_classes: int,
+                    teacher_width: int, **_: object) -> int:
+    """Rough peak bytes of :func:`synthetic_task` and of the task built from it: the points
+    (n x d float64) about four times (drawn, copied to float64 by the task, split, sampled
+    for the pool), the d x m Gaussian matrix, its Q and the basis, the latents and teacher
+    activations, and the one-hot targets (n x classes)."""
+    n, d, m = n_points, ambient_dim, intrinsic_dim
+    return 8 * (4 * n * d + 3 * d * m + n * (3 * m + 2 * teacher_width + 3 * n_classes))
+
+
+def pendulum_bytes(*, n_points: int, n_bins: int, steps: int, **_: object) -> int:
+    """Rough peak bytes of :func:`pendulum_task` and its task: the visited states (n x 2
+    float64) and the RK4 stages (episodes x 2, ten of them), actions, the n_bins quantile
+    edges and the one-hot targets (n x n_bins)."""
+    episodes = -(-n_points // steps)
+    return 8 * (6 * n_points * 2 + 10 * episodes * 2 + 3 * n_points + 2 * n_bins
+                + n_points * n_bins)
 
 # torchvision's folder name and the dataset's home page, per IDX dataset.
 IDX_DATASETS = {
@@ -175,6 +227,13 @@ def synthetic_task(*, n_points: int, intrinsic_dim: int, ambient_dim: int, n_cla
     normalised`` scales ``W`` by sqrt(3 / m), so that ``W z`` has unit variance per hidden unit
     whatever m (``raw``: variance m / 3, a sharper teacher in more dimensions).
     """
+    require_memory(
+        synthetic_bytes(n_points=n_points, intrinsic_dim=intrinsic_dim, ambient_dim=ambient_dim,
+                        n_classes=n_classes, teacher_width=teacher_width),
+        f"synthetic data of n_points = {n_points}, ambient_dim = {ambient_dim}, intrinsic_dim "
+        f"= {intrinsic_dim}, n_classes = {n_classes}, teacher_width = {teacher_width} "
+        "(estimate: 8 bytes x (4 n d + 3 d m + n (3 m + 2 width + 3 classes)))",
+        "Lower n_points or ambient_dim.")
     rng = np.random.default_rng(seed)
     z = rng.uniform(-1.0, 1.0, size=(n_points, intrinsic_dim))
     # Q of a Gaussian matrix's QR, signs fixed by R's diagonal: a uniformly random d x m map
@@ -211,6 +270,10 @@ def pendulum_task(*, n_points: int, n_bins: int, angle_max_rad: float, rate_max_
     the action's bin among ``n_bins`` equal-count bins (quantiles of the actions drawn), so the
     regression target becomes a k-class task the rest of ibdb measures with one-hot targets.
     """
+    require_memory(
+        pendulum_bytes(n_points=n_points, n_bins=n_bins, steps=steps),
+        f"pendulum data of n_points = {n_points}, n_bins = {n_bins} (estimate: 8 bytes x "
+        "(15 n + 2 bins + n bins))", "Lower n_points or n_bins.")
     from scipy.linalg import solve_continuous_are  # only this generator needs scipy
 
     a = np.array([[0.0, 1.0], [_G / _LENGTH, 0.0]])

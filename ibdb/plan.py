@@ -16,9 +16,12 @@ from typing import Any
 
 import numpy as np
 
+from ibdb import datasets
+from ibdb.datasets import format_bytes, require_memory
+from ibdb.errors import DataError
 from ibdb.runners import check_space, check_splitting, runner_entry
-from ibdb.specs import RunSpec
-from ibdb.tasks import TaskData, load_task
+from ibdb.specs import NpzSource, ParquetSource, PendulumSource, RunSpec, SyntheticSource, Task
+from ibdb.tasks import TaskData, load_task, resolve_source_path
 
 RUN_ID_LENGTH = 16  # hex digits of sha256: 64 bits, ample for one store's runs
 
@@ -68,16 +71,190 @@ def load_runs(specs: list[RunSpec], *, spec_dir: Path) -> list[tuple[RunSpec, st
     loaded: dict[tuple[str, str], TaskData] = {}
     out = []
     for spec in specs:
+        check_plan_memory(spec)
+    for spec in specs:
         key = (spec.task.model_dump_json(), str(spec_dir))
         if key not in loaded:
-            loaded[key] = load_task(spec.task, spec_dir=spec_dir)
+            check_task_memory(spec.task, spec_dir)
+            try:
+                loaded[key] = load_task(spec.task, spec_dir=spec_dir)
+            except MemoryError:
+                have = format_bytes(datasets.machine_memory_bytes())
+                raise DataError(
+                    f"task {spec.task.name!r}: its data do not fit in memory (this machine has "
+                    f"{have}). Use fewer or smaller points "
+                    "(n_train, n_test, the source's size or features), or a machine with more "
+                    "memory.") from None
         data = loaded[key]
         check_space(spec.space, data)
         if spec.budget.splitting is not None:
             check_splitting(spec.space)
+        check_chunk_memory(spec, data)
         identity = run_identity(spec, data)
         out.append((spec, run_id_of(identity), identity, data))
     return out
+
+
+# -- memory, checked before anything is allocated --------------------------------------------
+# Rough estimates (float64 everywhere, though networks train in float32: about twice what is
+# needed), compared with the machine's physical memory (datasets.machine_memory_bytes). They are
+# meant to turn an absurd size into a message, not to predict the peak to the byte.
+
+PLAN_BYTES_PER_HYPOTHESIS = 40
+"""A run's plan holds every hypothesis id to sample (int64) and, while it cuts them into
+chunks, four more temporaries per id (execute.chunk_ranges): about 40 bytes per hypothesis."""
+
+
+def check_plan_memory(spec: RunSpec) -> None:
+    """Refuse a budget whose list of hypothesis ids alone cannot fit in memory."""
+    n = spec.budget.n_hypotheses
+    require_memory(
+        n * PLAN_BYTES_PER_HYPOTHESIS,
+        f"{spec.label}: budget.n_hypotheses = {n} (the plan keeps every id to sample, about "
+        f"{PLAN_BYTES_PER_HYPOTHESIS} bytes per hypothesis)",
+        "Lower budget.n_hypotheses (a run can be extended later: asking for more hypotheses "
+        "resumes it).")
+
+
+def check_task_memory(task: Task, spec_dir: Path) -> None:
+    """Refuse a task whose generated data or one-hot targets cannot fit, before loading it:
+    generators' sizes come from the spec, files' class counts from a look at their labels."""
+    source = task.source
+    where = f"task {task.name!r}: source"
+    if isinstance(source, SyntheticSource):
+        p = source.model_dump()
+        require_memory(
+            datasets.synthetic_bytes(**p),
+            f"{where} synthetic with n_points = {source.n_points}, ambient_dim = "
+            f"{source.ambient_dim}, intrinsic_dim = {source.intrinsic_dim}, n_classes = "
+            f"{source.n_classes}, teacher_width = {source.teacher_width} (estimate: 8 bytes x "
+            "(4 n d + 3 d m + n (3 m + 2 width + 3 classes)))",
+            "Lower source.n_points or source.ambient_dim.")
+    elif isinstance(source, PendulumSource):
+        require_memory(
+            datasets.pendulum_bytes(n_points=source.n_points, n_bins=source.n_bins,
+                                    steps=source.steps),
+            f"{where} pendulum with n_points = {source.n_points}, n_bins = {source.n_bins} "
+            "(estimate: 8 bytes x (15 n + 2 bins + n bins))",
+            "Lower source.n_points or source.n_bins.")
+    elif isinstance(source, NpzSource | ParquetSource):
+        n_classes = _file_class_count(source, spec_dir)
+        if n_classes is not None:
+            rows = task.n_train + task.n_test
+            require_memory(
+                8 * rows * n_classes,
+                f"{where}.path: its largest label {n_classes - 1} makes {n_classes} classes; "
+                f"one-hot targets of n_train + n_test = {rows} points (8 bytes x points x "
+                "classes)",
+                "Labels must be class indices 0, 1, ..., k - 1: renumber them (or keep a few "
+                "with preprocess.classes).")
+
+
+def _file_class_count(source: NpzSource | ParquetSource, spec_dir: Path) -> int | None:
+    """1 + the largest label in an npz's y_train / y_test or a Parquet file's label column
+    (an npz's one-hot labels: their columns); None when the file cannot be read that way
+    (loading the task then says why)."""
+    path = resolve_source_path(source, spec_dir)
+    try:
+        if isinstance(source, ParquetSource):
+            import duckdb
+
+            with duckdb.connect() as con:
+                top = con.execute('SELECT max("label") FROM read_parquet(?)',
+                                  [str(path)]).fetchone()
+            value = top[0] if top else None
+            return int(value) + 1 if isinstance(value, int) and value >= 0 else None
+        with np.load(path, allow_pickle=False) as npz:
+            counts = []
+            for name in ("y_train", "y_test"):
+                labels = npz[name]
+                if labels.ndim == 2:
+                    counts.append(labels.shape[1])
+                elif labels.ndim == 1 and labels.size and np.issubdtype(labels.dtype,
+                                                                        np.integer):
+                    counts.append(int(labels.max()) + 1)
+            return max(counts) if counts else None
+    except Exception:  # noqa: BLE001 (any unreadable file: load_task reports it properly)
+        return None
+
+
+def hypothesis_bytes(spec: RunSpec, data: TaskData) -> tuple[int, str]:
+    """Rough bytes one hypothesis of ``spec``'s space takes while its chunk is sampled, and the
+    estimate's formula. n_train, n_test, k classes, d features (c x h x w for images):
+
+    - gp: its (n_test, k) normals and predictions (float32) and temporaries: 12 n_test k;
+      conditioned on a fit (``fit``): 16 (n_train + n_test) k more;
+    - mlp: P parameters (weights, gradients, two optimiser moments: 4 P) and activations for
+      train and test points, forward and backward (3 (n_train + n_test) (depth width + k));
+    - cnn: the same with the convolutions' parameters and feature maps (channels x h x w per
+      layer, halved by each pooling).
+    All times 8 bytes, except the gp's float32 arrays; the fixed matrices a gp holds for every
+    hypothesis (n_train^2 + n_train n_test + n_test^2 float64) are checked apart.
+    """
+    space = spec.space
+    n_train, n_test = len(data.x_train), len(data.x_test)
+    k, d = data.y_train.shape[1], data.x_train.shape[1]
+    if space.kind == "gp":
+        per = 12 * n_test * k + 64
+        formula = "12 bytes x n_test x k"
+        if space.fit is not None:
+            per += 16 * (n_train + n_test) * k
+            formula += " + 16 bytes x (n_train + n_test) x k"
+        return per, formula
+    if space.kind == "mlp":
+        w, depth = space.width, space.depth
+        if depth == 0:
+            params = (d + 1) * k
+        else:
+            params = (d + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * k
+        units = depth * w + k
+        return (8 * (4 * params + 3 * (n_train + n_test) * units),
+                f"8 bytes x (4 x {params} parameters + 3 x (n_train + n_test) x {units} units)")
+    channels_in, height, width = data.image_shape or (1, 1, d)
+    c, ks = space.channels, space.kernel_size
+    params, units = 0, 0
+    for _ in range(space.layers):
+        params += channels_in * c * ks * ks + c
+        units += c * height * width
+        channels_in = c
+        if space.pooling != "none":
+            height, width = max(1, height // 2), max(1, width // 2)
+    params += c * height * width * k + k
+    units += k
+    return (8 * (4 * params + 3 * (n_train + n_test) * units),
+            f"8 bytes x (4 x {params} parameters + 3 x (n_train + n_test) x {units} units)")
+
+
+def check_chunk_memory(spec: RunSpec, data: TaskData) -> None:
+    """Refuse a run one of whose chunks (or a gp's fixed matrices) cannot fit in memory."""
+    have = datasets.machine_memory_bytes()
+    if not have:
+        return
+    n_train, n_test = len(data.x_train), len(data.x_test)
+    fixed = 0
+    if spec.space.kind == "gp":
+        fixed = 8 * (n_train**2 + n_train * n_test + n_test**2)
+        require_memory(
+            fixed,
+            f"{spec.label}: the gp space's kernel matrices for n_train = {n_train}, n_test = "
+            f"{n_test} (8 bytes x (n_train^2 + n_train n_test + n_test^2))",
+            "Lower the task's n_train or n_test.")
+    per, formula = hypothesis_bytes(spec, data)
+    chunk = min(spec.budget.chunk_size, spec.budget.n_hypotheses)
+    needed = fixed + chunk * (per + 16)  # (+ each hypothesis's id and seed)
+    if needed <= have:
+        return
+    fits = (have // 2 - fixed) // (per + 16)
+    fix = (f"Lower budget.chunk_size to at most {fits} (what fits in half this machine's "
+           "memory)." if fits >= 1 else
+           "Even one hypothesis does not fit: make the space smaller (width, depth, channels, "
+           "layers) or the task (n_train, n_test, features).")
+    require_memory(
+        needed,
+        f"{spec.label}: one chunk of budget.chunk_size = {chunk} hypotheses of the "
+        f"{spec.space.kind} space (estimate: {format_bytes(per + 16)} per hypothesis, "
+        f"{formula}, + 16 bytes)",
+        fix)
 
 
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)

@@ -259,3 +259,24 @@ def test_every_example_spec_validates(example):
 
     _, runs = Ibdb(":memory:").validate(example)
     assert runs and all(len(run_id) == 16 for _, run_id in runs)
+
+
+def test_a_budget_seed_past_two_to_the_63_is_refused_by_name(tmp_path):
+    """Hypothesis seeds hash the run seed as a uint64: 2**64 used to overflow deep in the plan
+    (a traceback); the spec now says which field and what range."""
+    from click.testing import CliRunner
+
+    from ibdb.cli import main
+
+    from conftest import make_npz, spec_dict, write_spec
+
+    make_npz(tmp_path / "toy.npz")
+    spec = spec_dict(seed=2**64)
+    result = CliRunner().invoke(main, ["--db", str(tmp_path / "s.duckdb"), "validate",
+                                       str(write_spec(tmp_path, spec))])
+    assert result.exit_code == 2 and "seed" in result.output and "less than" in result.output
+    assert "Traceback" not in result.output
+    spec["budgets"][0]["seed"] = 2**63 - 1
+    ok = CliRunner().invoke(main, ["--db", str(tmp_path / "s.duckdb"), "validate",
+                                   str(write_spec(tmp_path, spec))])
+    assert ok.exit_code == 0, ok.output
