@@ -23,7 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ibdb.cli import main
-from tests.conftest import make_npz, spec_dict
+
+from conftest import make_npz, spec_dict
 
 N_CASES = 150
 MAX_OUTPUT = 10_000

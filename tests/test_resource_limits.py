@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from ibdb import datasets
 from ibdb.cli import main
-from tests.conftest import make_npz, spec_dict, write_spec
+
+from conftest import make_npz, spec_dict, write_spec
 
 MAX_OUTPUT = 10_000  # bytes a refusal may print
 MAX_SECONDS = 5.0
