@@ -1,7 +1,8 @@
 """ibdb: measure the inductive bias a task requires, as a declarative experiment database.
 
-``from ibdb import Ibdb`` gives the facade that the CLI drives. Importing ibdb loads nothing
-heavy: torch loads only when a run samples hypotheses.
+``from ibdb import Ibdb`` gives the facade that the CLI drives; ``ibdb.connect(db)`` a read-only
+DuckDB connection to a store with its views and the ib_* SQL functions (for notebooks).
+Importing ibdb loads nothing heavy: torch loads only when a run samples hypotheses.
 """
 
 from __future__ import annotations
@@ -10,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ibdb.api import Ibdb
+    from ibdb.frames import connect
 
-__all__ = ["Ibdb"]
+__all__ = ["Ibdb", "connect"]
 
 
 def __getattr__(name: str) -> Any:
@@ -19,4 +21,8 @@ def __getattr__(name: str) -> Any:
         from ibdb.api import Ibdb
 
         return Ibdb
+    if name == "connect":
+        from ibdb.frames import connect
+
+        return connect
     raise AttributeError(f"module 'ibdb' has no attribute {name!r}")

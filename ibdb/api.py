@@ -225,6 +225,100 @@ class Ibdb:
         with self._open(read_only=True) as store:
             return store.ib_rows(run_ids, loss)
 
+    # -- frames (the Python API for notebooks; see ibdb/frames.py) -----------------------------
+    # Each returns a pyarrow Table by default, or a pandas / polars DataFrame with
+    # ``frame="pandas"`` / ``frame="polars"``; the store is open only during the call.
+
+    def runs(self, *, frame: str = "arrow") -> Any:
+        """Every run, one row each: the ``run_summary`` view (what the run is, hypotheses
+        requested and stored, how many did not fit, loss statistics)."""
+        from ibdb import frames
+
+        return self._frame(frames.RUNS_SQL, {}, frame)
+
+    def losses(self, run_ids: str | list[str] | None = None, *, fitted_only: bool = False,
+               frame: str = "arrow") -> Any:
+        """The ``losses`` rows (one per hypothesis: test_mse, test_error, train_*, fitted,
+        seed, shard) of ``run_ids`` (one id, a list, or None for every run), by run and
+        hypothesis id. ``fitted_only`` keeps the hypotheses the estimates use (``fitted IS NOT
+        FALSE``: NULL means fit by construction)."""
+        from ibdb import frames
+
+        ids = frames.run_ids_list(run_ids)
+        clause, params = frames.where(ids)
+        if fitted_only:
+            clause += " AND fitted IS NOT FALSE"
+        return self._frame(frames.LOSSES_SQL.format(where=clause), params, frame, ids)
+
+    def estimates(self, run_ids: str | list[str] | None = None, *, loss: str | None = None,
+                  methods: list[str] | None = None, frame: str = "arrow") -> Any:
+        """Stored estimates with every column of the ``ib_estimates`` view (bits, interval,
+        bound, stale, params, diagnostics, ...), optionally of some runs, one loss, methods."""
+        from ibdb import frames
+
+        frames.check_loss(loss)
+        ids = frames.run_ids_list(run_ids)
+        clause, params = frames.where(ids, loss=loss, method=methods)
+        return self._frame(frames.ESTIMATES_SQL.format(where=clause), params, frame, ids)
+
+    def ib_curve(self, run_ids: str | list[str] | None = None, *, loss: str = "test_mse",
+                 methods: list[str] | None = None, frame: str = "arrow") -> Any:
+        """The IB-vs-eps curve: per run, method and eps (descending) the bits with their 95 %
+        interval (``lower_bits``, ``upper_bits``), ``bound`` (point, lower or upper), the
+        sample count ``n`` and ``stale``. Curves at other eps: :meth:`recompute`."""
+        from ibdb import frames
+
+        frames.check_loss(loss)
+        ids = frames.run_ids_list(run_ids)
+        clause, params = frames.where(ids, loss=loss, method=methods)
+        return self._frame(frames.CURVE_SQL.format(where=clause), params, frame, ids)
+
+    def provenance(self, run_ids: str | list[str] | None = None, *, frame: str = "arrow"
+                   ) -> Any:
+        """Where each run came from: its spec and identity (JSON), data fingerprint, task
+        statistics, runner info, versions (ibdb, torch, duckdb), device, host and times."""
+        from ibdb import frames
+
+        ids = frames.run_ids_list(run_ids)
+        clause, params = frames.where(ids, column="s.run_id")
+        return self._frame(frames.PROVENANCE_SQL.format(where=clause), params, frame, ids)
+
+    def recompute(self, eps: float | list[float], *, run_ids: str | list[str] | None = None,
+                  methods: list[str] | None = None, loss: str = "test_mse",
+                  frame: str = "arrow") -> Any:
+        """Estimate again at ``eps`` from the stored samples (no resampling), store the rows
+        (as :meth:`estimate` does) and return them as an :meth:`ib_curve` frame restricted to
+        those eps. ``methods`` defaults to every default method that applies."""
+        from ibdb import frames
+
+        frames.check_frame(frame)
+        grid = [eps] if isinstance(eps, int | float) else list(eps)
+        ids = frames.run_ids_list(run_ids)
+        report = self.estimate(run_ids=ids, methods=methods, eps=grid, loss=loss)
+        done = sorted({r["run_id"] for r in report.rows})
+        clause, params = frames.where(done, loss=loss, method=methods)
+        clause += " AND eps IN (SELECT unnest($eps)::DOUBLE)"
+        params["eps"] = [float(e) for e in grid]
+        return self._frame(frames.CURVE_SQL.format(where=clause), params, frame)
+
+    def connect(self) -> Any:
+        """A read-only DuckDB connection to the store with its views and the ``ib_*`` SQL
+        functions: ``con.sql("SELECT ... ib_fit(list(test_mse), 0.2, 'ncx2') ...")``, then
+        ``.arrow()``, ``.df()`` or ``.pl()``. Close it before writing to the store from this
+        process (see :func:`ibdb.frames.connect`)."""
+        from ibdb import frames
+
+        return frames.connect(self.db)
+
+    def _frame(self, sql: str, params: dict[str, Any], frame: str,
+               run_ids: list[str] | None = None) -> Any:
+        from ibdb import frames
+
+        frames.check_frame(frame)
+        with self._open(read_only=True) as store:
+            frames.check_runs(store.con, self.db, run_ids)
+            return frames.to_frame(store.con.sql(sql, params=params), frame)
+
     # -- reports -------------------------------------------------------------------------------
 
     def report(self, *, run_ids: list[str] | None = None, out: str | Path = "report",
