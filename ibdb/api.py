@@ -149,7 +149,8 @@ class Ibdb:
         ``methods`` defaults to every default method that applies to the run and loss;
         ``check_exact`` adds an importance-sampling check (with standard error) to ``exact``.
         """
-        with self._open() as store:
+        # a store that does not exist has nothing to estimate: an error, not a new empty store
+        with self._open(create=False) as store:
             return self._estimate(store, run_ids, methods, eps, loss, check_exact)
 
     def _estimate(self, store: Store, run_ids: list[str] | None, methods: list[str] | None,
@@ -402,10 +403,11 @@ class Ibdb:
             written = True
         return spec_path, written, self.run(spec_path, progress=progress)
 
-    def _open(self, *, read_only: bool = False, functions: bool = False) -> Store:
+    def _open(self, *, read_only: bool = False, functions: bool = False,
+              create: bool = True) -> Store:
         from ibdb.store import Store
 
-        return Store.open(self.db, read_only=read_only, functions=functions,
+        return Store.open(self.db, read_only=read_only, functions=functions, create=create,
                           retry_seconds=READ_RETRY_SECONDS if read_only else 0.0)
 
 

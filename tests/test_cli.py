@@ -362,3 +362,10 @@ def test_a_gp_that_does_not_interpolate_is_flagged(tmp_path):
     make_npz(tmp_path / "toy.npz")
     fine = invoke(tmp_path, "--device", "cpu", "run", str(spec))
     assert fine.exit_code == 0 and "does not interpolate" not in fine.output
+
+
+def test_estimate_on_a_missing_store_is_an_error_and_creates_nothing(tmp_path):
+    """It used to create an empty store and print "stored 0 estimate(s)" with exit 0."""
+    result = invoke(tmp_path, "estimate")
+    assert result.exit_code == 2 and "no such store" in result.output
+    assert not (tmp_path / "cli.duckdb").exists()
