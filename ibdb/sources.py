@@ -128,6 +128,40 @@ class OmniglotSource(_Spec):
     episode_seed: NonNegativeInt = 0
 
 
+class Mnist1dSource(_Spec):
+    """MNIST-1D (Greydanus 2020, "Scaling down deep learning"): ten 1-D templates, one per
+    digit, padded, dilated, scaled, translated, sheared and noised into signals of
+    ``final_seq_length`` points, generated in process from ``seed`` by the ``mnist1d`` package's
+    generator (``pip install mnist1d``; never its download). The defaults are the package's
+    standard settings: 5000 signals of 40 points, the first ``train_split`` = 80 % (4000) the
+    training split and the rest (1000) the test split, kept like mnist's; ``split_seed`` picks
+    which of their rows a task uses. ``num_samples`` is split evenly over the 10 classes.
+    ``shuffle_seq`` permutes the signal's points (one fixed permutation for all signals): it
+    removes the spatial structure a CNN relies on and leaves an MLP indifferent. Signals are
+    1 x 1 x ``final_seq_length`` images: a cnn space's k x k filters then convolve along the
+    signal only (the rows above and below are zero padding), i.e. a 1-D convolution of width
+    k; use ``pooling: none`` (2 x 2 pooling cannot halve a height of 1).
+    """
+
+    kind: Literal["mnist1d"]
+    seed: NonNegativeInt = 42
+    num_samples: Annotated[int, Field(ge=20, le=1_000_000, multiple_of=10)] = 5000
+    train_split: Annotated[float, Field(gt=0, lt=1)] = 0.8
+    final_seq_length: Annotated[int, Field(ge=2, le=4096)] = 40
+    corr_noise_scale: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.25
+    iid_noise_scale: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.02
+    shuffle_seq: bool = False
+
+    @model_validator(mode="after")
+    def _both_splits_hold_points(self) -> Mnist1dSource:
+        n_train = int(self.num_samples * self.train_split)
+        if not 0 < n_train < self.num_samples:
+            raise ValueError(f"train_split = {self.train_split} of num_samples = "
+                             f"{self.num_samples} leaves {n_train} training and "
+                             f"{self.num_samples - n_train} test signals; both must hold some")
+        return self
+
+
 class Preprocess(_Spec):
     """What happens to the data between loading and the runs, in this order: keep ``classes``
     (relabelled 0, 1, ... in the order given) before splitting; then ``downsample`` images by
@@ -153,7 +187,7 @@ class Preprocess(_Spec):
 
 Source = Annotated[
     DigitsSource | NpzSource | IdxSource | Cifar10Source | ParquetSource | SyntheticSource
-    | PendulumSource | OmniglotSource,
+    | PendulumSource | OmniglotSource | Mnist1dSource,
     Field(discriminator="kind"),
 ]
 

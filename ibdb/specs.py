@@ -610,7 +610,7 @@ def _describe_validation_error(path: Path, exc: ValidationError) -> str:
 # Tagged unions (spaces, optimizers, sources) put the chosen member's tag in an error's location.
 _UNION_SLOTS = {"space", "optimizer", "source"}
 _UNION_TAGS = {*SPACE_KINDS, "sgd", "adam", "digits", "npz", "mnist", "fashion-mnist",
-               "cifar10", "parquet", "synthetic", "pendulum", "omniglot"}
+               "cifar10", "parquet", "synthetic", "pendulum", "omniglot", "mnist1d"}
 
 
 def _field_path(loc: tuple[Any, ...]) -> list[str]:

@@ -23,6 +23,7 @@ import numpy as np
 
 from ibdb import datasets
 from ibdb.errors import DataError, SpecError
+from ibdb.sources import Mnist1dSource
 from ibdb.specs import (
     Cifar10Source,
     DigitsSource,
@@ -136,6 +137,8 @@ def _read_source(task: Task, spec_dir: Path) -> _Raw:
         train, test = split == "train", split == "test"
         return _Raw(x[train], labels[train], x[test], labels[test], fingerprint, None, n_classes)
     params = source.model_dump(mode="json", exclude={"kind"})
+    if isinstance(source, Mnist1dSource):
+        return _load_mnist1d(params)
     # Generated data is a function of its parameters and of the generator's code: the version
     # tag changes whenever the construction does, so that old runs are not mistaken for new.
     fingerprint = f"{source.kind}:v1:" + json.dumps(params, sort_keys=True, separators=(",", ":"))
@@ -315,6 +318,19 @@ def _downsample(x: np.ndarray, image_shape: tuple[int, ...],
     images = x.reshape(len(x), channels, height, width)[:, :, : h * factor, : w * factor]
     pooled = images.reshape(len(x), channels, h, factor, w, factor).mean(axis=(3, 5))
     return pooled.reshape(len(x), -1), (channels, h, w)
+
+
+def _load_mnist1d(params: dict) -> _Raw:
+    """MNIST-1D from the mnist1d package's generator: its own train / test split, signals as
+    1 x 1 x length images. The fingerprint names every generator setting and the package's
+    version, whose code is the construction (a new version may draw other signals)."""
+    args = datasets.mnist1d_args(**params)
+    fingerprint = (f"mnist1d:v1:{datasets.mnist1d_version()}:"
+                   + json.dumps(args, sort_keys=True, separators=(",", ":")))
+    x_train, labels_train, x_test, labels_test = datasets.mnist1d_task(**params)
+    return _Raw(x_train, labels_train, x_test, labels_test, fingerprint,
+                tuple(x_train.shape[1:]), int(max(labels_train.max(), labels_test.max())) + 1,
+                origin="the generated mnist1d data")
 
 
 def _load_digits() -> tuple[np.ndarray, np.ndarray, str]:
