@@ -42,6 +42,9 @@ class RunReport:
     ingest: IngestReport | None = None
     estimates: list[dict[str, Any]] = field(default_factory=list)
     skipped_estimates: list[str] = field(default_factory=list)
+    # runs that failed with an expected error (IbdbError): (run id, label, message); the other
+    # runs were still sampled, ingested and estimated
+    failed: list[tuple[str, str, str]] = field(default_factory=list)
 
 
 @dataclass
@@ -106,12 +109,30 @@ class Ibdb:
         planned = self.plan(spec_path)
         report = RunReport(planned=planned)
         folders = []
-        for run in planned:
-            if len(run.missing_ids) == 0 and run.spec.budget.splitting is None:
-                continue  # (a splitting block resumes from its level shards, or finds it done)
-            folders.append(execute_run(run, shard_root=self.shard_root,
-                                       device_name=self.device, progress=progress,
-                                       mapper=mapper))
+        from ibdb.errors import ShardError
+        from ibdb.runners.base import resolve_device
+
+        # (a splitting block resumes from its level shards, or finds it done)
+        to_run = [r for r in planned
+                  if len(r.missing_ids) or r.spec.budget.splitting is not None]
+        if to_run:  # a device this machine lacks would fail every run: say so once, first
+            resolve_device(self.device)
+        failed_ids: set[str] = set()
+        for run in to_run:
+            try:
+                folders.append(execute_run(run, shard_root=self.shard_root,
+                                           device_name=self.device, progress=progress,
+                                           mapper=mapper))
+            except (ShardError, StoreError):
+                raise  # the files or the disk, not the run: every later run would fail too
+            except IbdbError as exc:
+                # one space that cannot run (a kernel that cannot be conditioned, a task too
+                # large for it) must not strand the others' work: they go on, and the failure
+                # is reported with the rest (the CLI exits 2 after printing what did run)
+                log.warning("run %s failed: %s", run.run_id, exc)
+                report.failed.append((run.run_id, run.spec.label, str(exc)))
+                failed_ids.add(run.run_id)
+                continue
             report.executed.append(run.run_id)
         if not ingest:
             return report
@@ -120,8 +141,9 @@ class Ibdb:
                 report.ingest = store.ingest(folders)
             if estimate:
                 just_digested = set(report.ingest.runs) if report.ingest else set()
-                est = self._estimate(store, [r.run_id for r in planned], None, None, "test_mse",
-                                     digested=just_digested)
+                est = self._estimate(store, [r.run_id for r in planned
+                                             if r.run_id not in failed_ids], None, None,
+                                     "test_mse", digested=just_digested)
                 report.estimates, report.skipped_estimates = est.rows, est.skipped
         return report
 

@@ -22,6 +22,7 @@ import click
 
 from ibdb.api import DEFAULT_DB, Ibdb
 from ibdb.columns import LOSS_NAMES
+from ibdb.errors import shorten
 from ibdb.failures import fail
 from ibdb.methods import METHODS
 
@@ -147,8 +148,16 @@ def run(api: Ibdb, spec: str, no_estimate: bool, no_ingest: bool, executor: str,
     if no_ingest:
         click.echo(f"{len(report.executed)} run(s) sampled into {api.shard_root}; load them "
                    f"with `ibdb ingest {api.shard_root}`")
-        return
-    _echo_run_report(api, report)
+    else:
+        _echo_run_report(api, report)
+    if report.failed:  # after what did run: its work is stored and shown
+        click.echo(f"Error: {len(report.failed)} of {len(report.planned)} run(s) failed; the "
+                   "others were sampled" + ("" if no_ingest else ", stored and estimated")
+                   + ". Fix these and run the spec again (stored runs are not resampled):",
+                   err=True)
+        for run_id, label, message in report.failed:
+            click.echo(f"  {run_id}  {label}: {shorten(message, 1000)}", err=True)
+        sys.exit(2)
 
 
 @main.command()

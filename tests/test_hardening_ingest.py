@@ -236,3 +236,31 @@ def test_a_full_disk_while_sampling_says_where_and_keeps_the_shards_written(tmp_
     assert "shards written before are kept" in out and "resumes" in out
     assert "losses-000000000-000000999-" in listing  # the first chunks are kept
     assert not (tmp_path / "s.duckdb").exists()
+
+
+def test_a_space_that_fails_does_not_strand_the_others(tmp_path):
+    """Issue 13: one run failing (here a gp space whose conditioning ibdb refuses when its
+    runner is built) used to end the command before anything was ingested. Now the other runs
+    are sampled, stored and estimated, their tables printed, and the failure named (exit 2)."""
+    import duckdb
+    from click.testing import CliRunner
+
+    from ibdb.cli import main
+
+    make_npz(tmp_path / "toy.npz")
+    spec = spec_dict(n_hypotheses=100, chunk_size=50)
+    spec["spaces"].append({"name": "refused", "kind": "gp", "bandwidth": 1.5,
+                           "fit": {"train_mse_max": 1e-6, "proposal_noise": 1e4}})
+    spec["spaces"].append({"name": "also-fine", "kind": "gp", "bandwidth": 0.7})
+    path = write_spec(tmp_path, spec)
+    db = tmp_path / "s.duckdb"
+    result = CliRunner().invoke(main, ["--db", str(db), "run", str(path)])
+    assert result.exit_code == 2, result.output
+    assert "1 of 3 run(s) failed" in result.output and "tiny/toy/refused/b" in result.output
+    assert "accepts about" in result.output and "Traceback" not in result.output
+    con = duckdb.connect(str(db), read_only=True)
+    stored = dict(con.execute("SELECT space_name, n_stored FROM run_summary").fetchall())
+    estimated = {r[0] for r in con.execute(
+        "SELECT DISTINCT space_name FROM ib_estimates").fetchall()}
+    assert stored == {"gp": 100, "also-fine": 100}  # (the refused run never began)
+    assert estimated == {"gp", "also-fine"}
