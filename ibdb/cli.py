@@ -231,8 +231,14 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
     elif columns:
         numeric = [all(isinstance(r[i], int | float | decimal.Decimal) or r[i] is None
                        for r in rows) for i in range(len(columns))]
-        click.echo(_table(columns, [[_cell(v) for v in r] for r in rows], numeric=numeric))
-        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+        cells = [[_cell(v) for v in r] for r in rows]
+        cut = any(len(c) > MAX_CELL_CHARS for r in cells for c in r)
+        cells = [[c if len(c) <= MAX_CELL_CHARS else c[:MAX_CELL_CHARS - 3] + "..." for c in r]
+                 for r in cells]
+        click.echo(_table(columns, cells, numeric=numeric))
+        click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
+                   + (f"; cells over {MAX_CELL_CHARS} characters are cut: --format csv or json "
+                      "shows them whole" if cut else "") + ")")
 
 
 @main.command()
@@ -451,6 +457,9 @@ def _finite(value: Any) -> Any:
 def _json_value(value: Any) -> Any:
     # DuckDB hands back Decimal for numeric literals, and dates/UUIDs as objects.
     return float(value) if isinstance(value, decimal.Decimal) else str(value)
+
+
+MAX_CELL_CHARS = 60  # a table cell of `ibdb sql` (JSON columns would make rows ~1000 wide)
 
 
 def _cell(value: Any) -> str:

@@ -27,3 +27,4 @@ JOIN specs s USING (run_id)
 LEFT JOIN loss_sets ls
     ON ls.run_id = e.run_id
     AND ls.loss = e.loss_set
+ORDER BY e.run_id, e.loss, e.method, e.eps DESC

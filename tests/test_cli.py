@@ -369,3 +369,19 @@ def test_estimate_on_a_missing_store_is_an_error_and_creates_nothing(tmp_path):
     result = invoke(tmp_path, "estimate")
     assert result.exit_code == 2 and "no such store" in result.output
     assert not (tmp_path / "cli.duckdb").exists()
+
+
+def test_sql_table_of_ib_estimates_is_ordered_and_narrow(tmp_path, toy_spec):
+    """Issue 14: ib_estimates came in no order and its JSON columns made each table row ~1000
+    characters wide; the table format now cuts long cells (csv and json keep them whole)."""
+    assert invoke(tmp_path, "run", str(toy_spec)).exit_code == 0
+    table = invoke(tmp_path, "sql", "SELECT * FROM ib_estimates")
+    assert table.exit_code == 0, table.output
+    lines = table.output.splitlines()
+    assert "cells over 60 characters are cut" in lines[-1]
+    assert max(len(line) for line in lines[:-1]) < 700
+    as_json = json.loads(invoke(tmp_path, "sql", "SELECT * FROM ib_estimates",
+                                "--format", "json").output)
+    keys = [(r["run_id"], r["loss"], r["method"], -r["eps"]) for r in as_json]
+    assert keys == sorted(keys) and len(keys) > 3
+    assert any(len(json.dumps(r["diagnostics"])) > 60 for r in as_json)  # kept whole there
