@@ -126,11 +126,7 @@ def connect(db: str | Path) -> duckdb.DuckDBPyConnection:
     try:
         con.execute(f"ATTACH ? AS {ATTACHED_AS} (READ_ONLY)", [path])
         con.execute(f"USE {ATTACHED_AS}")
-        Store(con, path, read_only=True)._prepare(functions=True)
     except duckdb.Error as exc:
         con.close()
         raise store_failure(path, exc, opening=True) from None
-    except BaseException:
-        con.close()
-        raise
-    return con
+    return Store.over(con, path, read_only=True, functions=True).con

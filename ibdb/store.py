@@ -86,7 +86,16 @@ class Store:
                 time.sleep(0.1)
             except duckdb.Error as exc:
                 raise store_failure(path, exc, opening=True) from None
-        store = cls(con, path, read_only=read_only and path != ":memory:")
+        return cls.over(con, path, read_only=read_only and path != ":memory:",
+                        functions=functions)
+
+    @classmethod
+    def over(cls, con: duckdb.DuckDBPyConnection, path: str, *, read_only: bool,
+             functions: bool) -> Store:
+        """The store on an open connection whose default catalog is the store: its schema
+        checked (and, unless read-only, created or upgraded), its views and ``functions``
+        ready. The connection is closed if that fails."""
+        store = cls(con, path, read_only=read_only)
         try:
             store._prepare(functions=functions)
         except duckdb.Error as exc:
