@@ -20,7 +20,17 @@ from ibdb import datasets
 from ibdb.datasets import format_bytes, require_memory
 from ibdb.errors import DataError
 from ibdb.runners import check_space, check_splitting, runner_entry
-from ibdb.specs import NpzSource, ParquetSource, PendulumSource, RunSpec, SyntheticSource, Task
+from ibdb.specs import (
+    CNNSpace,
+    GPSpace,
+    MLPSpace,
+    NpzSource,
+    ParquetSource,
+    PendulumSource,
+    RunSpec,
+    SyntheticSource,
+    Task,
+)
 from ibdb.tasks import TaskData, load_task, resolve_source_path
 
 RUN_ID_LENGTH = 16  # hex digits of sha256: 64 bits, ample for one store's runs
@@ -89,6 +99,7 @@ def load_runs(specs: list[RunSpec], *, spec_dir: Path) -> list[tuple[RunSpec, st
         check_space(spec.space, data)
         if spec.budget.splitting is not None:
             check_splitting(spec.space)
+            check_splitting_memory(spec, data)
         check_chunk_memory(spec, data)
         identity = run_identity(spec, data)
         out.append((spec, run_id_of(identity), identity, data))
@@ -193,7 +204,7 @@ def hypothesis_bytes(spec: RunSpec, data: TaskData) -> tuple[int, str]:
     """
     space = spec.space
     n_train, n_test = len(data.x_train), len(data.x_test)
-    k, d = data.y_train.shape[1], data.x_train.shape[1]
+    k = data.y_train.shape[1]
     if space.kind == "gp":
         per = 12 * n_test * k + 64
         formula = "12 bytes x n_test x k"
@@ -201,15 +212,21 @@ def hypothesis_bytes(spec: RunSpec, data: TaskData) -> tuple[int, str]:
             per += 16 * (n_train + n_test) * k
             formula += " + 16 bytes x (n_train + n_test) x k"
         return per, formula
+    params, units = network_size(space, data)
+    return (8 * (4 * params + 3 * (n_train + n_test) * units),
+            f"8 bytes x (4 x {params} parameters + 3 x (n_train + n_test) x {units} units)")
+
+
+def network_size(space: MLPSpace | CNNSpace, data: TaskData) -> tuple[int, int]:
+    """(parameters, units) of one network of an mlp or cnn space on ``data``: its weights and
+    biases, and the activations per point (every hidden unit of every layer, plus the k
+    outputs; a cnn's feature maps are channels x h x w, halved by each pooling)."""
+    k, d = data.y_train.shape[1], data.x_train.shape[1]
     if space.kind == "mlp":
         w, depth = space.width, space.depth
         if depth == 0:
-            params = (d + 1) * k
-        else:
-            params = (d + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * k
-        units = depth * w + k
-        return (8 * (4 * params + 3 * (n_train + n_test) * units),
-                f"8 bytes x (4 x {params} parameters + 3 x (n_train + n_test) x {units} units)")
+            return (d + 1) * k, k
+        return (d + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * k, depth * w + k
     channels_in, height, width = data.image_shape or (1, 1, d)
     c, ks = space.channels, space.kernel_size
     params, units = 0, 0
@@ -219,10 +236,21 @@ def hypothesis_bytes(spec: RunSpec, data: TaskData) -> tuple[int, str]:
         channels_in = c
         if space.pooling != "none":
             height, width = max(1, height // 2), max(1, width // 2)
-    params += c * height * width * k + k
-    units += k
-    return (8 * (4 * params + 3 * (n_train + n_test) * units),
-            f"8 bytes x (4 x {params} parameters + 3 x (n_train + n_test) x {units} units)")
+    return params + c * height * width * k + k, units + k
+
+
+def noise_dimension(space: GPSpace | MLPSpace | CNNSpace, data: TaskData) -> int:
+    """The length of one hypothesis's noise vector, what a splitting block moves (the runners'
+    ``noise_dim``, computed here without building a runner): a gp's n_test k normals (plus
+    n_train k + 1 when conditioned on a fit); a network's one per parameter, plus one per
+    training point and epoch for its data orders (none for full-batch training)."""
+    n_train, n_test = len(data.x_train), len(data.x_test)
+    k = data.y_train.shape[1]
+    if space.kind == "gp":
+        return n_test * k + (n_train * k + 1 if space.fit is not None else 0)
+    params, _ = network_size(space, data)
+    opt = space.optimizer
+    return params + (0 if opt.batch_size == "full" else opt.epochs * n_train)
 
 
 def check_chunk_memory(spec: RunSpec, data: TaskData) -> None:
@@ -254,6 +282,34 @@ def check_chunk_memory(spec: RunSpec, data: TaskData) -> None:
         f"{spec.label}: one chunk of budget.chunk_size = {chunk} hypotheses of the "
         f"{spec.space.kind} space (estimate: {format_bytes(per + 16)} per hypothesis, "
         f"{formula}, + 16 bytes)",
+        fix)
+
+
+def check_splitting_memory(spec: RunSpec, data: TaskData) -> None:
+    """Refuse a splitting block one of whose levels cannot fit in memory. A level holds its
+    particles' noise twice (the previous level's and its own) and, for the step being
+    taken, each chain's fresh normals and proposal (at most one per particle): 4 x particles
+    x noise_dim float64; each step evaluates up to one hypothesis per particle."""
+    have = datasets.machine_memory_bytes()
+    splitting = spec.budget.splitting
+    if not have or splitting is None:
+        return
+    n_train, n_test = len(data.x_train), len(data.x_test)
+    fixed = 8 * (n_train**2 + n_train * n_test + n_test**2) if spec.space.kind == "gp" else 0
+    dim = noise_dimension(spec.space, data)
+    per, formula = hypothesis_bytes(spec, data)
+    n = splitting.particles
+    needed = fixed + n * (32 * dim + per)
+    if needed <= have:
+        return
+    fits = (have // 2 - fixed) // (32 * dim + per)
+    fix = (f"Lower budget.splitting.particles to at most {fits} (what fits in half this "
+           "machine's memory)." if fits >= 2 else
+           "Make the space or the task smaller (its noise vector is too long).")
+    require_memory(
+        needed,
+        f"{spec.label}: one splitting level of particles = {n} (estimate per particle: 32 "
+        f"bytes x noise_dim = {dim}, + one hypothesis's evaluation, {formula})",
         fix)
 
 

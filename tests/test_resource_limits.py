@@ -214,3 +214,21 @@ def test_examples_fit_on_this_machine(tmp_path: Path) -> None:
     make_npz(tmp_path / "toy.npz")
     code, output, _ = run_cli(tmp_path, "plan", str(write_spec(tmp_path, spec_dict())))
     assert code == 0, output
+
+
+def test_splitting_level_refused_with_what_fits(tmp_path: Path, small_machine: int) -> None:
+    """A splitting level holds every particle's noise (n_test k normals for a gp) a few times:
+    a million particles of a 400 x 10 gp's noise are refused with the number that fits."""
+    make_npz(tmp_path / "toy.npz", n_test=400, n_classes=10)
+    spec = spec_dict(n_test=400)
+    spec["budgets"][0]["splitting"] = {"particles": 10**6, "max_evaluations": 10**7,
+                                      "target_bits": 20}
+    output = assert_refused(tmp_path, write_spec(tmp_path, spec), "particles = 1000000",
+                            "noise_dim = 4000", "16 GiB",
+                            "Lower budget.splitting.particles to at most")
+    fits = int(output.split("at most ")[1].split()[0])
+    # half of 16 GiB over 32 bytes x 4000 normals (+ one evaluation's 48 KB): about 45 000
+    assert 40_000 < fits < 70_000
+    spec["budgets"][0]["splitting"]["particles"] = fits
+    code, out, _ = run_cli(tmp_path, "validate", str(write_spec(tmp_path, spec)))
+    assert code == 0, out
