@@ -40,6 +40,7 @@ from ibdb.ncx2fit import (
     Ncx2Fit,
     finite_differences,
     newton_directions,
+    scaled_mean,
     stencil_points,
     unpack,
     validate_losses,
@@ -338,7 +339,7 @@ def ncx2_bits_interval(
             f"fit was made from {fit.n} losses but {x.size} were passed; pass the losses that "
             "were fitted."
         )
-    xm = float(x.mean())
+    xm = scaled_mean(x)
     comp = Compressed(x / xm)
     rng = np.random.default_rng(seed)
     st = resampled_stats(comp, int(n_boot), rng)

@@ -243,15 +243,25 @@ def validate_losses(losses: np.ndarray) -> np.ndarray:
             f"all {x.size} losses equal {x[0]!r}: the distribution is degenerate and no ncx2 "
             "can be fitted; check the sampler (are the hypotheses identical?)."
         )
-    mean, sd = float(x.mean()), float(x.std())
-    if sd < MIN_RELATIVE_SPREAD * mean:
+    # the spread relative to the mean, computed on x / mean (x.std() of losses near 1e-300
+    # or 1e300 underflows or overflows)
+    mean = scaled_mean(x)
+    relative = float((x / mean).std())
+    if relative < MIN_RELATIVE_SPREAD:
         raise EstimateError(
-            f"the {x.size} losses vary by only {sd / mean:.2g} of their mean (standard deviation "
-            f"{sd:.3g} around {mean:.9g}): a scaled ncx2 that narrow has df ~ "
-            f"{2 * (mean / sd) ** 2:.1e}, past what the fit resolves (it returns wrong bits "
+            f"the {x.size} losses vary by only {relative:.2g} of their mean (standard deviation "
+            f"{relative * mean:.3g} around {mean:.9g}): a scaled ncx2 that narrow has df ~ "
+            f"{2 / relative ** 2:.1e}, past what the fit resolves (it returns wrong bits "
             "there). Use the 'empirical' or 'splitting' method for these losses."
         )
     return x
+
+
+def scaled_mean(x: np.ndarray) -> float:
+    """The mean of positive finite ``x``, computed on x / max(x) so that no sum overflows
+    (losses near the largest float) or loses its digits."""
+    top = float(x.max())
+    return float((x / top).mean()) * top
 
 
 def _moment_start(x: np.ndarray) -> tuple[float, float, float, bool]:
@@ -401,7 +411,7 @@ def fit_scaled_ncx2(losses: np.ndarray) -> Ncx2Fit:
     n = x.size
     # Losses are divided by their mean so that parameters and objective are O(1) whatever the
     # units; the scale and log-likelihood are converted back at the end.
-    xm = float(x.mean())
+    xm = scaled_mean(x)
     y = x / xm
     comp = Compressed(y)
 

@@ -73,6 +73,19 @@ def paper_fit(losses: np.ndarray) -> PaperFit:
     seconds = time.perf_counter() - t0
     with np.errstate(all="ignore"):
         loglik = float(np.sum(stats.ncx2.logpdf(x, df, nc, loc=0, scale=scale)))
+    # scipy's optimiser starts from scale 1: for losses far from 1 in scale (1e-20, 1e20) it
+    # returns a model that does not describe them at all, and reading its CDF would give a
+    # confident wrong number. A fitted mean off the sample's by more than a factor of 2 (a
+    # bad fit of any sample of more than a few losses) is refused instead.
+    fitted_mean = float(scale) * (float(df) + float(nc))
+    sample_mean = float((x / x.max()).mean()) * float(x.max())
+    if not (math.isfinite(loglik) and math.isfinite(fitted_mean) and fitted_mean > 0
+            and abs(math.log(fitted_mean / sample_mean)) <= math.log(2.0)):
+        raise EstimateError(
+            f"scipy's ncx2.fit(floc=0) did not fit these {x.size} losses: its model's mean is "
+            f"{fitted_mean:.4g} against the losses' {sample_mean:.4g} (log-likelihood "
+            f"{loglik:.4g}); the published procedure breaks for losses far from 1 in scale. "
+            "Use the 'ncx2' method (scale-free), or rescale the losses.")
     return PaperFit(df=float(df), nc=float(nc), scale=float(scale), loglik=loglik,
                     seconds=seconds)
 

@@ -17,6 +17,7 @@ import numpy as np
 from ibdb.errors import EstimateError
 from ibdb.genchi2 import GenChi2
 
+NEGATIVE_TOLERANCE = 1e-6  # relative to the largest eigenvalue: rounding, not damage
 RELATIVE_ZERO = 1e-12
 
 
@@ -30,6 +31,28 @@ def gp_loss_distribution(eigenvalues: np.ndarray, residual_sq: np.ndarray, *, n_
                             f"{lam.shape} and {rsq.shape}.")
     if n_test <= 0 or n_outputs <= 0:
         raise EstimateError(f"n_test = {n_test} and n_outputs = {n_outputs} must be positive.")
+    for name, values in (("eigenvalue", lam), ("residual_sq", rsq)):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise EstimateError(
+                f"the spectrum has {int(bad.sum())} non-finite {name} value(s) (component {i}: "
+                f"{values[i]!r}); a gp posterior's spectrum is finite. The stored spectrum is "
+                "damaged: sample the run again into a new store.")
+    top = float(lam.max())
+    # a covariance's eigenvalues are >= 0; rounding leaves small negatives, which count as
+    # zero below, but one far below zero means these are not a covariance's
+    if lam.min() < -NEGATIVE_TOLERANCE * max(top, 0.0) or top <= 0 and lam.min() < 0:
+        i = int(np.argmin(lam))
+        raise EstimateError(
+            f"eigenvalue {i} of the spectrum is {lam[i]!r}, below zero by more than rounding "
+            f"(the largest is {top!r}); a posterior covariance has no negative eigenvalues. "
+            "The stored spectrum is damaged: sample the run again into a new store.")
+    if (rsq < 0).any():
+        i = int(np.flatnonzero(rsq < 0)[0])
+        raise EstimateError(
+            f"residual_sq[{i}] = {rsq[i]!r} is negative; squared residuals are >= 0. The stored "
+            "spectrum is damaged: sample the run again into a new store.")
     scale = float(n_test * n_outputs)
     random = lam > RELATIVE_ZERO * max(float(lam.max()), 0.0)
     offset = float(rsq[~random].sum()) / scale
