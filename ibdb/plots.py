@@ -1,9 +1,11 @@
 """The report's figures, drawn on :class:`matplotlib.figure.Figure` objects with the Agg canvas.
 
 No pyplot: pyplot keeps global figure state and picks a backend from the environment, and a
-library must do neither. Each function draws one figure from data that :mod:`ibdb.report`
-collected, saves it as PNG and returns the path. Import this module only after
-:func:`ibdb.report.require_matplotlib` (matplotlib is an optional dependency).
+library must do neither. Each public function draws one figure from data that
+:mod:`ibdb.report` collected and returns the :class:`~matplotlib.figure.Figure` (so that its
+title and legend can be read before it is written); :func:`save` writes it as PNG. Import
+this module only after :func:`ibdb.report.require_matplotlib` (matplotlib is an
+optional dependency).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ from matplotlib.figure import Figure
 from ibdb.methods import METHODS
 
 if TYPE_CHECKING:
-    from ibdb.report import Curve, LossPanel, Sweep
+    from ibdb.report import Curve, LossPanel
+    from ibdb.sweep import Sweep
 
 FIGSIZE = (6.4, 4.2)
 DPI = 100  # ~40 KB per PNG: small enough to keep in the repository's docs
@@ -36,7 +39,8 @@ def _figure() -> tuple[Figure, object]:
     return fig, fig.add_subplot()
 
 
-def _save(fig: Figure, path: Path) -> Path:
+def save(fig: Figure, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG; returns ``path``."""
     # No 'Software' metadata: the same data give the same bytes across matplotlib patch versions.
     fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
     return path
@@ -71,8 +75,7 @@ def _title(ax: object, title: str, flag: str | None) -> None:
         ax.set_title(f"{title}\n{flag}", fontsize=9, color=FLAG_COLOR)
 
 
-def loss_histogram(panel: LossPanel, title: str, path: Path, *, flag: str | None = None
-                   ) -> Path:
+def loss_histogram(panel: LossPanel, title: str, *, flag: str | None = None) -> Figure:
     """Histogram of the run's losses as a density, its fitted densities, and eps marked;
     ``flag`` marks the title of a run that does not interpolate its training data."""
     fig, ax = _figure()
@@ -97,7 +100,7 @@ def loss_histogram(panel: LossPanel, title: str, path: Path, *, flag: str | None
     ax.set_ylabel("density (per unit loss)")
     _title(ax, title, flag)
     ax.legend(fontsize=7, loc="upper right")
-    return _save(fig, path)
+    return fig
 
 
 def _eps_axis(ax: object, eps: np.ndarray) -> None:
@@ -145,8 +148,8 @@ def _draw_curve(ax: object, curve: Curve, color: str, label: str) -> None:
                     color=color, label=f"{label}: {text}")
 
 
-def ib_vs_eps(curves: list[Curve], loss: str, title: str, path: Path, *,
-              flag: str | None = None) -> Path:
+def ib_vs_eps(curves: list[Curve], loss: str, title: str, *, flag: str | None = None
+              ) -> Figure:
     """One run's IB-vs-eps curve per method, with intervals; lower bounds as open triangles;
     ``flag`` marks the title of a run that does not interpolate its training data."""
     fig, ax = _figure()
@@ -171,13 +174,13 @@ def ib_vs_eps(curves: list[Curve], loss: str, title: str, path: Path, *,
     _title(ax, title, flag)
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-def compare_runs(curves: dict[str, list[Curve]], labels: dict[str, str], loss: str,
-                 path: Path) -> Path:
+def compare_runs(curves: dict[str, list[Curve]], labels: dict[str, str], loss: str) -> Figure:
     """IB vs eps of several runs on one axis: each run's model fit (ncx2) and exact value,
-    and its empirical lower bounds; one colour per run."""
+    and its empirical lower bounds; one colour per run, named in the legend by ``labels``
+    (run_id -> the run's name)."""
     fig, ax = _figure()
     top = 0.0
     all_eps = []
@@ -199,10 +202,10 @@ def compare_runs(curves: dict[str, list[Curve]], labels: dict[str, str], loss: s
     ax.set_title(f"runs compared ({shown})", fontsize=9)
     ax.legend(fontsize=6)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-def sweep(data: Sweep, loss: str, path: Path) -> Path:
+def sweep(data: Sweep, loss: str) -> Figure:
     """IB against the one spec field the runs differ in: colour per eps, line style per method
     (one space) or per space (several spaces, each with its first method of exact, ncx2,
     paper, empirical, so that the figure stays readable; report.md has every method). Points
@@ -249,4 +252,4 @@ def sweep(data: Sweep, loss: str, path: Path) -> Path:
            if any_flagged else None)
     ax.legend(fontsize=6, ncols=2 if len(ax.get_lines()) > 24 else 1)
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig

@@ -2,21 +2,25 @@
 
 Two stages, so the store is open only while it is read: :func:`collect` reads everything a
 report shows (losses, stored estimates, fitted parameters, spectra) into plain arrays, and
-:func:`write_report` draws the figures (:mod:`ibdb.plots`) and writes ``report.md``. The data
-each figure plots are kept on the returned :class:`Report`, so a test (or a user) can check them
-against SQL over the store. Nothing here resamples or re-estimates: curves are stored estimate
-rows, and densities come from stored fit parameters or the stored gp spectrum. A gp run recorded
-as not interpolating its training data is marked wherever it is shown (runs table, every
-estimates row, figure titles and legends, sweep points): its estimates are not of the definition.
+:func:`write_report` draws the figures (:mod:`ibdb.plots`, planned by :func:`figure_plan`) and
+writes ``report.md`` (:mod:`ibdb.report_markdown`). Both take a ``progress(label, done, total)``
+callback. Runs that differ in one spec field make a sweep (:mod:`ibdb.sweep`). Figures and
+captions name runs by label (``experiment/task/space``), with a short id where two runs share
+one (:func:`run_names`). The data each figure plots are kept on the returned :class:`Report`,
+so a test (or a user) can check them against SQL over the store. Nothing here resamples or
+re-estimates: curves are stored estimate rows, and densities come from stored fit parameters or
+the stored gp spectrum. A gp run recorded as not interpolating its training data is marked
+wherever it is shown (runs table, every estimates row, figure titles and legends, sweep points):
+its estimates are not of the definition.
 """
 
 from __future__ import annotations
 
 import json
-import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from scipy import stats
@@ -26,17 +30,20 @@ from ibdb.errors import IbdbError
 from ibdb.methods import METHODS, Method
 from ibdb.spectrum import gp_loss_distribution
 from ibdb.store import Store
+from ibdb.sweep import Sweep, SweepSeries, find_sweep  # noqa: F401 (SweepSeries re-exported)
+
+if TYPE_CHECKING:
+    from ibdb.progress import Progress  # progress(label, done, total)
 
 LOSS_TEXT = LOSS_UNITS
 LOSS_SHORT = {"test_mse": "test MSE", "test_error": "test 0-1 error"}
-# Spec fields that do not change what a run measures: a sweep is a difference in any other one.
-_IGNORED_SPEC_KEYS = ("name", "experiment", "description", "eps", "chunk_size")
 N_DENSITY_POINTS = 400
 # How a gp run whose posterior mean misses a training target (runs.runner_info 'interpolates'
 # false) is marked wherever the report shows it: its hypotheses do not fit the training set, so
 # its bits are not -log2 P[loss <= eps | fits the training data].
 NOT_INTERPOLATING = "does not interpolate"
 NOT_OF_DEFINITION = "estimates are not of the definition"
+SHORT_ID_LENGTH = 8  # hex digits of a run id shown beside a label that two runs share
 
 
 class ReportError(IbdbError):
@@ -116,27 +123,6 @@ class LossPanel:
     eps: np.ndarray  # the eps of the run's stored estimates (else the spec's)
 
 
-@dataclass(frozen=True)
-class SweepSeries:
-    """One space's runs along the swept field: IB at each shared eps against the field."""
-
-    space: str  # the space's name ('' when the runs share one space)
-    run_ids: list[str]
-    x: np.ndarray  # the field's value per run, ascending
-    bits: dict[tuple[str, float], np.ndarray]  # (method, eps) -> bits per run
-    bound: dict[tuple[str, float], tuple[str, ...]]
-    flags: tuple[str | None, ...] = ()  # per run: RunInfo.flag (marked on the figure)
-
-
-@dataclass(frozen=True)
-class Sweep:
-    """Runs that differ in one numeric spec field (within each space, when they differ in the
-    space too): e.g. IB against n_train, or against a task's dimension, per space."""
-
-    field: str  # dotted path in the spec, e.g. 'task.n_train'
-    series: list[SweepSeries]
-
-
 @dataclass
 class ReportData:
     """Everything a report shows, read from the store by :func:`collect`."""
@@ -147,6 +133,33 @@ class ReportData:
     panels: dict[str, LossPanel]
     sweep: Sweep | None
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def names(self) -> dict[str, str]:
+        """run_id -> the name figures and captions show (:func:`run_names`)."""
+        return run_names(self.runs)
+
+    def info(self, run_id: str) -> RunInfo:
+        return next(r for r in self.runs if r.run_id == run_id)
+
+
+def run_names(runs: list[RunInfo]) -> dict[str, str]:
+    """run_id -> its label, e.g. 'quickstart/digits-300/rbf-gp'; where several runs share a
+    label, each with the short id that tells them apart: 'quickstart/digits-300/rbf-gp
+    (1a2b3c4d)' (longer where the first digits of two ids agree)."""
+    by_label: dict[str, list[str]] = {}
+    for r in runs:
+        by_label.setdefault(r.label, []).append(r.run_id)
+    names = {}
+    for label, ids in by_label.items():
+        if len(set(ids)) == 1:
+            names[ids[0]] = label
+            continue
+        n = SHORT_ID_LENGTH
+        while n < max(map(len, ids)) and len({i[:n] for i in ids}) < len(set(ids)):
+            n += 1
+        names.update({i: f"{label} ({i[:n]})" for i in ids})
+    return names
 
 
 @dataclass
@@ -177,8 +190,11 @@ def require_matplotlib() -> None:
 
 
 def collect(store: Store, run_ids: list[str] | None = None, *, loss: str = "test_mse",
-            bins: int = 50) -> ReportData:
-    """Read what a report of ``run_ids`` (default: every run) on ``loss`` shows."""
+            bins: int = 50, progress: Progress | None = None) -> ReportData:
+    """Read what a report of ``run_ids`` (default: every run) on ``loss`` shows.
+
+    ``progress(name, done, total)`` is called after each run is read (its name as
+    :func:`run_names` gives it; the last call has done == total)."""
     if loss not in LOSS_NAMES:
         raise ReportError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
     known = store.run_ids()
@@ -192,7 +208,8 @@ def collect(store: Store, run_ids: list[str] | None = None, *, loss: str = "test
                           "run_summary\"`.")
     data = ReportData(loss=loss, runs=[_run_info(store, r, loss) for r in wanted], curves={},
                       panels={}, sweep=None)
-    for info in data.runs:
+    names = data.names
+    for done, info in enumerate(data.runs, 1):
         curves = _curves(store, info.run_id, loss)
         if curves:
             data.curves[info.run_id] = curves
@@ -205,7 +222,7 @@ def collect(store: Store, run_ids: list[str] | None = None, *, loss: str = "test
                               f"{info.run_id}`.")
         if info.flag is not None:
             data.notes.append(f"run {info.run_id} {NOT_INTERPOLATING} its training data"
-                              f"{_misses(info)}: its hypotheses do not fit the training set, so "
+                              f"{missed_by(info)}: its hypotheses do not fit the training set, so "
                               f"its {NOT_OF_DEFINITION}. Lower the jitter, or change the "
                               "bandwidth or amplitude (e.g. marginal_likelihood).")
         panel = _loss_panel(store, info, loss, curves, bins)
@@ -214,7 +231,9 @@ def collect(store: Store, run_ids: list[str] | None = None, *, loss: str = "test
                               "the training data: no histogram.")
         else:
             data.panels[info.run_id] = panel
-    data.sweep = _sweep(data.runs, data.curves)
+        if progress is not None:
+            progress(names[info.run_id], done, len(data.runs))
+    data.sweep = find_sweep(data.runs, data.curves)
     return data
 
 
@@ -321,245 +340,90 @@ def _spectrum_density(store: Store, info: RunInfo, loss: str, grid: np.ndarray,
 _DENSITIES = {"ncx2": _ncx2_density, "spectrum": _spectrum_density}
 
 
-def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(value, dict):
-        out: dict[str, Any] = {}
-        for k, v in value.items():
-            if k not in _IGNORED_SPEC_KEYS:
-                out.update(_flatten(v, f"{prefix}{k}."))
-        return out
-    return {prefix[:-1]: value}
-
-
-def _sweep(runs: list[RunInfo], curves: dict[str, list[Curve]]) -> Sweep | None:
-    """The one numeric spec field in which the runs differ, with IB at their shared eps.
-
-    First over all runs (a sweep of a task or a space field); failing that, within groups of
-    runs that share a space (a task sweep run on several spaces, e.g. dimension x kernel).
-    """
-    if len(runs) < 2:
-        return None
-    flat = [_flatten(r.spec) for r in runs]
-    key = _single_numeric_difference(flat)
-    if key is not None:
-        series = _series("", runs, flat, key, curves)
-        return Sweep(field=key, series=[series]) if series else None
-    groups: dict[str, list[int]] = {}
-    for i, f in enumerate(flat):
-        space = json.dumps({k: v for k, v in f.items() if k.startswith("space.")}, sort_keys=True)
-        groups.setdefault(space, []).append(i)
-    members = [g for g in groups.values() if len(g) > 1]
-    keys = {_single_numeric_difference([flat[i] for i in g]) for g in members}
-    if len(members) < 2 or len(keys) != 1 or None in keys:
-        return None
-    key = keys.pop()
-    found = [_series(runs[g[0]].spec["space"].get("name", ""), [runs[i] for i in g],
-                     [flat[i] for i in g], key, curves) for g in members]
-    found = sorted((s for s in found if s is not None), key=lambda s: s.space)
-    return Sweep(field=key, series=found) if found else None
-
-
-def _single_numeric_difference(flat: list[dict[str, Any]]) -> str | None:
-    keys = set().union(*flat)
-    differing = [k for k in sorted(keys) if len({json.dumps(f.get(k)) for f in flat}) > 1]
-    if len(differing) != 1:
-        return None
-    values = [f.get(differing[0]) for f in flat]
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-        return None
-    return differing[0]
-
-
-def _series(space: str, runs: list[RunInfo], flat: list[dict[str, Any]], key: str,
-            curves: dict[str, list[Curve]]) -> SweepSeries | None:
-    values = [f[key] for f in flat]
-    order = np.argsort(values, kind="stable")
-    ordered = [runs[i].run_id for i in order]
-    bits: dict[tuple[str, float], np.ndarray] = {}
-    bounds: dict[tuple[str, float], tuple[str, ...]] = {}
-    for method in (m.name for m in METHODS if m.role != "comparison"):
-        per_run = [{float(e): (float(b), s) for c in curves.get(r, []) if c.method == method
-                    for e, b, s in zip(c.eps, c.bits, c.bound, strict=True)} for r in ordered]
-        shared = set.intersection(*(set(p) for p in per_run))
-        for e in sorted(shared, reverse=True):
-            bits[(method, e)] = np.array([p[e][0] for p in per_run])
-            bounds[(method, e)] = tuple(p[e][1] for p in per_run)
-    if not bits:
-        return None
-    return SweepSeries(space=space, run_ids=ordered,
-                       x=np.asarray([values[i] for i in order], dtype=np.float64),
-                       bits=bits, bound=bounds, flags=tuple(runs[i].flag for i in order))
-
-
 # -- writing ------------------------------------------------------------------------------------
 
 
-def write_report(data: ReportData, out_dir: str | Path) -> Report:
-    """Draw the figures into ``out_dir`` and write ``report.md`` beside them."""
-    require_matplotlib()
-    from ibdb import plots
-
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise ReportError(f"--out {out} is a file; name a folder for the report.")
-    out.mkdir(parents=True, exist_ok=True)
-    figures: dict[str, Path] = {}
-    for run_id, panel in data.panels.items():
-        figures[f"loss_hist_{run_id}"] = plots.loss_histogram(
-            panel, _label(data, run_id), out / f"loss_hist_{run_id}.png",
-            flag=_figure_flag(data, run_id))
-    for run_id, curves in data.curves.items():
-        figures[f"ib_vs_eps_{run_id}"] = plots.ib_vs_eps(
-            curves, data.loss, _label(data, run_id), out / f"ib_vs_eps_{run_id}.png",
-            flag=_figure_flag(data, run_id))
-    if len(data.curves) > 1:
-        labels = {r.run_id: r.label if r.flag is None else f"{r.label} ({r.flag})"
-                  for r in data.runs}
-        figures["compare_ib_vs_eps"] = plots.compare_runs(
-            data.curves, labels, data.loss, out / "compare_ib_vs_eps.png")
-    if data.sweep is not None:
-        name = "sweep_" + data.sweep.field.replace(".", "_")
-        figures[name] = plots.sweep(data.sweep, data.loss, out / f"{name}.png")
-    markdown = out / "report.md"
-    markdown.write_text(render_markdown(data, {k: p.name for k, p in figures.items()}),
-                        encoding="utf-8")
-    return Report(out_dir=out, markdown=markdown, figures=figures, data=data)
-
-
-def _label(data: ReportData, run_id: str) -> str:
-    return next(f"{r.label} ({run_id})" for r in data.runs if r.run_id == run_id)
-
-
-def _figure_flag(data: ReportData, run_id: str) -> str | None:
-    """The line under a figure's title for a run that does not interpolate, else None."""
-    flag = next(r.flag for r in data.runs if r.run_id == run_id)
-    return None if flag is None else f"({flag}: {NOT_OF_DEFINITION})"
-
-
-def _misses(info: RunInfo) -> str:
+def missed_by(info: RunInfo) -> str:
+    """' (its posterior mean misses a training target by 0.667)', or '' where not recorded."""
     if info.interp_error is None:
         return ""
     return f" (its posterior mean misses a training target by {info.interp_error:.3g})"
 
 
-def _interpolation_cell(info: RunInfo) -> str:
-    if info.flag is not None:
-        return f"**{info.flag}**"
-    if info.interpolates:
-        return "yes" if info.interp_error is None else f"yes (residual {info.interp_error:.3g})"
-    return "not recorded" if info.space_kind == "gp" and info.test_mse_of_mean is not None \
-        else "-"
+@dataclass(frozen=True)
+class PlannedFigure:
+    """One figure of a report: its file stem, its caption in report.md, and how to draw it."""
+
+    key: str
+    caption: str
+    draw: Callable[[], Any]  # -> matplotlib.figure.Figure, not yet saved
 
 
-def format_bits(bits: float, lower: float, upper: float, bound: str) -> str:
-    """A table cell: '8.24 [7.14, 8.55]', '>= 10.1' (lower bound), '<= 1.1e+09' (upper)."""
-    if math.isnan(bits):
-        return "n/a"
-    text = "inf" if math.isinf(bits) else f"{bits:.3g}" if bits < 1e4 else f"{bits:.3e}"
-    if bound == "lower":
-        return ">= " + text
-    if bound == "upper":
-        return "<= " + text
-    if not (math.isnan(lower) or math.isnan(upper)):
-        return f"{text} [{lower:.3g}, {upper:.3g}]"
-    return text
+def figure_plan(data: ReportData) -> list[PlannedFigure]:
+    """The figures of a report, in the order report.md shows them, each drawn only when asked
+    (a test can draw one and read its title and legend without saving it). Needs matplotlib."""
+    require_matplotlib()
+    from ibdb import plots
 
-
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _num(value: float | int | None, fmt: str = ".4g") -> str:
-    return "-" if value is None else format(value, fmt)
-
-
-def render_markdown(data: ReportData, figures: dict[str, str]) -> str:
-    """The report's Markdown: units, the run summary, estimates per run, figures and notes."""
-    short = LOSS_SHORT[data.loss]
-    out = ["# ibdb report", "",
-           f"Loss: **{LOSS_TEXT[data.loss]}**. Inductive bias in **bits** = "
-           f"-log2 P[{short} <= eps] among hypotheses that fit the training data. "
-           "`>=` marks a lower bound (no sample at or below eps), `<=` the 2023 upper bound; "
-           "[a, b] is the stored 95 % interval ("
-           + METHODS.interval_legend(sorted({c.method for cs in data.curves.values()
-                                              for c in cs})) + ").", "", "## Runs", ""]
-    header = ["run", "label", "space", "n_train", "n_test", "outputs", "hypotheses",
-              "not fitted (excluded)", f"mean {short}", f"min {short}", "wall (s)"]
-    rows = [[f"`{r.run_id}`", r.label, r.space_kind, _num(r.n_train, "d"), _num(r.n_test, "d"),
-             _num(r.n_outputs, "d"), str(r.n_stored), str(r.n_not_fitted), _num(r.mean_loss),
-             _num(r.min_loss), _num(r.wall_seconds, ".1f")] for r in data.runs]
-    gp = [r for r in data.runs if r.space_kind == "gp"
-          and (r.test_mse_of_mean is not None or r.interpolates is not None)]
-    if gp:  # a column only where some run records it (gp runs)
-        header.append("interpolates training data")
-        for row, r in zip(rows, data.runs, strict=True):
-            row.append(_interpolation_cell(r))
-    out += [_md_table(header, rows), ""]
-    if any(r.flag is not None for r in data.runs):
-        out += [f"A gp run that **{NOT_INTERPOLATING}** its training data has a posterior mean "
-                "that misses a training target by the residual shown: its hypotheses do not "
-                f"fit the training set, so its {NOT_OF_DEFINITION} (-log2 P[loss <= eps] among "
-                "hypotheses that fit the training data). Its rows and figures are marked.", ""]
-    parts = [r for r in data.runs
-             if r.test_mse_of_mean is not None and r.test_mse_spread is not None]
-    if parts:
-        out += ["### Expected test MSE: the mean hypothesis and the spread around it", "",
-                "The expected test MSE of a fitted hypothesis = the mean hypothesis's test MSE + "
-                "the spread of the hypotheses around it: for a gp run the posterior mean, from "
-                "the run's spectrum; for a network run the mean network (the average of the "
-                "fitted networks' predictions), from the stored networks.",
-                "", _md_table(
-                    ["run", "label", "mean hypothesis", "its test MSE", "spread",
-                     "expected test MSE", "interpolates training data"],
-                    [[f"`{r.run_id}`", r.label,
-                      "posterior mean" if r.space_kind == "gp" else "mean network",
-                      _num(r.test_mse_of_mean), _num(r.test_mse_spread),
-                      _num(r.test_mse_of_mean + r.test_mse_spread),
-                      _interpolation_cell(r)] for r in parts]), ""]
-    for info in data.runs:
-        curves = data.curves.get(info.run_id)
-        if not curves:
-            continue
-        flag = info.flag
-        if flag is None:
-            out += [f"## Estimates: {info.label} (`{info.run_id}`)", ""]
-        else:
-            out += [f"## Estimates: {info.label} (`{info.run_id}`, {flag})", "",
-                    f"**Warning: this gp run {NOT_INTERPOLATING} its training data**"
-                    f"{_misses(info)}: its hypotheses do not fit the training set, so these "
-                    f"{NOT_OF_DEFINITION}.", ""]
-        grid = sorted({float(e) for c in curves for e in c.eps}, reverse=True)
-        cells = {(c.method, float(e)): (b, lo, hi, s, st) for c in curves
-                 for e, b, lo, hi, s, st in zip(c.eps, c.bits, c.lower, c.upper, c.bound,
-                                                c.stale, strict=True)}
-        body = []
-        for e in grid:
-            line = [f"{e:.4g}"]
-            for c in curves:
-                cell = cells.get((c.method, e))
-                line.append("-" if cell is None else
-                            format_bits(*cell[:4]) + (" (stale)" if cell[4] else ""))
-            if flag is not None:  # on every row, so that no row is read without it
-                line.append(f"{NOT_INTERPOLATING}: {NOT_OF_DEFINITION}")
-            body.append(line)
-        header = [f"eps ({short})", *[f"{c.method} (bits)" for c in curves]]
-        out += [_md_table(header + (["note"] if flag is not None else []), body), ""]
-    if figures:
-        out += ["## Figures", ""]
-        for key, name in figures.items():
-            out += [f"![{key}]({name})", ""]
+    names = data.names
+    flagged = {r.run_id: names[r.run_id] + ("" if r.flag is None else f" ({r.flag})")
+               for r in data.runs}
+    plan = []
+    for run_id, panel in data.panels.items():
+        plan.append(PlannedFigure(
+            f"loss_hist_{run_id}", f"Loss histogram and fitted densities: {flagged[run_id]}",
+            lambda p=panel, r=run_id: plots.loss_histogram(p, names[r],
+                                                           flag=_figure_flag(data, r))))
+    for run_id, curves in data.curves.items():
+        plan.append(PlannedFigure(
+            f"ib_vs_eps_{run_id}", f"Inductive bias against eps: {flagged[run_id]}",
+            lambda c=curves, r=run_id: plots.ib_vs_eps(c, data.loss, names[r],
+                                                       flag=_figure_flag(data, r))))
+    if len(data.curves) > 1:
+        plan.append(PlannedFigure(
+            "compare_ib_vs_eps", "Inductive bias against eps, runs compared: "
+            + "; ".join(flagged[r] for r in data.curves),
+            lambda: plots.compare_runs(data.curves, flagged, data.loss)))
     if data.sweep is not None:
-        for series in data.sweep.series:
-            where = f" on space {series.space}" if series.space else ""
-            flagged = [f"`{r}` ({f})" for r, f in zip(series.run_ids, series.flags,
-                                                       strict=False) if f is not None]
-            marked = (f" Marked on it (crossed out): {', '.join(flagged)}; {NOT_OF_DEFINITION}."
-                      if flagged else "")
-            out += [f"The runs{where} differ in one spec field, `{data.sweep.field}` "
-                    f"({', '.join(f'{v:g}' for v in series.x)}): see the sweep figure.{marked}",
-                    ""]
-    if data.notes:
-        out += ["## Notes", "", *[f"- {n}" for n in data.notes], ""]
-    return "\n".join(out)
+        sweep = data.sweep
+        runs = [names[r] for s in sweep.series for r in s.run_ids]
+        plan.append(PlannedFigure(
+            "sweep_" + sweep.field.replace(".", "_"),
+            f"Inductive bias against {sweep.field}: {'; '.join(runs)}",
+            lambda: plots.sweep(sweep, data.loss)))
+    return plan
+
+
+def write_report(data: ReportData, out_dir: str | Path, *,
+                 progress: Progress | None = None) -> Report:
+    """Draw the figures into ``out_dir`` and write ``report.md`` beside them.
+
+    ``progress(file name, done, total)`` is called after each figure is written and after
+    report.md, the last (done == total, total = the figures + 1)."""
+    require_matplotlib()
+    from ibdb import plots
+    from ibdb.report_markdown import render_markdown
+
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ReportError(f"--out {out} is a file; name a folder for the report.")
+    out.mkdir(parents=True, exist_ok=True)
+    plan = figure_plan(data)
+    total = len(plan) + 1
+    figures: dict[str, Path] = {}
+    for done, planned in enumerate(plan, 1):
+        figures[planned.key] = plots.save(planned.draw(), out / f"{planned.key}.png")
+        if progress is not None:
+            progress(figures[planned.key].name, done, total)
+    markdown = out / "report.md"
+    markdown.write_text(render_markdown(data, {k: p.name for k, p in figures.items()},
+                                        {p.key: p.caption for p in plan}), encoding="utf-8")
+    if progress is not None:
+        progress(markdown.name, total, total)
+    return Report(out_dir=out, markdown=markdown, figures=figures, data=data)
+
+
+def _figure_flag(data: ReportData, run_id: str) -> str | None:
+    """The line under a figure's title for a run that does not interpolate, else None."""
+    flag = data.info(run_id).flag
+    return None if flag is None else f"({flag}: {NOT_OF_DEFINITION})"

@@ -4,7 +4,8 @@ Opening a store applies the table definitions in ``schemas/`` (once, in one tran
 re-creates the views in ``queries/`` and registers the estimator functions, so SQL over the store
 can call ``ib_fit`` and ``ib_exact``. DuckDB lets one process write a file at a time; a
 second opener gets :class:`StoreLockedError` naming the process that holds it. Loading shards
-(``Store.ingest``) lives in :mod:`ibdb.ingest`.
+(``Store.ingest``) lives in :mod:`ibdb.ingest`; the check that a store's tables are those the
+schema files make, in :mod:`ibdb.catalog`.
 """
 
 from __future__ import annotations
@@ -12,16 +13,18 @@ from __future__ import annotations
 import json
 import logging
 import os
-import re
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import duckdb
 
+# (expected_catalog and schema_files also under their old names, which tests import)
+from ibdb.catalog import expected_catalog as _expected_catalog  # noqa: F401
+from ibdb.catalog import schema_files, verify_catalog
+from ibdb.catalog import schema_files as _schema_files  # noqa: F401
 from ibdb.columns import ESTIMATE_COLUMNS, LOSS_NAMES
 from ibdb.errors import IbdbError, StoreError, StoreLockedError, shorten
 from ibdb.methods import SOURCES
@@ -41,10 +44,7 @@ if TYPE_CHECKING:  # numpy and the ingest machinery load only when a call needs 
     from ibdb.ingest import IngestReport
 
 log = logging.getLogger(__name__)
-SCHEMA_FILE_RE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 DIGESTS_STORED_SINCE = 3  # the schema version that stores loss-set digests
-# Tables a schema file makes that the upgrade after it drops (Store._carry_over_digests).
-DROPPED_AFTER_UPGRADE = ("legacy_loss_set_md5",)
 # A store being created is written under ".<name>.new-<pid>" beside it (Store._create).
 
 
@@ -172,7 +172,7 @@ class Store:
         if self.path != ":memory:":
             check_not_truncated(self.con, self.path)
         version = self.schema_version()
-        files = _schema_files()
+        files = schema_files()
         latest = files[-1][0]
         if version == 0:
             others = self._table_names()
@@ -202,7 +202,8 @@ class Store:
                 if version:  # (a new store's tables are made in no time; say nothing then)
                     log.info("%s: upgrading the store from schema version %d to %d, in one "
                              "transaction", self.path, version, pending[-1][0])
-                    self._verify_catalog(version)  # (its upgrade would fail half-way)
+                    # (a store altered by hand would fail half-way through its upgrade)
+                    verify_catalog(self.con, self.path, version)
                 with self.transaction():
                     for _, text in pending:
                         self.con.execute(text)
@@ -211,7 +212,7 @@ class Store:
                     if version < DIGESTS_STORED_SINCE:
                         create_views(self.con, temporary=False)
                         self._carry_over_digests()
-        self._verify_catalog(latest)
+        verify_catalog(self.con, self.path, latest)
         try:
             create_views(self.con, temporary=self.read_only)
         except duckdb.CatalogException as exc:
@@ -226,40 +227,6 @@ class Store:
         return [r[0] for r in self.con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
             "AND schema_name = 'main' ORDER BY table_name").fetchall()]
-
-    def _verify_catalog(self, version: int) -> None:
-        """Raise a StoreError naming every table and column that differs from what the
-        schema files up to ``version`` make (a store altered by hand: a dropped table or
-        column, a changed type), instead of a binder error at some later query. Tables of
-        the user's own are allowed; ibdb's tables must hold exactly their columns."""
-        want = _expected_catalog(self.con, version)
-        got: dict[str, dict[str, str]] = {}
-        for table, column, dtype in self.con.execute(
-                "SELECT c.table_name, c.column_name, c.data_type FROM duckdb_columns() c "
-                "JOIN duckdb_tables() t ON t.table_oid = c.table_oid "
-                "WHERE c.database_name = current_database() AND c.schema_name = 'main' "
-                "ORDER BY c.table_name, c.column_index").fetchall():
-            got.setdefault(table, {})[column] = dtype
-        problems = []
-        for table, columns in want.items():
-            if table not in got:
-                problems.append(f"table {table} is missing")
-                continue
-            for column, dtype in columns.items():
-                have = got[table].get(column)
-                if have is None:
-                    problems.append(f"{table} lacks column {column} {dtype}")
-                elif have != dtype:
-                    problems.append(f"{table}.{column} is {have}, not {dtype}")
-            problems += [f"{table} has a column {c} that ibdb does not make"
-                         for c in got[table] if c not in columns]
-        if problems:
-            raise StoreError(
-                f"{self.path}: the store's tables are not those of ibdb schema version "
-                f"{version}: {shorten('; '.join(problems), 600)}. It was altered outside ibdb "
-                "(e.g. ALTER TABLE or DROP TABLE through a plain DuckDB connection). Restore it "
-                "from a backup, or rebuild a store from its shard folder: `ibdb --db NEW.duckdb "
-                "ingest SHARDS`, then `ibdb --db NEW.duckdb estimate`.")
 
     def missing_views(self) -> list[str]:
         """Views of queries/*.sql that the store file itself lacks (dropped outside ibdb).
@@ -526,47 +493,3 @@ def require_statements(query: str) -> None:
         raise IbdbError(f"SQL error: the query ({shorten(repr(query), 80)}) holds no "
                         "statement: it is empty or only comments. Pass one, e.g. `ibdb sql "
                         "\"SELECT * FROM run_summary\"`.")
-
-
-def _schema_files() -> list[tuple[int, str]]:
-    folder = resources.files("ibdb.schemas")
-    out = []
-    for entry in folder.iterdir():
-        match = SCHEMA_FILE_RE.match(entry.name)
-        if match:
-            out.append((int(match.group(1)), entry.read_text(encoding="utf-8")))
-    return sorted(out)
-
-
-_EXPECTED_CATALOGS: dict[int, dict[str, dict[str, str]]] = {}
-
-
-def _expected_catalog(con: duckdb.DuckDBPyConnection, version: int
-                      ) -> dict[str, dict[str, str]]:
-    """{table: {column: type}} that schemas/ files 1..``version`` make, derived by running
-    them on an empty in-memory database (once per process and version; ~6 ms), attached to
-    ``con`` (a second connection would cost twice that) and detached again."""
-    if version not in _EXPECTED_CATALOGS:
-        name = "ibdb_expected_catalog"
-        cur = con.cursor()  # (its own USE: the store's connection keeps its default catalog)
-        cur.execute(f"ATTACH ':memory:' AS {name} (READ_WRITE)")
-        try:
-            cur.execute(f"USE {name}")
-            cur.execute("BEGIN")
-            for number, text in _schema_files():
-                if number <= version:
-                    cur.execute(text)
-            for table in DROPPED_AFTER_UPGRADE:
-                cur.execute(f"DROP TABLE IF EXISTS {table}")
-            cur.execute("COMMIT")
-            catalog: dict[str, dict[str, str]] = {}
-            for table, column, dtype in cur.execute(
-                    "SELECT table_name, column_name, data_type FROM duckdb_columns() "
-                    "WHERE database_name = $db ORDER BY table_name, column_index",
-                    {"db": name}).fetchall():
-                catalog.setdefault(table, {})[column] = dtype
-        finally:
-            cur.close()
-            con.execute(f"DETACH {name}")
-        _EXPECTED_CATALOGS[version] = catalog
-    return _EXPECTED_CATALOGS[version]

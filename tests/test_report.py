@@ -14,7 +14,8 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.report import ReportError, format_bits
+from ibdb.report import ReportError
+from ibdb.report_markdown import format_bits
 from ibdb.store import Store
 
 from conftest import make_npz, spec_dict, write_spec
@@ -265,3 +266,122 @@ def test_report_out_must_be_a_folder(two_runs, tmp_path):
     (tmp_path / "f").write_text("")
     with pytest.raises(ReportError, match="is a file; name a folder"):
         api.report(out=Path(tmp_path / "f"))
+
+
+# -- progress ---------------------------------------------------------------------------------
+
+
+def test_progress_is_called_after_each_run_and_each_file(two_runs, tmp_path):
+    from ibdb.report import collect, write_report
+
+    api, run_ids = two_runs
+    seen: list[tuple[str, int, int]] = []
+    with Store.open(api.db, read_only=True) as store:
+        data = collect(store, run_ids, progress=lambda *a: seen.append(a))
+    assert seen == [("tiny/toy30/gp", 1, 2), ("tiny/toy20/gp", 2, 2)]
+    seen.clear()
+    result = write_report(data, tmp_path / "p", progress=lambda *a: seen.append(a))
+    names = [p.name for p in result.figures.values()] + ["report.md"]
+    assert seen == [(name, i, len(names)) for i, name in enumerate(names, 1)]
+    assert len(names) == 7 and seen[-1] == ("report.md", 7, 7)
+    for name, *_ in seen:
+        assert (tmp_path / "p" / name).is_file()  # called after the file is written
+
+
+def test_progress_is_optional_and_a_failing_callback_propagates(two_runs, tmp_path):
+    from ibdb.report import collect
+
+    api, run_ids = two_runs
+
+    def boom(label: str, done: int, total: int) -> None:
+        raise RuntimeError(f"stop at {done}/{total}")
+
+    with Store.open(api.db, read_only=True) as store:
+        with pytest.raises(RuntimeError, match="stop at 1/1"):
+            collect(store, run_ids[:1], progress=boom)
+        assert len(collect(store, run_ids[:1], progress=None).runs) == 1
+
+
+# -- figures named by run label (issue 14) ------------------------------------------------------
+
+
+def _drawn(data) -> dict[str, dict]:
+    """Each planned figure's caption, title and legend texts, read from the Figure object."""
+    from ibdb.report import figure_plan
+
+    out = {}
+    for planned in figure_plan(data):
+        ax = planned.draw().axes[0]
+        legend = ax.get_legend()
+        out[planned.key] = {"caption": planned.caption, "title": ax.get_title(),
+                            "legend": [t.get_text() for t in legend.get_texts()]}
+    return out
+
+
+def test_figures_and_captions_name_runs_by_label(report, two_runs):
+    _, run_ids = two_runs
+    labels = {r.run_id: r.label for r in report.data.runs}
+    assert sorted(labels.values()) == ["tiny/toy20/gp", "tiny/toy30/gp"]
+    drawn = _drawn(report.data)
+    text = report.markdown.read_text()
+    for run_id in run_ids:
+        label = labels[run_id]  # unique: shown without an id
+        for kind in ("loss_hist", "ib_vs_eps"):
+            fig = drawn[f"{kind}_{run_id}"]
+            assert fig["title"] == label and label in fig["caption"]
+            assert run_id not in fig["title"] + fig["caption"]
+            assert f"*Figure: {fig['caption']}.*" in text
+            assert f"![{fig['caption']}]({kind}_{run_id}.png)" in text
+    compare = drawn["compare_ib_vs_eps"]
+    for label in labels.values():
+        assert label in compare["caption"]
+        assert [t for t in compare["legend"] if t.startswith(f"{label} ")]
+    assert all(t.split(" ")[0] in labels.values() for t in compare["legend"])
+    assert "tiny/toy20/gp" in drawn["sweep_task_n_train"]["caption"]
+
+
+@pytest.fixture(scope="module")
+def same_label(tmp_path_factory) -> tuple[Ibdb, list[str]]:
+    """Two runs labelled tiny/toy/gp that differ only in their seed."""
+    folder = tmp_path_factory.mktemp("same")
+    make_npz(folder / "toy.npz")
+    api = Ibdb(folder / "r.duckdb", shards=folder / "shards", device="cpu")
+    ids = []
+    for seed in (0, 1):
+        spec = write_spec(folder, spec_dict(n_hypotheses=60, chunk_size=60, seed=seed),
+                          name=f"s{seed}.yaml")
+        ids += [p.run_id for p in api.run(spec).planned]
+    return api, ids
+
+
+def test_runs_that_share_a_label_show_their_short_ids(same_label, tmp_path):
+    api, ids = same_label
+    result = api.report(out=tmp_path / "r")
+    assert {r.label for r in result.data.runs} == {"tiny/toy/gp"}
+    names = result.data.names
+    assert names == {i: f"tiny/toy/gp ({i[:8]})" for i in ids}
+    drawn = _drawn(result.data)
+    text = result.markdown.read_text()
+    for run_id in ids:
+        for kind in ("loss_hist", "ib_vs_eps"):
+            fig = drawn[f"{kind}_{run_id}"]
+            assert fig["title"] == names[run_id]
+            assert f"*Figure: {fig['caption']}.*" in text and names[run_id] in fig["caption"]
+    legend = drawn["compare_ib_vs_eps"]["legend"]
+    for run_id in ids:
+        assert [t for t in legend if t.startswith(f"{names[run_id]} ")]
+
+
+def test_run_names_lengthen_short_ids_that_would_collide():
+    from ibdb.report import RunInfo, run_names
+
+    def info(run_id: str, label: str) -> RunInfo:
+        return RunInfo(run_id=run_id, label=label, space_kind="gp", n_train=1, n_test=1,
+                       n_outputs=1, n_stored=1, n_not_fitted=0, mean_loss=None, min_loss=None,
+                       wall_seconds=None, spec={})
+
+    runs = [info("abcdef0123456789", "e/t/s"), info("abcdef0199999999", "e/t/s"),
+            info("1111111111111111", "e/t/other")]
+    assert run_names(runs) == {"abcdef0123456789": "e/t/s (abcdef012)",
+                               "abcdef0199999999": "e/t/s (abcdef019)",
+                               "1111111111111111": "e/t/other"}

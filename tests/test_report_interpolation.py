@@ -69,7 +69,7 @@ def _report(api: Ibdb, out, run_ids: list[str] | None = None):
 
     drawn = Drawn()
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(plots, "_save", drawn.wrap(plots._save))
+        mp.setattr(plots, "save", drawn.wrap(plots.save))
         result = api.report(run_ids=run_ids, out=out)
     return result, drawn
 
