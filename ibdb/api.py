@@ -21,9 +21,9 @@ from ibdb.methods import METHODS
 # `validate` and `plan` never load torch or scipy.stats (see docs/decisions.md).
 if TYPE_CHECKING:
     from ibdb.checks import CheckResult
-    from ibdb.execute import Progress
     from ibdb.ingest import IngestReport
     from ibdb.plan import PlannedRun
+    from ibdb.progress import Progress
     from ibdb.report import Report
     from ibdb.specs import Experiment
     from ibdb.store import Store
@@ -45,12 +45,14 @@ class RunReport:
     # runs that failed with an expected error (IbdbError): (run id, label, message); the other
     # runs were still sampled, ingested and estimated
     failed: list[tuple[str, str, str]] = field(default_factory=list)
+    refreshed_estimates: int = 0  # stale estimates recomputed (see Ibdb.estimate's refresh)
 
 
 @dataclass
 class EstimateReport:
     rows: list[dict[str, Any]] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    refreshed: int = 0  # rows that recomputed a stale estimate (Ibdb.estimate's ``refresh``)
 
 
 class Ibdb:
@@ -100,6 +102,12 @@ class Ibdb:
         go to :func:`ibdb.executors.make_mapper`). ``ingest=False`` only writes shards (and
         never opens the store for writing), so several processes can sample into one shared
         shard folder; one `ibdb ingest` loads them after.
+
+        Estimating computes the default methods at the spec's eps and recomputes every stale
+        estimate of the spec's runs (as :meth:`estimate` with ``refresh``): a run extended from
+        4000 to 5000 hypotheses gets fresh values at the eps and methods added earlier too, so
+        no table shows numbers of the old sample under the new count. ``progress`` follows the
+        sampling and the estimating (see :mod:`ibdb.progress`).
         """
         from ibdb.execute import execute_run
         from ibdb.executors import make_mapper
@@ -143,8 +151,9 @@ class Ibdb:
                 just_digested = set(report.ingest.runs) if report.ingest else set()
                 est = self._estimate(store, [r.run_id for r in planned
                                              if r.run_id not in failed_ids], None, None,
-                                     "test_mse", digested=just_digested)
+                                     "test_mse", digested=just_digested, progress=progress)
                 report.estimates, report.skipped_estimates = est.rows, est.skipped
+                report.refreshed_estimates = est.refreshed
         return report
 
     def ingest(self, paths: list[str | Path]) -> IngestReport:
@@ -165,19 +174,29 @@ class Ibdb:
 
     def estimate(self, *, run_ids: list[str] | None = None, methods: list[str] | None = None,
                  eps: list[float] | None = None, loss: str = "test_mse",
-                 check_exact: bool = False) -> EstimateReport:
+                 check_exact: bool = False, refresh: bool = True,
+                 progress: Progress | None = None) -> EstimateReport:
         """Recompute estimates from stored samples (no resampling) and store them.
 
         ``methods`` defaults to every default method that applies to the run and loss;
         ``check_exact`` adds an importance-sampling check (with standard error) to ``exact``.
+        ``refresh`` (the default) also recomputes every stale estimate of these runs (any loss,
+        method and eps stored before their samples changed, e.g. before the run gained
+        hypotheses), so that afterwards none of them is stale; ``report.refreshed`` counts
+        those rows. ``progress("estimate", done, total)`` follows the (run, loss, method)
+        estimates (see :mod:`ibdb.progress`).
         """
         # a store that does not exist has nothing to estimate: an error, not a new empty store
         with self._open(create=False) as store:
-            return self._estimate(store, run_ids, methods, eps, loss, check_exact)
+            return self._estimate(store, run_ids, methods, eps, loss, check_exact,
+                                  refresh=refresh, progress=progress)
 
     def _estimate(self, store: Store, run_ids: list[str] | None, methods: list[str] | None,
                   eps: list[float] | None, loss: str, check_exact: bool = False, *,
-                  digested: set[str] | None = None) -> EstimateReport:
+                  digested: set[str] | None = None, refresh: bool = True,
+                  progress: Progress | None = None) -> EstimateReport:
+        from ibdb.estimating import estimate_runs
+
         if loss not in LOSS_NAMES:
             raise EstimateError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
         unknown = sorted(set(methods or ()) - set(METHODS.names()))
@@ -188,43 +207,16 @@ class Ibdb:
             bad = [e for e in eps if not _positive_number(e)]
             if bad or not eps:
                 raise EstimateError(f"eps must be positive numbers; got {bad or eps}.")
-        chosen = [METHODS.get(m) for m in dict.fromkeys(methods)] if methods \
-            else METHODS.defaults()
-        report = EstimateReport()
         run_ids = run_ids or store.run_ids()
         with store.transaction():  # (reads every loss of these runs, as estimating does)
             # so that edits outside ibdb are seen; not again for runs whose digests the
             # ingest of this same call has just stored
             store.refresh_loss_sets([r for r in run_ids if r not in (digested or set())])
-        digests = store.loss_set_digests(run_ids)
-        for run_id in run_ids:
-            facts = store.run_facts(run_id)
-            grid = list(eps) if eps is not None else facts["eps"]
-            sources: dict[str, Any] = {}
-            for method in chosen:
-                if method.reads not in sources:
-                    sources[method.reads] = store.method_source(method.reads, run_id, loss, facts)
-                source = sources[method.reads]
-                if source is None:
-                    if methods:  # asked for explicitly: say why there is none
-                        why = method.source.missing.format(loss=loss, kind=facts["space_kind"])
-                        report.skipped.append(f"{run_id} {method.name}: {why}")
-                    continue
-                try:
-                    rows = method.estimate(source, grid, check=check_exact)
-                except EstimateError as exc:
-                    report.skipped.append(f"{run_id} {method.name}: {exc}")
-                    continue
-                loss_set = method.loss_set(loss)
-                digest = digests.get((run_id, loss_set), "") if loss_set else ""
-                report.rows.extend(
-                    {"run_id": run_id, "loss": loss, "method": e.method,
-                     "method_version": e.method_version, "eps": e.eps, "bits": e.bits,
-                     "lower_bits": e.lower_bits, "upper_bits": e.upper_bits, "bound": e.bound,
-                     "n": e.n, "params": e.params, "diagnostics": e.diagnostics,
-                     "loss_set_hash": digest, "loss_set": loss_set} for e in rows)
-        store.replace_estimates(report.rows)
-        return report
+        rows, skipped, refreshed = estimate_runs(
+            store, run_ids, methods, eps, loss, check_exact=check_exact, refresh=refresh,
+            progress=progress)
+        store.replace_estimates(rows)
+        return EstimateReport(rows=rows, skipped=skipped, refreshed=refreshed)
 
     def fit_counts(self, run_ids: list[str]) -> dict[str, tuple[int, int]]:
         """(hypotheses stored, hypotheses that did not fit the training data) per run."""
@@ -241,6 +233,16 @@ class Ibdb:
         the definition conditions on."""
         with self._open(read_only=True) as store:
             return store.loss_decomposition(run_ids)
+
+    def stale_cells(self, run_ids: list[str], loss: str = "test_mse"
+                    ) -> set[tuple[str, str, float]]:
+        """(run_id, method, eps) of the stale stored estimates of one loss (computed before
+        the run's samples changed; ``ibdb estimate --run ID`` recomputes them)."""
+        with self._open(read_only=True) as store:
+            rows = store.query("SELECT run_id, method, eps FROM stale_estimates WHERE loss = "
+                               "$loss AND run_id IN (SELECT unnest($runs))",
+                               {"loss": loss, "runs": list(run_ids)})[1]
+        return {(r[0], r[1], r[2]) for r in rows}
 
     def ib_table(self, run_ids: list[str] | None = None, loss: str = "test_mse") -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,
@@ -308,16 +310,18 @@ class Ibdb:
 
     def recompute(self, eps: float | list[float], *, run_ids: str | list[str] | None = None,
                   methods: list[str] | None = None, loss: str = "test_mse",
-                  frame: str = "arrow") -> Any:
+                  frame: str = "arrow", progress: Progress | None = None) -> Any:
         """Estimate again at ``eps`` from the stored samples (no resampling), store the rows
-        (as :meth:`estimate` does) and return them as an :meth:`ib_curve` frame restricted to
-        those eps. ``methods`` defaults to every default method that applies."""
+        (as :meth:`estimate` does, stale estimates of these runs refreshed too) and return them
+        as an :meth:`ib_curve` frame restricted to those eps. ``methods`` defaults to every
+        default method that applies; ``progress`` as for :meth:`estimate`."""
         from ibdb import frames
 
         frames.check_frame(frame)
         grid = [eps] if isinstance(eps, int | float) else list(eps)
         ids = frames.run_ids_list(run_ids)
-        report = self.estimate(run_ids=ids, methods=methods, eps=grid, loss=loss)
+        report = self.estimate(run_ids=ids, methods=methods, eps=grid, loss=loss,
+                               progress=progress)
         done = sorted({r["run_id"] for r in report.rows})
         clause, params = frames.where(done, loss=loss, method=methods)
         clause += " AND eps IN (SELECT unnest($eps)::DOUBLE)"
@@ -345,24 +349,36 @@ class Ibdb:
     # -- reports -------------------------------------------------------------------------------
 
     def report(self, *, run_ids: list[str] | None = None, out: str | Path = "report",
-               loss: str = "test_mse") -> Report:
+               loss: str = "test_mse", progress: Progress | None = None) -> Report:
         """Figures and report.md for ``run_ids`` (default: every run) from stored data only.
 
         Returns an :class:`ibdb.report.Report` (files written, and the data each figure plots).
+        ``progress`` gets ``"report: read runs"`` (runs read), then ``"report: write files"``
+        (figures, then report.md); see :mod:`ibdb.progress`.
         """
         from ibdb import report as reporting  # matplotlib is optional: only this command needs it
 
         reporting.require_matplotlib()  # before the store is opened or a folder is made
         with self._open(read_only=True) as store:
-            data = reporting.collect(store, run_ids, loss=loss)
-        return reporting.write_report(data, out)
+            data = reporting.collect(store, run_ids, loss=loss,
+                                     progress=_relabel(progress, "report: read runs"))
+        return reporting.write_report(data, out,
+                                      progress=_relabel(progress, "report: write files"))
 
     # -- health --------------------------------------------------------------------------------
 
     def check(self) -> list[CheckResult]:
-        """Run every health check (queries/checks/*.sql) on the store and its shard folder."""
-        from ibdb.checks import run_checks
+        """Run every health check (queries/checks/*.sql) on the store and its shard folder.
 
+        Without a store file (a first run interrupted before it ingested, or `run --no-ingest`)
+        but with run folders in the shard folder, the one result names them and how to load
+        them; with neither, it is an error (no such store)."""
+        from ibdb.checks import run_checks, shards_without_store
+
+        if not Path(self.db).exists():
+            found = shards_without_store(self.db, self.shard_root)
+            if found is not None:
+                return found
         with self._open(read_only=True) as store:
             return run_checks(store, self.shard_root)
 
@@ -439,6 +455,14 @@ def _positive_number(value: Any) -> bool:
     except (TypeError, ValueError):
         return False
     return math.isfinite(number) and number > 0
+
+
+def _relabel(progress: Progress | None, label: str) -> Progress | None:
+    """``progress`` with every call's label replaced by ``label`` (one line of work for
+    steps that each name their item)."""
+    if progress is None:
+        return None
+    return lambda _item, done, total: progress(label, done, total)
 
 
 def _default_shard_root(db: str) -> Path:

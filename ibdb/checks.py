@@ -19,7 +19,7 @@ from pathlib import Path
 
 import duckdb
 
-from ibdb.errors import StoreError
+from ibdb.errors import ShardError, StoreError
 from ibdb.store import Store
 from ibdb.storefiles import leftover_temporary_stores, store_failure
 
@@ -81,6 +81,55 @@ def run_checks(store: Store, shard_root: Path) -> CheckResults:
             raise
         raise failure from None
     return results
+
+
+UNLOADED_SHARDS = "unloaded_shards"
+UNLOADED_COLUMNS = ["run_folder", "label", "loss_shards", "hypotheses", "other_shards"]
+
+
+def shards_without_store(db: str | Path, shard_root: Path) -> CheckResults | None:
+    """What ``ibdb check`` reports when the store file ``db`` does not exist but the shard
+    folder holds run folders (a first run interrupted before it ingested, or `run
+    --no-ingest`): one failed check, ``unloaded_shards``, one row per run folder (its label
+    from run.json, its loss shards, the hypotheses they hold out of those the spec asked for,
+    its spectrum and splitting-level shards), saying that `ibdb ingest` loads them. None when
+    the shard folder holds no run folder (then there is nothing to check)."""
+    from ibdb import shards as shardfiles  # (numpy: not at `ibdb check`'s start)
+
+    root = Path(shard_root)
+    if not root.is_dir():
+        return None
+    rows = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        losses = shardfiles.loss_shards(folder)
+        ranges = [r for r in map(shardfiles.shard_range, losses) if r is not None]
+        written = sum(last - first + 1 for first, last in ranges)
+        label, asked = _manifest_label(folder)
+        others = len(shardfiles.spectrum_shards(folder)) + len(shardfiles.level_shards(folder))
+        rows.append((str(folder), label, len(losses),
+                     f"{written} of {asked}" if asked is not None else str(written), others))
+    if not rows:
+        return None
+    about = (f"there is no store at {db}, but the shard folder {root} holds {len(rows)} run "
+             f"folder(s) that no store has loaded (a first run stopped before it ingested, or "
+             f"`ibdb run --no-ingest`). `ibdb ingest {root}` loads them into {db} (add --db "
+             "to load them elsewhere); running the spec again also resumes and ingests.")
+    return CheckResults([CheckResult(UNLOADED_SHARDS, about, UNLOADED_COLUMNS, rows)])
+
+
+def _manifest_label(folder: Path) -> tuple[str, int | None]:
+    """(label, hypotheses asked for) from a run folder's run.json, or what is wrong with it."""
+    from ibdb import shards as shardfiles
+
+    if not (folder / shardfiles.MANIFEST).is_file():
+        return "(no run.json: not a run folder ibdb wrote; ingest skips it)", None
+    try:
+        spec = shardfiles.read_manifest(folder)["spec"]
+    except ShardError:
+        return "(run.json unreadable: `ibdb ingest` names the problem)", None
+    label = "/".join(str(spec[k]["name"]) if k != "experiment" else str(spec[k])
+                     for k in ("experiment", "task", "space", "budget"))
+    return label, int(spec["budget"]["n_hypotheses"])
 
 
 def _read_every_table(store: Store) -> None:

@@ -13,7 +13,6 @@ import decimal
 import io
 import json
 import logging
-import math
 import sys
 from pathlib import Path
 from typing import Any
@@ -25,12 +24,16 @@ from ibdb.columns import LOSS_NAMES
 from ibdb.errors import shorten
 from ibdb.failures import fail
 from ibdb.methods import METHODS
-
-UNITS = {
-    "test_mse": "inductive bias in bits = -log2 P[test MSE <= eps]; test MSE is the mean squared "
-                "error over test points and outputs against one-hot targets",
-    "test_error": "inductive bias in bits = -log2 P[test 0-1 error <= eps]",
-}
+from ibdb.render import (
+    MAX_CELL_CHARS,
+    ProgressBars,
+    cell,
+    echo_ib_tables,
+    echo_run_report,
+    finite,
+    json_value,
+    table,
+)
 
 
 class _MethodChoice(click.ParamType):
@@ -142,14 +145,14 @@ def plan(api: Ibdb, spec: str) -> None:
 def run(api: Ibdb, spec: str, no_estimate: bool, no_ingest: bool, executor: str,
         ray_address: str | None) -> None:
     """Sample SPEC's missing hypotheses, ingest them, and estimate at the spec's eps."""
-    with _ProgressBars() as bars:
+    with ProgressBars() as bars:
         report = api.run(spec, progress=bars.update, estimate=not no_estimate,
                          ingest=not no_ingest, executor=executor, ray_address=ray_address)
     if no_ingest:
         click.echo(f"{len(report.executed)} run(s) sampled into {api.shard_root}; load them "
                    f"with `ibdb ingest {api.shard_root}`")
     else:
-        _echo_run_report(api, report)
+        echo_run_report(api, report)
     if report.failed:  # after what did run: its work is stored and shown
         click.echo(f"Error: {len(report.failed)} of {len(report.planned)} run(s) failed; the "
                    "others were sampled" + ("" if no_ingest else ", stored and estimated")
@@ -182,16 +185,27 @@ def ingest(api: Ibdb, paths: tuple[str, ...]) -> None:
               help="Which recorded loss: test MSE against one-hot targets, or the 0-1 error.")
 @click.option("--check-exact", is_flag=True,
               help="Check each exact value by importance sampling; stores its standard error.")
+@click.option("--refresh/--no-refresh", default=True, show_default=True,
+              help="Also recompute every stale estimate of these runs (any eps, method and "
+                   "loss stored before the run's samples changed, e.g. before it gained "
+                   "hypotheses), so that `ibdb check` finds none.")
 @click.pass_obj
 def estimate(api: Ibdb, methods: tuple[str, ...], eps: tuple[float, ...],
-             run_ids: tuple[str, ...], loss: str, check_exact: bool) -> None:
-    """Recompute estimates from stored samples (never resamples) and store them."""
-    report = api.estimate(run_ids=list(run_ids) or None, methods=list(methods) or None,
-                          eps=list(eps) or None, loss=loss, check_exact=check_exact)
+             run_ids: tuple[str, ...], loss: str, check_exact: bool, refresh: bool) -> None:
+    """Recompute estimates from stored samples (never resamples) and store them.
+
+    `ibdb estimate --run ID` after a run gained hypotheses brings every estimate stored for
+    it up to date; values still stale are marked '*' in the printed table."""
+    with ProgressBars() as bars:
+        report = api.estimate(run_ids=list(run_ids) or None, methods=list(methods) or None,
+                              eps=list(eps) or None, loss=loss, check_exact=check_exact,
+                              refresh=refresh, progress=bars.update)
     for line in report.skipped:
         click.echo(f"skipped: {line}", err=True)
-    click.echo(f"stored {len(report.rows)} estimate(s)")
-    _echo_ib_tables(api, sorted({r["run_id"] for r in report.rows}), loss)
+    click.echo(f"stored {len(report.rows)} estimate(s)"
+               + (f", {report.refreshed} of them recomputing stale ones" if report.refreshed
+                  else ""))
+    echo_ib_tables(api, sorted({r["run_id"] for r in report.rows} | set(run_ids)), loss)
 
 
 @main.command()
@@ -220,8 +234,8 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
     columns, rows = api.sql(query, write=write)
     if fmt == "json":
         # NaN and +-inf are not JSON: they become null, so that every JSON parser reads it
-        click.echo(json.dumps([dict(zip(columns, _finite(r), strict=True)) for r in rows],
-                              default=_json_value, indent=1, allow_nan=False))
+        click.echo(json.dumps([dict(zip(columns, finite(r), strict=True)) for r in rows],
+                              default=json_value, indent=1, allow_nan=False))
     elif fmt == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
@@ -231,11 +245,11 @@ def sql(api: Ibdb, query: str, fmt: str, write: bool) -> None:
     elif columns:
         numeric = [all(isinstance(r[i], int | float | decimal.Decimal) or r[i] is None
                        for r in rows) for i in range(len(columns))]
-        cells = [[_cell(v) for v in r] for r in rows]
+        cells = [[cell(v) for v in r] for r in rows]
         cut = any(len(c) > MAX_CELL_CHARS for r in cells for c in r)
         cells = [[c if len(c) <= MAX_CELL_CHARS else c[:MAX_CELL_CHARS - 3] + "..." for c in r]
                  for r in cells]
-        click.echo(_table(columns, cells, numeric=numeric))
+        click.echo(table(columns, cells, numeric=numeric))
         click.echo(f"({len(rows)} row{'s' if len(rows) != 1 else ''}"
                    + (f"; cells over {MAX_CELL_CHARS} characters are cut: --format csv or json "
                       "shows them whole" if cut else "") + ")")
@@ -277,7 +291,7 @@ def check(api: Ibdb, fix: bool) -> None:
             click.echo(f"ok       {result.name}")
             continue
         click.echo(f"PROBLEM  {result.name}: {len(result.rows)} row(s). {result.about}")
-        click.echo(_table(result.columns, [[_cell(v) for v in r] for r in result.rows],
+        click.echo(table(result.columns, [[cell(v) for v in r] for r in result.rows],
                           numeric=[False] * len(result.columns)))
     missing_views = getattr(results, "missing_views", [])
     if missing_views:
@@ -296,11 +310,11 @@ def check(api: Ibdb, fix: bool) -> None:
 @click.pass_obj
 def quickstart(api: Ibdb) -> None:
     """Run the bundled digits example (writes examples/quickstart.yaml if missing)."""
-    with _ProgressBars() as bars:
+    with ProgressBars() as bars:
         spec_path, written, report = api.quickstart(progress=bars.update)
     if written:
         click.echo(f"wrote {spec_path}")
-    _echo_run_report(api, report)
+    echo_run_report(api, report)
 
 
 @main.command()
@@ -319,7 +333,9 @@ def report(api: Ibdb, run_ids: tuple[str, ...], out: str, loss: str) -> None:
     they differ in (e.g. n_train). Reads stored estimates; run `ibdb estimate` first to change
     methods or eps.
     """
-    result = api.report(run_ids=list(run_ids) or None, out=out, loss=loss)
+    with ProgressBars() as bars:
+        result = api.report(run_ids=list(run_ids) or None, out=out, loss=loss,
+                            progress=bars.update)
     for note in result.data.notes:
         click.echo(f"note: {note}", err=True)
     click.echo(f"wrote {len(result.files)} file(s) to {result.out_dir}:")
@@ -338,143 +354,3 @@ def schema(out: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(experiment_json_schema(), indent=2, sort_keys=True) + "\n")
     click.echo(f"wrote {path}")
-
-
-# -- rendering ---------------------------------------------------------------------------------
-
-
-class _ProgressBars:
-    """Renders the facade's progress callbacks: a bar per run on a terminal, else one line."""
-
-    def __init__(self) -> None:
-        self._bar: Any = None
-        self._label: str | None = None
-        self._done = 0
-        self._interactive = sys.stderr.isatty()
-
-    def update(self, label: str, done: int, total: int) -> None:
-        if not self._interactive:
-            if done == total:
-                click.echo(f"sampled {label}: {total} hypotheses", err=True)
-            return
-        if label != self._label:
-            self.close()
-            self._label, self._done = label, 0
-            self._bar = click.progressbar(length=total, label=label, file=sys.stderr)
-            self._bar.__enter__()
-        self._bar.update(done - self._done)
-        self._done = done
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.__exit__(None, None, None)
-            self._bar = None
-
-    def __enter__(self) -> _ProgressBars:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-
-def _echo_run_report(api: Ibdb, report: Any) -> None:
-    n_new = len(report.executed)
-    click.echo(f"{len(report.planned)} run(s): {n_new} sampled, "
-               f"{len(report.planned) - n_new} already stored; store: {api.db}")
-    if report.ingest is not None:
-        click.echo(f"ingested {report.ingest.hypotheses_inserted} hypotheses from "
-                   f"{report.ingest.shards_ingested} shard file(s)")
-    for line in report.skipped_estimates:
-        click.echo(f"skipped: {line}", err=True)
-    _echo_ib_tables(api, [p.run_id for p in report.planned])
-
-
-def _echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> None:
-    if not run_ids:
-        return
-    rows = api.ib_table(run_ids, loss)
-    counts = api.fit_counts(run_ids)
-    facts = api.loss_decomposition(run_ids)
-    by_run: dict[str, list[tuple]] = {}
-    for row in rows:
-        by_run.setdefault(row[0], []).append(row)
-    shown = sorted({r[2] for r in rows})
-    click.echo(f"\n{UNITS[loss]}; '>=' marks a lower bound (no sample at or below eps), '<=' the "
-               f"2023 upper bound; [a, b]: 95% interval ({METHODS.interval_legend(shown)}).")
-    for run_id, run_rows in by_run.items():
-        found = {r[2] for r in run_rows}
-        methods = [m for m in METHODS.names() if m in found] + sorted(found - set(METHODS.names()))
-        grid = sorted({r[3] for r in run_rows}, reverse=True)
-        cell = {(r[2], r[3]): r for r in run_rows}
-        body = []
-        for eps in grid:
-            line = [f"{eps:.4g}"]
-            for m in methods:
-                r = cell.get((m, eps))
-                line.append("-" if r is None else _bits(r[4], r[5], r[6], r[7]))
-            body.append(line)
-        n_stored, n_not_fitted = counts.get(run_id, (0, 0))
-        fit_note = (f"; {n_not_fitted} did not fit the training data and are excluded"
-                    if n_not_fitted else "")
-        if run_id in facts:
-            of_mean, spread, interpolates, residual, mean_of = facts[run_id]
-            if loss == "test_mse":
-                fit_note += (f"; expected test MSE {of_mean + spread:.3g} = {mean_of}'s "
-                             f"{of_mean:.3g} + spread {spread:.3g}")
-            if interpolates is False:
-                fit_note += (f"; WARNING: does not interpolate its training data (a residual "
-                             f"of {residual:.3g}), so these are not bits of the space")
-        click.echo(f"\nrun {run_id}  {run_rows[0][1]}  ({n_stored} hypotheses{fit_note})")
-        eps_label = "eps (test MSE)" if loss == "test_mse" else "eps (0-1 error)"
-        click.echo(_table([eps_label, *[f"{m} (bits)" for m in methods]], body))
-
-
-def _bits(bits: float | None, lower: float | None, upper: float | None, bound: str) -> str:
-    if bits is None or math.isnan(bits):
-        return "n/a"
-    text = f"{bits:.3g}" if bits < 1e4 else f"{bits:.4e}"
-    if bound == "lower":
-        return ">= " + text
-    if bound == "upper":
-        return "<= " + text
-    if lower is not None and upper is not None:
-        return f"{text} [{lower:.3g}, {upper:.3g}]"
-    return text
-
-
-def _finite(value: Any) -> Any:
-    """``value`` with every NaN or infinite float in it (nested in lists, structs, maps)
-    replaced by None."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    return value
-
-
-def _json_value(value: Any) -> Any:
-    # DuckDB hands back Decimal for numeric literals, and dates/UUIDs as objects.
-    return float(value) if isinstance(value, decimal.Decimal) else str(value)
-
-
-MAX_CELL_CHARS = 60  # a table cell of `ibdb sql` (JSON columns would make rows ~1000 wide)
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return "NULL" if value is None else str(value)
-
-
-def _table(header: list[str], rows: list[list[str]], numeric: list[bool] | None = None) -> str:
-    """Plain-text table; numeric columns align right, others left."""
-    numeric = numeric or [True] * len(header)
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=True)]
-    lines = ["  ".join(str(h).ljust(w) for h, w in zip(header, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
-    lines += ["  ".join((str(c).rjust(w) if num else str(c).ljust(w))
-                        for c, w, num in zip(r, widths, numeric, strict=True)).rstrip()
-              for r in rows]
-    return "\n".join(lines)

@@ -24,6 +24,7 @@ from ibdb import shards as shardfiles
 from ibdb.bound import statistics_for_task
 from ibdb.errors import EstimateError
 from ibdb.plan import PlannedRun, hypothesis_seeds
+from ibdb.progress import Progress  # progress(label, done, total): see ibdb.progress
 from ibdb.runners import runner_entry
 
 log = logging.getLogger(__name__)
@@ -33,9 +34,6 @@ log = logging.getLogger(__name__)
 # ~2 MB of JSON per shard (MNIST's 10 000 test points x 10 classes).
 SUMMARY_MAX_VALUES = 100_000
 
-
-Progress = Callable[[str, int, int], None]
-"""progress(label, hypotheses_done, hypotheses_total) after each chunk."""
 
 
 def chunk_ranges(missing: np.ndarray, chunk_size: int) -> list[np.ndarray]:
