@@ -69,7 +69,7 @@ class Ibdb:
     def validate(self, spec_path: str | Path) -> tuple[Experiment, list[tuple[str, str]]]:
         """Check a spec and its data; return the experiment and its (label, run_id) pairs."""
         from ibdb.plan import load_runs
-        from ibdb.specs import load_experiment
+        from ibdb.specfile import load_experiment
 
         experiment = load_experiment(spec_path)
         runs = load_runs(experiment.runs(), spec_dir=Path(spec_path).parent)
@@ -78,7 +78,7 @@ class Ibdb:
     def plan(self, spec_path: str | Path) -> list[PlannedRun]:
         """Every run of the spec with the hypotheses the store does not hold yet."""
         from ibdb.plan import PlannedRun, load_runs
-        from ibdb.specs import load_experiment
+        from ibdb.specfile import load_experiment
 
         experiment = load_experiment(spec_path)
         runs = load_runs(experiment.runs(), spec_dir=Path(spec_path).parent)

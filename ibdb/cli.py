@@ -348,7 +348,7 @@ def report(api: Ibdb, run_ids: tuple[str, ...], out: str, loss: str) -> None:
               type=click.Path(dir_okay=False), help="Where to write the JSON Schema.")
 def schema(out: str) -> None:
     """Write the JSON Schema of spec files."""
-    from ibdb.specs import experiment_json_schema
+    from ibdb.specfile import experiment_json_schema
 
     path = Path(out)
     path.parent.mkdir(parents=True, exist_ok=True)

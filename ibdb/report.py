@@ -30,7 +30,7 @@ from ibdb.errors import IbdbError
 from ibdb.methods import METHODS, Method
 from ibdb.spectrum import gp_loss_distribution
 from ibdb.store import Store
-from ibdb.sweep import Sweep, SweepSeries, find_sweep  # noqa: F401 (SweepSeries re-exported)
+from ibdb.sweep import Sweep, find_sweep
 
 if TYPE_CHECKING:
     from ibdb.progress import Progress  # progress(label, done, total)

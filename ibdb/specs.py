@@ -4,8 +4,7 @@ An :class:`Experiment` names tasks, hypothesis spaces and budgets; every combina
 Field names carry their units where they have one. Specs are strict: an unknown field, a string
 where a number belongs, or a count below one is an error that names the field and the value.
 Reading a spec file (YAML, its size limits and error messages) and its JSON Schema are
-:mod:`ibdb.specfile`'s; ``load_experiment``, ``experiment_json_schema`` and the ``MAX_SPEC_*``
-limits stay importable from here.
+:mod:`ibdb.specfile`'s.
 """
 
 from __future__ import annotations
@@ -484,17 +483,3 @@ class RunSpec(_Spec):
     @property
     def label(self) -> str:
         return f"{self.experiment}/{self.task.name}/{self.space.name}/{self.budget.name}"
-
-
-# Re-exported from ibdb.specfile (where spec files are read), imported on first use: specfile
-# imports the models above, so importing it here at the top would be circular.
-_SPECFILE_NAMES = ("load_experiment", "experiment_json_schema", "MAX_SPEC_BYTES",
-                   "MAX_SPEC_NODES", "MAX_SPEC_DEPTH")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _SPECFILE_NAMES:
-        from ibdb import specfile
-
-        return getattr(specfile, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,10 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import duckdb
 
-# (expected_catalog and schema_files also under their old names, which tests import)
-from ibdb.catalog import expected_catalog as _expected_catalog  # noqa: F401
 from ibdb.catalog import schema_files, verify_catalog
-from ibdb.catalog import schema_files as _schema_files  # noqa: F401
 from ibdb.columns import ESTIMATE_COLUMNS, LOSS_NAMES
 from ibdb.errors import IbdbError, StoreError, StoreLockedError, shorten
 from ibdb.methods import SOURCES

@@ -356,7 +356,7 @@ _SWEEP = {
 def test_the_manifest_records_source_statistics_and_the_run_id_is_unchanged(tmp_path):
     from ibdb.execute import _manifest
     from ibdb.plan import PlannedRun, load_runs
-    from ibdb.specs import load_experiment
+    from ibdb.specfile import load_experiment
 
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(_SWEEP))

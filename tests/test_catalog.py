@@ -45,11 +45,3 @@ def test_schema_files_are_numbered_in_order_and_derive_the_catalog():
         con.close()
     assert "losses" in first and set(first) - {"legacy_loss_set_md5"} <= set(latest)
     assert "legacy_loss_set_md5" not in latest  # dropped by the upgrade after it
-
-
-def test_the_old_names_stay_importable_from_the_store():
-    import ibdb.catalog
-    import ibdb.store
-
-    assert ibdb.store._expected_catalog is ibdb.catalog.expected_catalog
-    assert ibdb.store._schema_files is ibdb.catalog.schema_files

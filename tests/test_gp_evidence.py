@@ -23,7 +23,8 @@ from ibdb.runners.evidence import (
     search_bandwidth,
 )
 from ibdb.runners.gp import GPRunner
-from ibdb.specs import GPSpace, Task, load_experiment
+from ibdb.specfile import load_experiment
+from ibdb.specs import GPSpace, Task
 from ibdb.tasks import load_task
 
 from conftest import make_npz, spec_dict, write_spec

@@ -254,7 +254,8 @@ def test_a_hand_altered_schema_is_named_not_a_binder_error(copy, case, alter, me
 def test_the_expected_tables_come_from_the_schema_files(tmp_path):
     """The reference a store is checked against is what schemas/*.sql make: a new store
     matches it exactly, table for table and column for column."""
-    from ibdb.store import _expected_catalog, _schema_files
+    from ibdb.catalog import expected_catalog as _expected_catalog
+    from ibdb.catalog import schema_files as _schema_files
 
     with Store.open(tmp_path / "new.duckdb") as store:
         latest = _schema_files()[-1][0]

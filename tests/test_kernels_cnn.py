@@ -49,7 +49,8 @@ from ibdb.runners.checks import check_gp
 from ibdb.runners.cnn import BatchedCNN
 from ibdb.runners.gp import GPRunner
 from ibdb.runners.kernels import kernel_matrix
-from ibdb.specs import GPSpace, Task, load_experiment
+from ibdb.specfile import load_experiment
+from ibdb.specs import GPSpace, Task
 from ibdb.tasks import load_task
 
 from conftest import make_npz, spec_dict, write_spec

@@ -32,7 +32,8 @@ from sklearn.datasets import load_digits
 from ibdb.runners import kernels
 from ibdb.runners.gp import GPRunner
 from ibdb.runners.kernels import kernel_matrix
-from ibdb.specs import GPSpace, Task, load_experiment
+from ibdb.specfile import load_experiment
+from ibdb.specs import GPSpace, Task
 from ibdb.tasks import load_task
 
 from conftest import make_npz, spec_dict, write_spec

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from ibdb.cli import main
 from ibdb.plan import hypothesis_seeds, load_runs
-from ibdb.specs import load_experiment
+from ibdb.specfile import load_experiment
 
 from conftest import make_npz, spec_dict, write_spec
 

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 
 from ibdb.cli import main
 from ibdb.errors import DataError, SpecError
-from ibdb.specs import Task, load_experiment
+from ibdb.specfile import load_experiment
+from ibdb.specs import Task
 from ibdb.tasks import load_task
 
 from conftest import spec_dict, write_spec

@@ -6,7 +6,7 @@ import numpy as np
 
 from ibdb.execute import chunk_ranges
 from ibdb.plan import hypothesis_seeds, load_runs
-from ibdb.specs import load_experiment
+from ibdb.specfile import load_experiment
 
 from conftest import make_npz, spec_dict, write_spec
 

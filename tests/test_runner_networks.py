@@ -16,7 +16,8 @@ from ibdb.errors import IbdbError, SpecError
 from ibdb.plan import hypothesis_seeds, load_runs
 from ibdb.runners import RUNNERS
 from ibdb.runners.base import LOSS_COLUMNS
-from ibdb.specs import Task, load_experiment, parse_space
+from ibdb.specfile import load_experiment
+from ibdb.specs import Task, parse_space
 from ibdb.tasks import load_task
 
 from conftest import make_npz, spec_dict, write_spec

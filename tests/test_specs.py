@@ -280,18 +280,3 @@ def test_a_budget_seed_past_two_to_the_63_is_refused_by_name(tmp_path):
     ok = CliRunner().invoke(main, ["--db", str(tmp_path / "s.duckdb"), "validate",
                                    str(write_spec(tmp_path, spec))])
     assert ok.exit_code == 0, ok.output
-
-
-def test_spec_file_names_stay_importable_from_specs():
-    """load_experiment and friends moved to ibdb.specfile; ibdb.specs re-exports them."""
-    import ibdb.specfile
-    import ibdb.specs
-
-    for name in ("load_experiment", "experiment_json_schema", "MAX_SPEC_BYTES",
-                 "MAX_SPEC_NODES", "MAX_SPEC_DEPTH"):
-        assert getattr(ibdb.specs, name) is getattr(ibdb.specfile, name)
-    from ibdb.specs import load_experiment as loaded
-
-    assert loaded is ibdb.specfile.load_experiment
-    with pytest.raises(AttributeError, match="no attribute 'nope'"):
-        ibdb.specs.nope  # noqa: B018
