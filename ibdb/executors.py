@@ -108,7 +108,13 @@ def _map_submitit(submitit: Any, tasks: list[ChunkTask], done: Callable[[ChunkTa
                   parameters: dict[str, Any]) -> None:
     if not tasks:
         return
-    executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    try:
+        executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
+    except RuntimeError as exc:  # submitit: 'Could not detect "srun", are you indeed on a slurm..'
+        raise ExecutorError(
+            f"--executor slurm found no Slurm cluster from this machine ({exc}). Run it where "
+            "`srun` and `sbatch` work (a Slurm login node), or use --executor local or ray."
+        ) from None
     gpus = 0 if device_name == "cpu" else 1
     options: dict[str, Any] = {"timeout_min": 60, "gpus_per_node": gpus, "cpus_per_task": 2}
     options.update(parameters)

@@ -129,7 +129,7 @@ def progress_line(label: str, done: int, total: int, *, rate: float | None,
                   elapsed: float | None = None) -> str:
     """One progress line; ``elapsed`` (seconds) given makes it a final line ("done in", or
     "ended after" where the work stopped short of ``total``)."""
-    speed = f"{rate:.3g}/s" if rate is not None else None
+    speed = (f"{rate:.3g}/s" if rate < 1000 else f"{rate:.0f}/s") if rate is not None else None
     if elapsed is not None:
         how = "done in" if done >= total else "ended after"
         return f"{label}: {done}/{total} {how} {format_seconds(elapsed)}" + \

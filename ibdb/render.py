@@ -72,9 +72,11 @@ class ProgressBars:
 
 
 def echo_run_report(api: Ibdb, report: Any) -> None:
-    n_new = len(report.executed)
+    n_new, n_failed = len(report.executed), len(report.failed)
+    failed = f", {n_failed} failed" if n_failed else ""
     click.echo(f"{len(report.planned)} run(s): {n_new} sampled, "
-               f"{len(report.planned) - n_new} already stored; store: {api.db}")
+               f"{len(report.planned) - n_new - n_failed} already stored{failed}; "
+               f"store: {api.db}")
     if report.ingest is not None:
         click.echo(f"ingested {report.ingest.hypotheses_inserted} hypotheses from "
                    f"{report.ingest.shards_ingested} shard file(s)")

@@ -95,3 +95,53 @@ def mp_cumulants(comps):
                        + 4 * cj * wj**2 / (1 - 2 * t * wj) ** 3 for wj, dj, cj in comps)
 
     return k, k1, k2
+
+
+# The README's fenced blocks (tests/test_readme.py claims each one; tests/test_packaging.py runs
+# the install block and the notebook block in a fresh virtual environment).
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+class ReadmeBlock:
+    """One fenced block of README.md: its language, its text and the line of its opening fence;
+    ``key`` (the language and first non-blank line) is how tests claim it."""
+
+    def __init__(self, lang: str, text: str, line: int) -> None:
+        self.lang, self.text, self.line = lang, text, line
+        first = next((t for t in text.splitlines() if t.strip()), "")
+        self.key = (lang, first.strip())
+
+    def __repr__(self) -> str:
+        return f"README.md:{self.line} ```{self.lang} {self.key[1]!r}"
+
+
+def readme_blocks(path: Path = README) -> list[ReadmeBlock]:
+    """Every fenced block (``` at the start of a line) of the README, in order."""
+    blocks, lang, start, body = [], None, 0, []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.startswith("```"):
+            if lang is None:
+                lang, start, body = line[3:].strip(), number, []
+            else:
+                blocks.append(ReadmeBlock(lang, "\n".join(body) + "\n", start))
+                lang = None
+        elif lang is not None:
+            body.append(line)
+    assert lang is None, f"README.md:{start}: a fenced block is never closed"
+    return blocks
+
+
+def readme_block(lang: str, first_line: str) -> ReadmeBlock:
+    """The one README block in ``lang`` whose first non-blank line is ``first_line``."""
+    found = [b for b in readme_blocks() if b.key == (lang, first_line)]
+    assert len(found) == 1, f"README.md has {len(found)} ```{lang} blocks starting {first_line!r}"
+    return found[0]
+
+
+def quickstart_table(output: str, header: str) -> str:
+    """The part of `ibdb quickstart`'s output that the README's ```text block shows: from the
+    run's header line through the last row of its table."""
+    assert header in output, f"{header!r} not in the output:\n{output}"
+    lines = output[output.index(header):].splitlines()
+    end = next((i for i, t in enumerate(lines) if i > 2 and not t.strip()), len(lines))
+    return "\n".join(lines[:end]).rstrip() + "\n"

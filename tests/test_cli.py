@@ -251,22 +251,6 @@ def test_ibdb_db_environment_variable_names_the_store(tmp_path, toy_spec, monkey
     assert (tmp_path / "from-env.shards").is_dir()  # shards sit beside the store
 
 
-def test_readme_quickstart_table_matches_what_quickstart_prints(tmp_path, monkeypatch):
-    """The README states the quickstart's numbers; the exact column is deterministic."""
-    from pathlib import Path
-
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split("```text\n", 1)[1].split("```", 1)[0]
-    documented = {line.split()[0]: line.split()[1] for line in block.splitlines()[3:]}
-    monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(main, ["--device", "cpu", "quickstart"])
-    printed = result.output.split(block.splitlines()[0], 1)[1].splitlines()[3:9]
-    assert {line.split()[0]: line.split()[1] for line in printed} == documented
-    for line in printed:  # the fitted and empirical columns agree with the exact one
-        exact, ncx2 = float(line.split()[1]), float(line.split()[2])
-        assert abs(ncx2 - exact) < 0.1 * exact
-
-
 def test_changed_losses_make_estimates_stale_until_recomputed(tmp_path, toy_spec):
     assert invoke(tmp_path, "run", str(toy_spec)).exit_code == 0
     stale = "SELECT method, count(*) AS n FROM stale_estimates GROUP BY method ORDER BY method"

@@ -1,41 +1,150 @@
-"""The built wheel carries runners/, schemas/ and queries/ and runs the quickstart from a fresh
-virtual environment (not editable), away from the source tree."""
+"""The README's install, as written, in a fresh virtual environment (issue 14): its install block
+(`python3 -m venv .venv && . .venv/bin/activate && pip install "torch==2.13.0" . && ibdb
+quickstart`) runs through bash in a copy of the source tree, so the package is built and installed
+(not editable) the way a user gets it. In that one environment (a module-scoped fixture, built
+once): the installed copy carries runners/, schemas/, queries/ and the bundled spec and runs the
+quickstart away from the source tree; the README's notebook block runs as written; `ibdb report`
+writes its figures and report.md. pip may use its cache; nothing else is fetched."""
 
 from __future__ import annotations
 
+import os
+import re
+import shutil
 import subprocess
 import sys
-import zipfile
 from pathlib import Path
 
 import pytest
 
+from conftest import quickstart_table, readme_blocks
+
 ROOT = Path(__file__).resolve().parents[1]
+# what a clone does not have, or what the README's commands make in it
+NOT_IN_A_CLONE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
+                                        "__pycache__", ".pytest_cache", ".hypothesis",
+                                        ".ruff_cache", "ibdb.duckdb*", "ibdb.shards", "report")
+
+
+def _block(lang: str, start: str) -> str:
+    (block,) = [b for b in readme_blocks() if b.lang == lang and b.key[1].startswith(start)]
+    return block.text
+
+
+INSTALL = 'python3 -m venv .venv && . .venv/bin/activate && pip install "torch==2.13.0" . '
+
+
+def _env() -> dict[str, str]:
+    """A shell as a user opens it: no virtual environment active (this suite's venv is dropped
+    from PATH when another python3 remains), no store or shard settings, and the CPU (the
+    README's table is the CPU's)."""
+    out = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "IBDB_DB", "IBDB_SHARDS")}
+    ours = str(Path(sys.executable).parent)
+    path = os.pathsep.join(p for p in out.get("PATH", "").split(os.pathsep) if p != ours)
+    if shutil.which("python3", path=path):
+        out["PATH"] = path
+    out["CUDA_VISIBLE_DEVICES"] = ""
+    return out
+
+
+@pytest.fixture(scope="module")
+def clone(tmp_path_factory):
+    """A copy of the source tree after the README's install block ran in it, as written."""
+    folder = tmp_path_factory.mktemp("clone") / "ibdb"
+    shutil.copytree(ROOT, folder, ignore=NOT_IN_A_CLONE)
+    line = _block("bash", INSTALL).strip()
+    result = subprocess.run(["bash", "-c", line], cwd=folder, env=_env(), capture_output=True,
+                            text=True, timeout=1800)
+    assert result.returncode == 0, f"{line}\n{result.stdout[-4000:]}\n{result.stderr[-4000:]}"
+    return folder, result.stdout
+
+
+def _venv(clone, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    folder, _ = clone
+    env = _env()
+    env["PATH"] = f"{folder / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"  # as if activated
+    return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def _table() -> str:
+    return _block("text", "run ")
 
 
 @pytest.mark.slow
-def test_wheel_installs_and_runs_quickstart(tmp_path):
-    dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "build", "--wheel", "--outdir", str(dist), str(ROOT)],
-                   check=True, capture_output=True)
-    (wheel,) = dist.glob("ibdb-*.whl")
-    names = set(zipfile.ZipFile(wheel).namelist())
-    for needed in ("ibdb/runners/gp.py", "ibdb/schemas/001_core.sql",
-                   "ibdb/schemas/experiment.schema.json", "ibdb/queries/run_summary.sql",
-                   "ibdb/examples/quickstart.yaml"):
-        assert needed in names, needed
+def test_readme_install_block_makes_a_working_venv(clone, tmp_path):
+    folder, out = clone
+    assert quickstart_table(out, _table().splitlines()[0]) == _table()
+    code = "import ibdb, ibdb.runners.gp; print(ibdb.__file__); print(ibdb.runners.gp.__file__)"
+    where = _venv(clone, "python", "-c", code, cwd=tmp_path)
+    assert where.returncode == 0, where.stderr
+    package, runner = where.stdout.splitlines()
+    site = folder / ".venv" / "lib"
+    assert Path(package).is_relative_to(site) and Path(runner).is_relative_to(site)
+    installed = Path(package).parent  # the installed copy, not the source tree, carries:
+    for needed in ("runners/gp.py", "schemas/001_core.sql", "schemas/experiment.schema.json",
+                   "queries/run_summary.sql", "queries/checks/incomplete_runs.sql",
+                   "examples/quickstart.yaml"):
+        assert (installed / needed).is_file(), needed
+    away = _venv(clone, "ibdb", "quickstart", cwd=tmp_path, timeout=600)
+    assert away.returncode == 0, away.stderr
+    assert "wrote examples/quickstart.yaml" in away.stdout  # the spec bundled in the package
+    assert quickstart_table(away.stdout, _table().splitlines()[0]) == _table()
 
-    venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "--quiet"]
-    subprocess.run([*pip, "torch==2.13.0", str(wheel)], check=True)
-    work = tmp_path / "work"
-    work.mkdir()
-    result = subprocess.run([str(venv / "bin" / "ibdb"), "--device", "cpu", "quickstart"],
-                            cwd=work, capture_output=True, text=True, check=True)
-    assert "wrote examples/quickstart.yaml" in result.stdout
-    assert "exact (bits)" in result.stdout and "ncx2 (bits)" in result.stdout
-    where = subprocess.run([str(venv / "bin" / "python"), "-c",
-                            "import ibdb.runners.gp as m; print(m.__file__)"],
-                           cwd=work, capture_output=True, text=True, check=True).stdout
-    assert str(venv) in where  # the installed copy, not the source tree
+
+def _notebook_check(block: str) -> str:
+    """The README's notebook block, then assertions on what it made."""
+    ncx2_at_05 = [r.split()[2] for r in _table().splitlines()[3:] if r.split()[0] == "0.5"][0]
+    return block + (
+        "\nassert len(runs) == 1 and losses.num_rows == 4000 and len(curve) == 24"
+        "\nassert prov.num_rows == 1 and again.num_rows == 1"
+        "\nbits = again.column('bits')[0].as_py()"
+        "\nassert fit['bits'][0] == bits"
+        f"\nassert f'{{bits:.3g}}' == {ncx2_at_05!r}, bits  # the README table's ncx2 at 0.5\n")
+
+
+@pytest.mark.slow
+def test_readme_notebook_block_runs_in_the_fresh_venv(clone, tmp_path):
+    """The block as written, where the store is `ibdb.duckdb` (a copy of the one the install
+    block's quickstart made, in a folder of its own), and the README's script line."""
+    folder, _ = clone
+    shutil.copy(folder / "ibdb.duckdb", tmp_path / "ibdb.duckdb")
+    block = _block("python", "from ibdb import Ibdb")
+    result = _venv(clone, "python", "-c", _notebook_check(block), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    script = _venv(clone, "python", "examples/notebook_example.py", str(tmp_path / "ibdb.duckdb"),
+                   cwd=folder)
+    assert script.returncode == 0, script.stderr
+    assert "4000 losses; mean test MSE" in script.stdout
+
+
+@pytest.mark.slow
+def test_readme_notebook_block_runs_in_the_clone_root(clone):
+    """Where the README leaves a user: a notebook (here `python -c`) started in the clone,
+    beside the ibdb.duckdb the quickstart made, so that the clone's root is on sys.path."""
+    folder, _ = clone
+    work = folder.parent / "root-copy"  # a copy, so the block's recompute leaves the clone be
+    shutil.copytree(folder, work, symlinks=True, ignore=shutil.ignore_patterns(".venv"))
+    block = _block("python", "from ibdb import Ibdb")
+    result = _venv(clone, "python", "-c", _notebook_check(block), cwd=work)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_ibdb_report_works_after_the_readme_install(clone, tmp_path):
+    folder, _ = clone
+    for name in ("ibdb.duckdb", "ibdb.shards"):
+        (shutil.copytree if (folder / name).is_dir() else shutil.copy)(folder / name,
+                                                                       tmp_path / name)
+    result = _venv(clone, "ibdb", "report", cwd=tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    report = tmp_path / "report"
+    markdown = (report / "report.md").read_text(encoding="utf-8")
+    figures = sorted(report.glob("*.png"))
+    assert len(figures) >= 2  # the loss histogram and IB against eps
+    for figure in figures:
+        assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", figure
+        assert figure.name in markdown
+    exact_at_06 = [r.split()[1] for r in _table().splitlines()[3:] if r.split()[0] == "0.6"][0]
+    assert re.search(rf"^\| 0\.6 \| {re.escape(exact_at_06)} \|", markdown, re.M)
