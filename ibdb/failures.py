@@ -84,10 +84,14 @@ def _expected_failure(exc: Exception, api: Ibdb | None) -> str | None:
     if isinstance(exc, IbdbError):
         return str(exc)
     if type(exc).__module__.split(".")[0] in ("duckdb", "_duckdb"):
-        # (the store's own failures are StoreErrors already: this one is another file's)
-        from ibdb.storefiles import failure_detail, failure_kind
+        # (the store's own failures are StoreErrors where ibdb opens and writes it; a damaged
+        # block can also show in a later read, which names no file: the store it is)
+        from ibdb.storefiles import failure_detail, failure_kind, store_failure
 
         kind = failure_kind(exc)
+        if api is not None and kind in ("truncated", "corrupt", "not duckdb") and \
+                _names_the_store(str(exc), str(api.db)):
+            return str(store_failure(str(api.db), exc))
         return None if kind is None else \
             f"DuckDB failed on a file ({failure_detail(exc)}). {_DUCKDB_REMEDIES[kind]}"
     if isinstance(exc, OSError):
@@ -100,6 +104,12 @@ def _expected_failure(exc: Exception, api: Ibdb | None) -> str | None:
         return ("out of memory. Use a machine with more memory, or ask for less at once (a "
                 "smaller chunk_size in the spec's budget), then retry.")
     return None
+
+
+def _names_the_store(text: str, db: str) -> bool:
+    """Whether a DuckDB error is about the store: it names the store's file, or a database
+    file without naming one (the CLI opens no DuckDB file but the store)."""
+    return db in text or ("database file" in text.lower() and '"' not in text)
 
 
 def _holds_runs(root: Path) -> bool:

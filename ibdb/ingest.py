@@ -72,7 +72,17 @@ class ShardIngest:
         invalid shard, naming the file (the caller's rollback then stores nothing)."""
         report = IngestReport()
         for folder in folders:
-            self._ingest_run(Path(folder), report)
+            try:
+                self._ingest_run(Path(folder), report)
+            except duckdb.Error as exc:
+                # a shard whose footer reads but whose data pages do not (damage under a
+                # checksum that matches, e.g. a file rewritten and renamed by hand): name it
+                unreadable = shardfiles.first_unreadable(Path(folder))
+                if unreadable is None:
+                    raise  # (the store's failure: the caller's transaction says so)
+                path, detail = unreadable
+                raise ShardError(f"{path}: unreadable shard ({detail}); nothing was ingested. "
+                                 "Delete the file and re-run to rewrite it.") from exc
         return report
 
     def _ingest_run(self, folder: Path, report: IngestReport) -> None:
@@ -170,6 +180,16 @@ class ShardIngest:
         except UnreadableShard as exc:
             raise ShardError(f"{exc.path}: unreadable shard ({exc.detail}); nothing was "
                              "ingested. Delete the file and re-run to rewrite it.") from None
+        except ValueError:  # a footer's ibdb metadata is not JSON: read them alone to name it
+            for path in paths:
+                try:
+                    read_footers(self.con, [path], run_id=run_id, key=key)
+                except (ValueError, UnreadableShard) as exc:
+                    raise ShardError(f"{path}: its ibdb metadata is not JSON "
+                                     f"({shorten(str(exc), 120)}); not a shard ibdb wrote. "
+                                     "Nothing was ingested. Delete it and re-run the spec to "
+                                     "rewrite it.") from None
+            raise
 
     def _checked(self, path: Path, footer: Footer, run_id: str, kind: str
                  ) -> tuple[dict[str, Any], tuple[int, int | None, int | None]]:
@@ -178,6 +198,11 @@ class ShardIngest:
         if footer.meta is None:
             raise ShardError(f"{path}: no ibdb metadata; not a shard ibdb wrote. Nothing was "
                              "ingested.")
+        problem = shardfiles.metadata_problem(footer.meta)
+        if problem:
+            raise ShardError(f"{path}: its ibdb metadata {problem}; not a shard ibdb wrote. "
+                             "Nothing was ingested. Delete it and re-run the spec to rewrite "
+                             "it.")
         want = REQUIRED_COLUMNS[kind]
         wrong = {c: footer.columns.get(c) for c, t in want.items() if footer.columns.get(c) != t}
         if wrong:
@@ -204,6 +229,12 @@ class ShardIngest:
         for path in paths:
             meta, (n_rows, low, high) = self._checked(path, footers[path], run_id, "losses")
             first, last = meta.get("first_hypothesis"), meta.get("last_hypothesis")
+            if type(first) is not int or type(last) is not int:
+                raise ShardError(f"{path}: its ibdb metadata gives first_hypothesis "
+                                 f"{shorten(repr(first), 40)} and last_hypothesis "
+                                 f"{shorten(repr(last), 40)}, where ibdb writes integers; "
+                                 "nothing was ingested. Delete it and re-run the spec to "
+                                 "rewrite that chunk.")
             named = shardfiles.shard_range(path)
             if (first, last) != (low, high) or named != (low, high) or \
                     n_rows != last - first + 1:

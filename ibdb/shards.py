@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import duckdb
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from ibdb.errors import ShardError, shorten
 
@@ -80,12 +80,29 @@ class _Spec(_Part):
     budget: _SpecBudget
 
 
+class _TaskStatistics(_Part):
+    """The task statistics the ``bound`` method reads (ibdb.bound.TaskStatistics, built from
+    these keys alone, so no other key is allowed); their ranges are the method's to check."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+    n: int
+    intrinsic_dim: float
+    radius: float
+    separation: float
+    n_classes: int
+    output_dim: int
+    subsample_size: int | None = None
+    measured_on: str | None = None
+    pool_size: int | None = None
+    k_neighbours: int | None = None
+
+
 class _TaskFacts(_Part):
     n_train: _Count
     n_test: Annotated[int, Field(gt=0, le=2**31 - 1)]
     n_outputs: Annotated[int, Field(gt=0, le=2**31 - 1)]
     fingerprint: _Text
-    statistics: dict[str, Any] | None = None
+    statistics: _TaskStatistics | None = None
 
 
 class _Provenance(_Part):
@@ -99,6 +116,25 @@ class _Provenance(_Part):
     wall_seconds: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
 
 
+class _RunnerInfo(_Part):
+    """What the store reads of a runner's report (runs.runner_info: run_summary and the CLI's
+    run header): a gp run's posterior-mean test MSE and the spread around it (read as a pair),
+    whether the mean interpolates its training data and its largest training residual. Every
+    other key is the runner's own."""
+
+    test_mse_of_mean: float | None = None
+    test_mse_spread: float | None = None
+    interpolates: bool | None = None
+    train_interp_max_abs_error: float | None = None
+
+    @model_validator(mode="after")
+    def _spread_with_mean(self) -> _RunnerInfo:
+        if self.test_mse_of_mean is not None and self.test_mse_spread is None:
+            raise ValueError("test_mse_of_mean is given without test_mse_spread; a runner "
+                             "reports both (or neither)")
+        return self
+
+
 class RunManifest(_Part):
     """A run folder's run.json (ibdb.execute writes it): the run, its spec as run, its identity
     (what its id hashes), the task's facts, what the runner reported, and provenance."""
@@ -108,7 +144,7 @@ class RunManifest(_Part):
     spec: _Spec
     identity: dict[str, Any]
     task: _TaskFacts
-    runner_info: dict[str, Any]
+    runner_info: _RunnerInfo
     provenance: _Provenance
 
 
@@ -350,6 +386,50 @@ def unexpected_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.parquet")
                   if not (LOSS_SHARD_RE.match(p.name) or SPECTRUM_RE.match(p.name)
                           or LEVEL_SHARD_RE.match(p.name)))
+
+
+def first_unreadable(folder: Path) -> tuple[Path, str] | None:
+    """The first shard file of a run folder whose every column DuckDB cannot read, with why;
+    read on a connection of its own (the caller's transaction is aborted by then)."""
+    paths = [p for p in spectrum_shards(folder) + loss_shards(folder) + level_shards(folder)
+             if p.is_file()]
+    con = duckdb.connect()
+    try:
+        for path in paths:
+            try:
+                con.execute(f"SELECT count(*), min(hash(t)) FROM "
+                            f"read_parquet('{sql_path(path)}') t").fetchone()
+            except duckdb.Error as exc:
+                return path, shorten(str(exc).strip().splitlines()[0], 200)
+    finally:
+        con.close()
+    return None
+
+
+def metadata_problem(meta: Any) -> str | None:
+    """What is wrong with a shard's ibdb metadata where the store reads it (the ledger keeps
+    it, and the mean_network view casts its ``summary``: a network chunk's fitted count and
+    summed test residuals), or None."""
+    if not isinstance(meta, dict):
+        return f"is a JSON {_json_kind(meta)}, not an object"
+    if "summary" not in meta:
+        return None
+    summary = meta["summary"]
+    if not isinstance(summary, dict):
+        return f"has a summary that is a JSON {_json_kind(summary)}, not an object"
+    n_fitted, sums = summary.get("n_fitted"), summary.get("test_residual_sum")
+    if n_fitted is not None and (type(n_fitted) is not int or not 0 <= n_fitted < 2**63):
+        return f"has summary.n_fitted {shorten(repr(n_fitted), 40)}, not a count"
+    if sums is not None and (not isinstance(sums, list) or not all(
+            type(v) in (int, float) for v in sums)):
+        return (f"has summary.test_residual_sum {shorten(repr(sums), 60)}, not a list of "
+                "numbers")
+    return None
+
+
+def _json_kind(value: Any) -> str:
+    return {list: "array", str: "string", bool: "boolean", int: "number", float: "number",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
 
 def _write_parquet(folder: Path, name: Callable[[str], str], select: str,
