@@ -367,7 +367,10 @@ def statistics_for_task(data: Any, *, k_neighbours: int = 5) -> TaskStatistics:
 
 
 def _positive(name: str, value: float, advice: str) -> float:
-    v = float(value)
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        v = math.nan
     if not (math.isfinite(v) and v > 0.0):
         raise EstimateError(f"{name} = {value!r}; it must be finite and > 0 ({advice}).")
     return v

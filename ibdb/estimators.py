@@ -33,7 +33,7 @@ from scipy import special, stats
 from ibdb.bootstrap import ncx2_bits_interval
 from ibdb.bound import TaskStatistics, bound_bits
 from ibdb.diagnostics import eps_position, goodness_of_fit
-from ibdb.errors import EstimateError
+from ibdb.errors import EstimateError, shorten
 from ibdb.genchi2 import GenChi2
 from ibdb.methods import METHODS
 from ibdb.ncx2cdf import HUGE_DF, ncx2_logcdf_many
@@ -359,7 +359,14 @@ def bound_estimates(task: TaskStatistics | Mapping[str, Any], eps: Sequence[floa
     """The ``bound`` method: the ICML 2023 upper bound on inductive-bias complexity, in bits,
     from task statistics (a :class:`TaskStatistics`, or its stored JSON as a mapping)."""
     if isinstance(task, Mapping):
-        task = TaskStatistics(**task)
+        # keys a later ibdb may add are ignored; a missing one is named
+        names = {f.name for f in dataclasses.fields(TaskStatistics)}
+        try:
+            task = TaskStatistics(**{k: v for k, v in task.items() if k in names})
+        except TypeError as exc:
+            raise EstimateError(
+                f"task statistics {shorten(repr(dict(task)), 200)} cannot be read ({exc}); run "
+                "the spec again into a new store to measure them.") from None
     rows = []
     for e in _check_eps(eps):
         bits, parts = bound_bits(task, e)

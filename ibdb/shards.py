@@ -81,10 +81,10 @@ class _Spec(_Part):
 
 
 class _TaskStatistics(_Part):
-    """The task statistics the ``bound`` method reads (ibdb.bound.TaskStatistics, built from
-    these keys alone, so no other key is allowed); their ranges are the method's to check."""
+    """The task statistics the ``bound`` method reads (ibdb.bound.TaskStatistics); their
+    ranges are the method's to check, and keys a later ibdb adds are kept and ignored."""
 
-    model_config = ConfigDict(strict=True, extra="forbid")
+    model_config = ConfigDict(strict=True, extra="allow")
     n: int
     intrinsic_dim: float
     radius: float

@@ -16,13 +16,14 @@ import hashlib
 import importlib.util
 import json
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from ibdb import datasets
-from ibdb.errors import DataError, SpecError
+from ibdb.errors import DataError, SpecError, shorten
 from ibdb.sources import Mnist1dSource
 from ibdb.specs import (
     Cifar10Source,
@@ -38,6 +39,7 @@ from ibdb.specs import (
 )
 
 NPZ_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
+MAX_FEATURE_MAGNITUDE = 1e150  # squared, 1e300: the last decade float64 distances hold
 DIGITS_IMAGE_SHAPE = (1, 8, 8)  # one grey channel, 8 x 8 pixels, stored row by row
 
 
@@ -378,8 +380,13 @@ def _load_npz(task: Task, path: Path) -> _Raw:
                                 f"{', '.join(npz.files) or 'none'}). Save the file with "
                                 f"np.savez(path, {', '.join(f'{n}=...' for n in NPZ_ARRAYS)}).")
             arrays = {name: npz[name] for name in NPZ_ARRAYS}
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
-        raise DataError(f"{where}: not a readable .npz file ({exc}).") from None
+    # (a damaged deflate stream raises zlib.error; a damaged zip header NotImplementedError
+    # "compression method not supported" or RuntimeError "encrypted")
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError,
+            RuntimeError) as exc:
+        raise DataError(f"{where}: not a readable .npz file ({shorten(str(exc), 200)}). Save it "
+                        "again with np.savez(path, X_train=..., y_train=..., X_test=..., "
+                        "y_test=...).") from None
     x_train, x_test = (_features(arrays[n], n, where) for n in ("X_train", "X_test"))
     if x_train.shape[1] != x_test.shape[1]:
         raise DataError(f"{where}: X_train has {x_train.shape[1]} features but X_test has "
@@ -408,9 +415,16 @@ def _features(array: np.ndarray, name: str, where: str) -> np.ndarray:
     if array.ndim < 2 or array.shape[0] == 0 or not np.issubdtype(array.dtype, np.number):
         raise DataError(f"{where}: {name} must be a non-empty numeric array of shape (n, ...); "
                         f"got dtype {array.dtype}, shape {array.shape}.")
+    if np.iscomplexobj(array):  # astype(float64) would drop the imaginary parts silently
+        raise DataError(f"{where}: {name} is complex ({array.dtype}); save real features.")
     flat = array.reshape(len(array), -1).astype(np.float64)
     if not np.isfinite(flat).all():
         raise DataError(f"{where}: {name} contains NaN or infinite values; clean them first.")
+    largest = float(np.abs(flat).max())
+    if largest > MAX_FEATURE_MAGNITUDE:
+        raise DataError(f"{where}: {name} holds a value of magnitude {largest:.3g}; squared "
+                        "distances between such points overflow float64. Rescale the features "
+                        "(preprocess scale: standardize or minmax) or fix the data.")
     return flat
 
 

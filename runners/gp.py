@@ -137,6 +137,13 @@ class GPRunner:
         amplitude = best_amplitude(terms[0], n_train, n_outputs) if fixed_amplitude is None \
             else fixed_amplitude
         cov = 0.5 * (cov + cov.T)  # V^T V by GEMM is symmetric only up to rounding
+        if not bool(torch.isfinite(cov).all()):  # (eigh would fail with a LinAlgError)
+            raise IbdbError(
+                f"space {space.name!r}: the posterior covariance of the test points holds NaN "
+                f"or infinite values (n_train={len(x_train)}{_bandwidth_note(bandwidth)}): the "
+                "task's features are too large for float64 distances, or the kernel overflows. "
+                "Rescale the features (the task's preprocess scale: standardize or minmax) or "
+                "check the data for huge values.")
         eigenvalues, eigenvectors = torch.linalg.eigh(cov)
         if amplitude != 1.0:
             # the prior a k with jitter a j: the same mean, a times the covariance (evidence.py)
