@@ -145,3 +145,20 @@ def quickstart_table(output: str, header: str) -> str:
     lines = output[output.index(header):].splitlines()
     end = next((i for i, t in enumerate(lines) if i > 2 and not t.strip()), len(lines))
     return "\n".join(lines[:end]).rstrip() + "\n"
+
+
+def interrupt_gp_sampling(monkeypatch: pytest.MonkeyPatch, at_chunk: int = 3) -> None:
+    """Make the gp runner raise KeyboardInterrupt (as Ctrl-C would) when asked for its
+    ``at_chunk``-th chunk; the chunks before it are sampled and written as usual."""
+    from ibdb.runners import gp as gp_module
+
+    real_sample = gp_module.GPRunner.sample
+    calls = {"n": 0}
+
+    def interrupted(self, ids, seeds):
+        calls["n"] += 1
+        if calls["n"] == at_chunk:
+            raise KeyboardInterrupt
+        return real_sample(self, ids, seeds)
+
+    monkeypatch.setattr(gp_module.GPRunner, "sample", interrupted)

@@ -10,9 +10,8 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.runners import gp as gp_module
 
-from conftest import make_npz, spec_dict, write_spec
+from conftest import interrupt_gp_sampling, make_npz, spec_dict, write_spec
 
 RUN_LABEL = "tiny/toy/gp"
 
@@ -130,16 +129,7 @@ def test_estimate_run_refreshes_every_stored_eps_so_that_check_passes(tmp_path):
 
 def test_check_after_an_interrupted_first_run_lists_its_shards(tmp_path, monkeypatch):
     spec = _spec(tmp_path, 200)
-    real_sample = gp_module.GPRunner.sample
-    calls = {"n": 0}
-
-    def crash_on_third_chunk(self, ids, seeds):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-run
-        return real_sample(self, ids, seeds)
-
-    monkeypatch.setattr(gp_module.GPRunner, "sample", crash_on_third_chunk)
+    interrupt_gp_sampling(monkeypatch, at_chunk=3)
     api = Ibdb(tmp_path / "cli.duckdb", shards=tmp_path / "shards", device="cpu")
     with pytest.raises(KeyboardInterrupt):
         api.run(spec)

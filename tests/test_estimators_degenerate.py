@@ -169,3 +169,36 @@ def test_exact_keeps_rounding_negatives_as_zero():
     (row,) = exact_estimates(spectrum, [0.3])
     # L = 0.2 / 2 + chi2_1 / 2 <= 0.3  <=>  chi2_1 <= 0.4
     assert row.bits == pytest.approx(-math.log2(stats.chi2.cdf(0.4, 1)), rel=1e-6)
+
+
+@pytest.mark.parametrize("case", ["constant", "two values", "none fit", "NaN marked fitted",
+                                  "all inf"])
+def test_splitting_on_degenerate_losses_stops_or_refuses(case):
+    """A splitting run whose losses cannot go lower (constant, two values, inf) stops after a
+    few levels, within its evaluation budget; one with no fitted hypothesis, or NaN losses
+    marked fitted, is refused with the reason."""
+    from ibdb.splitting import SplittingSettings, run_levels
+
+    def evaluate(z):
+        n = len(z)
+        fitted = np.ones(n, dtype=bool)
+        if case == "constant":
+            return np.full(n, 0.3), fitted
+        if case == "two values":
+            return np.where(z[:, 0] > 0, 0.3, 0.4), fitted
+        if case == "none fit":
+            return np.full(n, np.nan), np.zeros(n, dtype=bool)
+        if case == "NaN marked fitted":
+            return np.full(n, np.nan), fitted
+        return np.full(n, np.inf), fitted
+
+    settings = SplittingSettings(n_particles=100, target_bits=30, max_evaluations=20_000)
+    t0 = time.perf_counter()
+    if case in ("none fit", "NaN marked fitted"):
+        with pytest.raises(EstimateError, match="fits the training data|NaN losses"):
+            run_levels(evaluate, 5, settings)
+    else:
+        run = run_levels(evaluate, 5, settings)
+        evaluations = sum(r.n_evaluations for r in run.records)
+        assert len(run.records) <= 3 and evaluations <= settings.max_evaluations
+    assert time.perf_counter() - t0 < 10

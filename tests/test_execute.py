@@ -15,7 +15,7 @@ from ibdb.errors import IbdbError
 from ibdb.runners import gp as gp_module
 from ibdb.spectrum import gp_loss_distribution
 
-from conftest import make_npz, spec_dict, write_spec
+from conftest import interrupt_gp_sampling, make_npz, spec_dict, write_spec
 
 
 def _losses(api: Ibdb) -> np.ndarray:
@@ -37,16 +37,8 @@ def test_a_crashed_run_resumes_to_the_uninterrupted_result(tmp_path, toy_spec, m
     reference.run(toy_spec, estimate=False)
 
     real_sample = gp_module.GPRunner.sample
-    calls = {"n": 0}
-
-    def crash_on_third_chunk(self, ids, seeds):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-run
-        return real_sample(self, ids, seeds)
-
     api = Ibdb(tmp_path / "crash.duckdb", device="cpu")
-    monkeypatch.setattr(gp_module.GPRunner, "sample", crash_on_third_chunk)
+    interrupt_gp_sampling(monkeypatch, at_chunk=3)
     with pytest.raises(KeyboardInterrupt):
         api.run(toy_spec, estimate=False)
     shards = sorted((api.shard_root).glob("*/losses-*.parquet"))

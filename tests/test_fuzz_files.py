@@ -469,16 +469,22 @@ def mutate_shards(folder: Path, other_run: Path, mutation: tuple) -> None:
         shutil.copy(folder / "run.json", folder / "inner" / "run.json")
 
 
-def ingest_case(base: Base, tmp: Path, change: Any) -> None:
-    """Copy run B's folder and the store, ``change(folder)``, ingest; a failure must leave the
-    rows as they were, and a run B ingested must estimate."""
+def changed_and_ingested(base: Base, tmp: Path, change: Any) -> tuple[Path, Any, Any]:
+    """Copy run B's folder and the store into ``tmp``, ``change(folder)`` and ingest it: (the
+    store, its rows before, the CLI's result)."""
     folder = tmp / "b" / base.run_b_id
     shutil.copytree(base.run_b, folder)
     change(folder)
     db = tmp / "s.duckdb"
     shutil.copy(base.db, db)
     before = snapshot(db)
-    result = ibdb(db, "ingest", str(tmp / "b"))
+    return db, before, ibdb(db, "ingest", str(tmp / "b"))
+
+
+def ingest_case(base: Base, tmp: Path, change: Any) -> None:
+    """Copy run B's folder and the store, ``change(folder)``, ingest; a failure must leave the
+    rows as they were, and a run B ingested must estimate."""
+    db, before, result = changed_and_ingested(base, tmp, change)
     event(f"exit {result.exit_code}")
     if result.exit_code != 0:
         assert snapshot(db) == before, result.output[:2000]
@@ -684,13 +690,7 @@ def test_refused_sql_is_refused_and_writes_nothing(base: Base, template: tuple[s
 
 
 def _ingest_refused(base: Base, tmp: Path, change: Any, *needles: str) -> str:
-    folder = tmp / "b" / base.run_b_id
-    shutil.copytree(base.run_b, folder)
-    change(folder)
-    db = tmp / "s.duckdb"
-    shutil.copy(base.db, db)
-    before = snapshot(db)
-    result = ibdb(db, "ingest", str(tmp / "b"))
+    db, before, result = changed_and_ingested(base, tmp, change)
     assert result.exit_code == 2, result.output
     for needle in ("nothing was ingested", *needles):
         assert needle.lower() in result.output.lower(), (needle, result.output)

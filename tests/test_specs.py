@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from importlib import resources
 from pathlib import Path
 
@@ -259,6 +260,16 @@ def test_every_example_spec_validates(example):
 
     _, runs = Ibdb(":memory:").validate(example)
     assert runs and all(len(run_id) == 16 for _, run_id in runs)
+    # every example states its run time, measured on 2 CPU cores (issue 14); the README's
+    # examples table lists the same number
+    text = example.read_text(encoding="utf-8")
+    stated = re.search(r"#[^\n]*?(\d[\w +.]*?) on 2 CPU cores, measured", text)
+    assert stated, f"{example.name}: state its run time as '# <time> on 2 CPU cores, measured'"
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    row = next((line for line in readme.splitlines() if line.startswith(f"| `{example.stem}`")),
+               None)
+    assert row is not None, f"README's examples table has no row for {example.stem}"
+    assert row.rstrip(" |").rsplit("|", 1)[1].strip() == stated.group(1), (row, stated.group(1))
 
 
 def test_a_budget_seed_past_two_to_the_63_is_refused_by_name(tmp_path):
