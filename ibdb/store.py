@@ -376,13 +376,16 @@ class Store:
         form; interpolation for interpolating spaces), network runs from the mean_network view
         (interpolation facts None). See queries/run_summary.sql."""
         # gp facts from runs itself: run_summary would also aggregate every run's losses
+        # (TRY_CAST: a runner_info edited by hand to hold text is skipped, not an error)
         rows = self.con.execute(
-            "SELECT run_id, info->>'$.test_mse_of_mean', info->>'$.test_mse_spread', "
-            "info->>'$.interpolates', info->>'$.train_interp_max_abs_error' FROM (SELECT "
-            "run_id, runner_info AS info FROM runs WHERE run_id IN (SELECT unnest(?))) "
-            "WHERE info->>'$.test_mse_of_mean' IS NOT NULL", [run_ids]).fetchall()
-        facts = {r[0]: (float(r[1]), float(r[2]), None if r[3] is None else r[3] == "true",
-                        None if r[4] is None else float(r[4]), "posterior mean") for r in rows}
+            "SELECT * FROM (SELECT run_id, "
+            "TRY_CAST(info->>'$.test_mse_of_mean' AS DOUBLE) AS of_mean, "
+            "TRY_CAST(info->>'$.test_mse_spread' AS DOUBLE) AS spread, "
+            "TRY_CAST(info->>'$.interpolates' AS BOOLEAN), "
+            "TRY_CAST(info->>'$.train_interp_max_abs_error' AS DOUBLE) FROM (SELECT "
+            "run_id, runner_info AS info FROM runs WHERE run_id IN (SELECT unnest(?)))) "
+            "WHERE of_mean IS NOT NULL AND spread IS NOT NULL", [run_ids]).fetchall()
+        facts = {r[0]: (r[1], r[2], r[3], r[4], "posterior mean") for r in rows}
         rest = [r for r in run_ids if r not in facts]
         if rest:
             networks = self.con.execute(

@@ -7,8 +7,9 @@
 WITH parts AS (
     SELECT
         run_id,
-        (provenance -> '$.summary.n_fitted')::BIGINT AS n_fitted,
-        (provenance -> '$.summary.test_residual_sum')::DOUBLE[] AS residual_sum
+        -- (TRY_CAST: a provenance edited by hand reads as a missing summary, not an error)
+        TRY_CAST(provenance -> '$.summary.n_fitted' AS BIGINT) AS n_fitted,
+        TRY_CAST(provenance -> '$.summary.test_residual_sum' AS DOUBLE[]) AS residual_sum
     FROM shards
     WHERE kind = 'losses'
 ),

@@ -27,12 +27,13 @@ SELECT
     r.wall_seconds,
     l.mean_test_mse,
     l.mean_fitted_test_mse,
-    coalesce(json_extract(r.runner_info, '$.test_mse_of_mean')::DOUBLE,
+    -- (TRY_CAST: a runner_info edited by hand to hold text reads as NULL, not an error)
+    coalesce(TRY_CAST(r.runner_info ->> '$.test_mse_of_mean' AS DOUBLE),
              m.test_mse_of_mean) AS test_mse_of_mean,
-    coalesce(json_extract(r.runner_info, '$.test_mse_spread')::DOUBLE,
+    coalesce(TRY_CAST(r.runner_info ->> '$.test_mse_spread' AS DOUBLE),
              l.mean_fitted_test_mse - m.test_mse_of_mean) AS test_mse_spread,
-    json_extract(r.runner_info, '$.interpolates')::BOOLEAN AS interpolates,
-    json_extract(r.runner_info, '$.train_interp_max_abs_error')::DOUBLE AS interp_error,
+    TRY_CAST(r.runner_info ->> '$.interpolates' AS BOOLEAN) AS interpolates,
+    TRY_CAST(r.runner_info ->> '$.train_interp_max_abs_error' AS DOUBLE) AS interp_error,
     l.min_test_mse,
     l.mean_test_error,
     l.min_test_error

@@ -892,3 +892,29 @@ def test_a_compressed_npz_with_a_damaged_stream_is_refused(tmp_path: Path) -> No
                                        str(spec)])
     assert result.exit_code == 2, result.output
     assert "not a readable .npz file" in result.output and "np.savez(" in result.output
+
+
+@pytest.mark.parametrize("edit", [
+    "UPDATE runs SET runner_info = '{\"test_mse_of_mean\": \"low\", \"test_mse_spread\": 1}'",
+    "UPDATE runs SET runner_info = '{\"test_mse_of_mean\": 0.1, \"interpolates\": \"maybe\"}'",
+    "UPDATE shards SET provenance = '{\"summary\": {\"n_fitted\": \"many\", "
+    "\"test_residual_sum\": \"x\"}}' WHERE kind = 'losses'",
+], ids=["mean-as-text", "interpolates-as-text", "summary-as-text"])
+def test_a_store_edited_by_hand_still_estimates_and_summarises(base: Base, tmp_path: Path,
+                                                               edit: str) -> None:
+    """Ingest refuses such run facts, but `ibdb sql --write` can still write them: the readers
+    (the run header, run_summary, mean_network) read them as missing instead of failing every
+    later command with a conversion error (exit 1)."""
+    db = tmp_path / "s.duckdb"
+    shutil.copy(base.db, db)
+    assert ibdb(db, "sql", edit, "--write").exit_code == 0
+    result = ibdb(db, "estimate", *ESTIMATE_METHODS)
+    assert result.exit_code == 0, result.output
+    summary = ibdb(db, "sql", "SELECT test_mse_of_mean, interpolates FROM run_summary",
+                   "--format", "json")
+    assert summary.exit_code == 0, summary.output
+    rows = json.loads(summary.output)
+    if "mean" in edit and "low" in edit:
+        assert rows[0]["test_mse_of_mean"] is None
+    if "maybe" in edit:
+        assert rows[0]["interpolates"] is None
