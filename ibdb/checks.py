@@ -150,6 +150,9 @@ def fix_store(db: str | Path, shard_root: Path) -> list[str]:
     for path, pid in leftover_temporary_stores(db):
         path.unlink(missing_ok=True)
         done.append(f"removed {path}: a temporary store left by process {pid}, which is gone")
+    if not Path(db).exists():  # (a first run stopped before it ingested: check lists shards)
+        done.append(f"no store at {db}, so no views to re-create")
+        return done
     try:
         with Store.open(db, read_only=True, functions=False) as before:
             missing: list[str] | None = before.missing_views()

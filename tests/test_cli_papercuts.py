@@ -148,6 +148,10 @@ def test_check_after_an_interrupted_first_run_lists_its_shards(tmp_path, monkeyp
     assert row.split() == [str(folder), "tiny/toy/gp/b", "2", "128", "of", "200", "1"]
     assert check.output.splitlines()[-1] == "1 of 1 check(s) found problems: unloaded_shards"
     assert not (tmp_path / "cli.duckdb").exists()  # checking creates no store
+    fixing = invoke(tmp_path, "check", "--fix")  # nothing to repair; the shards are listed
+    assert fixing.exit_code == 1, fixing.output
+    assert "no store at" in fixing.output and "unloaded_shards" in fixing.output
+    assert not (tmp_path / "cli.duckdb").exists() and len(list(folder.iterdir())) > 2
 
     loaded = invoke(tmp_path, "ingest", str(shards))
     assert loaded.exit_code == 0 and "ingested 128 hypotheses" in loaded.output
