@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ibdb.columns import LOSS_NAMES
-from ibdb.errors import EstimateError, IbdbError, StoreError
+from ibdb.errors import EstimateError, IbdbError, ShardError, StoreError
 from ibdb.methods import METHODS
 
 # Each command imports what it needs when it runs, so that `ibdb --help`, `sql`, `check`,
@@ -117,7 +117,6 @@ class Ibdb:
         planned = self.plan(spec_path)
         report = RunReport(planned=planned)
         folders = []
-        from ibdb.errors import ShardError
         from ibdb.runners.base import resolve_device
 
         # (a splitting block resumes from its level shards, or finds it done)
@@ -234,19 +233,9 @@ class Ibdb:
         with self._open(read_only=True) as store:
             return store.loss_decomposition(run_ids)
 
-    def stale_cells(self, run_ids: list[str], loss: str = "test_mse"
-                    ) -> set[tuple[str, str, float]]:
-        """(run_id, method, eps) of the stale stored estimates of one loss (computed before
-        the run's samples changed; ``ibdb estimate --run ID`` recomputes them)."""
-        with self._open(read_only=True) as store:
-            rows = store.query("SELECT run_id, method, eps FROM stale_estimates WHERE loss = "
-                               "$loss AND run_id IN (SELECT unnest($runs))",
-                               {"loss": loss, "runs": list(run_ids)})[1]
-        return {(r[0], r[1], r[2]) for r in rows}
-
     def ib_table(self, run_ids: list[str] | None = None, loss: str = "test_mse") -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,
-        bound) rows."""
+        bound, stale) rows; stale: computed before the run's samples changed."""
         with self._open(read_only=True) as store:
             return store.ib_rows(run_ids, loss)
 

@@ -104,7 +104,6 @@ def echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> Non
         return
     counts = api.fit_counts(run_ids)
     facts = api.loss_decomposition(run_ids)
-    stale = api.stale_cells(run_ids, loss)
     by_run: dict[str, list[tuple]] = {}
     for row in rows:
         by_run.setdefault(row[0], []).append(row)
@@ -122,8 +121,8 @@ def echo_ib_tables(api: Ibdb, run_ids: list[str], loss: str = "test_mse") -> Non
             line = [f"{eps:.4g}"]
             for m in methods:
                 r = cell.get((m, eps))
-                text = "-" if r is None else bits_text(r[4], r[5], r[6], r[7])
-                if r is not None and (run_id, m, eps) in stale:
+                text = "-" if r is None else format_bits(r[4], r[5], r[6], r[7])
+                if r is not None and r[8]:  # stale
                     text += " " + STALE_MARK
                     n_stale += 1
                 line.append(text)
@@ -154,15 +153,23 @@ def _run_note(run_id: str, counts: dict[str, tuple[int, int]], facts: dict[str, 
     return note
 
 
-def bits_text(bits: float | None, lower: float | None, upper: float | None, bound: str) -> str:
-    if bits is None or math.isnan(bits):
+def format_bits(bits: float | None, lower: float | None, upper: float | None, bound: str,
+                *, exponent_digits: int = 4) -> str:
+    """One estimate as a table cell (the CLI's tables and report.md): '8.24 [7.14, 8.55]', '>=
+    10.1' (a lower bound), '<= 2.3389e+10' (an upper bound, past 1e4 in exponent form with
+    ``exponent_digits``); None or NaN: missing ('n/a', or no interval)."""
+    def missing(value: float | None) -> bool:
+        return value is None or math.isnan(value)
+
+    if missing(bits):
         return "n/a"
-    text = f"{bits:.3g}" if bits < 1e4 else f"{bits:.4e}"
+    text = "inf" if math.isinf(bits) else f"{bits:.3g}" if bits < 1e4 \
+        else f"{bits:.{exponent_digits}e}"
     if bound == "lower":
         return ">= " + text
     if bound == "upper":
         return "<= " + text
-    if lower is not None and upper is not None:
+    if not (missing(lower) or missing(upper)):
         return f"{text} [{lower:.3g}, {upper:.3g}]"
     return text
 

@@ -6,9 +6,8 @@ figures with their captions, the sweep and the notes.
 
 from __future__ import annotations
 
-import math
-
 from ibdb.methods import METHODS
+from ibdb.render import format_bits
 from ibdb.report import (
     LOSS_SHORT,
     LOSS_TEXT,
@@ -32,20 +31,6 @@ def _interpolation_cell(info: RunInfo) -> str:
         return "yes" if info.interp_error is None else f"yes (residual {info.interp_error:.3g})"
     return "not recorded" if info.space_kind == "gp" and info.test_mse_of_mean is not None \
         else "-"
-
-
-def format_bits(bits: float, lower: float, upper: float, bound: str) -> str:
-    """A table cell: '8.24 [7.14, 8.55]', '>= 10.1' (lower bound), '<= 1.1e+09' (upper)."""
-    if math.isnan(bits):
-        return "n/a"
-    text = "inf" if math.isinf(bits) else f"{bits:.3g}" if bits < 1e4 else f"{bits:.3e}"
-    if bound == "lower":
-        return ">= " + text
-    if bound == "upper":
-        return "<= " + text
-    if not (math.isnan(lower) or math.isnan(upper)):
-        return f"{text} [{lower:.3g}, {upper:.3g}]"
-    return text
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -127,8 +112,8 @@ def render_markdown(data: ReportData, figures: dict[str, str],
             line = [f"{e:.4g}"]
             for c in curves:
                 cell = cells.get((c.method, e))
-                line.append("-" if cell is None else
-                            format_bits(*cell[:4]) + (" (stale)" if cell[4] else ""))
+                line.append("-" if cell is None else format_bits(*cell[:4], exponent_digits=3)
+                            + (" (stale)" if cell[4] else ""))
             if flag is not None:  # on every row, so that no row is read without it
                 line.append(f"{NOT_INTERPOLATING}: {NOT_OF_DEFINITION}")
             body.append(line)

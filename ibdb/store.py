@@ -399,11 +399,11 @@ class Store:
 
     def ib_rows(self, run_ids: list[str] | None, loss: str) -> list[tuple]:
         """Stored estimates of one loss as (run_id, label, method, eps, bits, lower, upper,
-        bound) rows, by run, method and descending eps."""
+        bound, stale) rows, by run, method and descending eps."""
         where = "" if run_ids is None else "AND run_id IN (SELECT unnest(?))"
         return self.con.execute(
             "SELECT run_id, experiment || '/' || task_name || '/' || space_name, method, "
-            f"eps, bits, lower_bits, upper_bits, bound FROM ib_estimates WHERE loss = ? "
+            f"eps, bits, lower_bits, upper_bits, bound, stale FROM ib_estimates WHERE loss = ? "
             f"{where} ORDER BY run_id, method, eps DESC",
             [loss] if run_ids is None else [loss, run_ids]).fetchall()
 

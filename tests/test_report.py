@@ -14,8 +14,8 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
+from ibdb.render import format_bits
 from ibdb.report import ReportError
-from ibdb.report_markdown import format_bits
 from ibdb.store import Store
 
 from conftest import make_npz, spec_dict, write_spec
@@ -258,7 +258,7 @@ def test_importing_the_cli_and_report_does_not_import_matplotlib():
     ((float("nan"), float("nan"), float("nan"), "point"), "n/a"),
 ])
 def test_format_bits(args, text):
-    assert format_bits(*args) == text
+    assert format_bits(*args, exponent_digits=3) == text
 
 
 def test_report_out_must_be_a_folder(two_runs, tmp_path):
