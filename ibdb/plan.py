@@ -99,8 +99,8 @@ def load_runs(specs: list[RunSpec], *, spec_dir: Path) -> list[tuple[RunSpec, st
         check_space(spec.space, data)
         if spec.budget.splitting is not None:
             check_splitting(spec.space)
-            check_splitting_memory(spec, data)
         check_chunk_memory(spec, data)
+        check_splitting_memory(spec, data)
         identity = run_identity(spec, data)
         out.append((spec, run_id_of(identity), identity, data))
     return out
@@ -255,13 +255,9 @@ def noise_dimension(space: GPSpace | MLPSpace | CNNSpace, data: TaskData) -> int
 
 def check_chunk_memory(spec: RunSpec, data: TaskData) -> None:
     """Refuse a run one of whose chunks (or a gp's fixed matrices) cannot fit in memory."""
-    have = datasets.machine_memory_bytes()
-    if not have:
-        return
     n_train, n_test = len(data.x_train), len(data.x_test)
-    fixed = 0
-    if spec.space.kind == "gp":
-        fixed = 8 * (n_train**2 + n_train * n_test + n_test**2)
+    fixed = _fixed_bytes(spec, data)
+    if fixed:
         require_memory(
             fixed,
             f"{spec.label}: the gp space's kernel matrices for n_train = {n_train}, n_test = "
@@ -269,20 +265,13 @@ def check_chunk_memory(spec: RunSpec, data: TaskData) -> None:
             "Lower the task's n_train or n_test.")
     per, formula = hypothesis_bytes(spec, data)
     chunk = min(spec.budget.chunk_size, spec.budget.n_hypotheses)
-    needed = fixed + chunk * (per + 16)  # (+ each hypothesis's id and seed)
-    if needed <= have:
-        return
-    fits = (have // 2 - fixed) // (per + 16)
-    fix = (f"Lower budget.chunk_size to at most {fits} (what fits in half this machine's "
-           "memory)." if fits >= 1 else
-           "Even one hypothesis does not fit: make the space smaller (width, depth, channels, "
-           "layers) or the task (n_train, n_test, features).")
-    require_memory(
-        needed,
-        f"{spec.label}: one chunk of budget.chunk_size = {chunk} hypotheses of the "
-        f"{spec.space.kind} space (estimate: {format_bytes(per + 16)} per hypothesis, "
-        f"{formula}, + 16 bytes)",
-        fix)
+    _require_count(
+        fixed, chunk, per + 16, least=1, field="budget.chunk_size",  # (+ the id and seed)
+        what=f"{spec.label}: one chunk of budget.chunk_size = {chunk} hypotheses of the "
+             f"{spec.space.kind} space (estimate: {format_bytes(per + 16)} per hypothesis, "
+             f"{formula}, + 16 bytes)",
+        too_big="Even one hypothesis does not fit: make the space smaller (width, depth, "
+                "channels, layers) or the task (n_train, n_test, features).")
 
 
 def check_splitting_memory(spec: RunSpec, data: TaskData) -> None:
@@ -290,27 +279,40 @@ def check_splitting_memory(spec: RunSpec, data: TaskData) -> None:
     particles' noise twice (the previous level's and its own) and, for the step being
     taken, each chain's fresh normals and proposal (at most one per particle): 4 x particles
     x noise_dim float64; each step evaluates up to one hypothesis per particle."""
-    have = datasets.machine_memory_bytes()
     splitting = spec.budget.splitting
-    if not have or splitting is None:
+    if splitting is None:
         return
-    n_train, n_test = len(data.x_train), len(data.x_test)
-    fixed = 8 * (n_train**2 + n_train * n_test + n_test**2) if spec.space.kind == "gp" else 0
     dim = noise_dimension(spec.space, data)
     per, formula = hypothesis_bytes(spec, data)
     n = splitting.particles
-    needed = fixed + n * (32 * dim + per)
-    if needed <= have:
+    _require_count(
+        _fixed_bytes(spec, data), n, 32 * dim + per, least=2, field="budget.splitting.particles",
+        what=f"{spec.label}: one splitting level of particles = {n} (estimate per particle: 32 "
+             f"bytes x noise_dim = {dim}, + one hypothesis's evaluation, {formula})",
+        too_big="Make the space or the task smaller (its noise vector is too long).")
+
+
+def _fixed_bytes(spec: RunSpec, data: TaskData) -> int:
+    """What a run holds whatever its chunk: a gp's kernel matrices (float64)."""
+    if spec.space.kind != "gp":
+        return 0
+    n_train, n_test = len(data.x_train), len(data.x_test)
+    return 8 * (n_train**2 + n_train * n_test + n_test**2)
+
+
+def _require_count(fixed: int, count: int, unit: int, *, least: int, field: str, what: str,
+                   too_big: str) -> None:
+    """Refuse ``count`` items of ``unit`` bytes each beside ``fixed`` bytes when they exceed
+    the machine's memory, naming the largest ``field`` that fits in half of it (or
+    ``too_big`` when fewer than ``least`` would)."""
+    have = datasets.machine_memory_bytes()
+    needed = fixed + count * unit
+    if not have or needed <= have:
         return
-    fits = (have // 2 - fixed) // (32 * dim + per)
-    fix = (f"Lower budget.splitting.particles to at most {fits} (what fits in half this "
-           "machine's memory)." if fits >= 2 else
-           "Make the space or the task smaller (its noise vector is too long).")
-    require_memory(
-        needed,
-        f"{spec.label}: one splitting level of particles = {n} (estimate per particle: 32 "
-        f"bytes x noise_dim = {dim}, + one hypothesis's evaluation, {formula})",
-        fix)
+    fits = (have // 2 - fixed) // unit
+    fix = (f"Lower {field} to at most {fits} (what fits in half this machine's memory)."
+           if fits >= least else too_big)
+    require_memory(needed, what, fix)
 
 
 _MIX1 = np.uint64(0xBF58476D1CE4E5B9)
