@@ -84,7 +84,6 @@ class _TaskStatistics(_Part):
     """The task statistics the ``bound`` method reads (ibdb.bound.TaskStatistics); their
     ranges are the method's to check, and keys a later ibdb adds are kept and ignored."""
 
-    model_config = ConfigDict(strict=True, extra="allow")
     n: int
     intrinsic_dim: float
     radius: float

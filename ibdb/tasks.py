@@ -135,9 +135,10 @@ def _read_source(task: Task, spec_dir: Path) -> _Raw:
         fingerprint = "parquet:" + hashlib.sha256(path.read_bytes()).hexdigest()
         n_classes = int(labels.max()) + 1
         if split is None:
-            return _Raw(x, labels, None, None, fingerprint, None, n_classes)
+            return _Raw(x, labels, None, None, fingerprint, None, n_classes, origin=str(path))
         train, test = split == "train", split == "test"
-        return _Raw(x[train], labels[train], x[test], labels[test], fingerprint, None, n_classes)
+        return _Raw(x[train], labels[train], x[test], labels[test], fingerprint, None, n_classes,
+                    origin=str(path))
     params = source.model_dump(mode="json", exclude={"kind"})
     if isinstance(source, Mnist1dSource):
         return _load_mnist1d(params)
@@ -153,6 +154,7 @@ def _read_source(task: Task, spec_dir: Path) -> _Raw:
 
 
 def _finish(task: Task, raw: _Raw) -> TaskData:
+    _check_feature_values(task, raw)
     pre = task.preprocess
     n_classes = raw.n_classes
     if pre.classes is not None:
@@ -417,15 +419,28 @@ def _features(array: np.ndarray, name: str, where: str) -> np.ndarray:
                         f"got dtype {array.dtype}, shape {array.shape}.")
     if np.iscomplexobj(array):  # astype(float64) would drop the imaginary parts silently
         raise DataError(f"{where}: {name} is complex ({array.dtype}); save real features.")
-    flat = array.reshape(len(array), -1).astype(np.float64)
-    if not np.isfinite(flat).all():
-        raise DataError(f"{where}: {name} contains NaN or infinite values; clean them first.")
-    largest = float(np.abs(flat).max())
-    if largest > MAX_FEATURE_MAGNITUDE:
-        raise DataError(f"{where}: {name} holds a value of magnitude {largest:.3g}; squared "
-                        "distances between such points overflow float64. Rescale the features "
-                        "(preprocess scale: standardize or minmax) or fix the data.")
-    return flat
+    return array.reshape(len(array), -1).astype(np.float64)
+
+
+def _check_feature_values(task: Task, raw: _Raw) -> None:
+    """Every source's features, as read: finite, and small enough that squared distances
+    between points stay finite in float64 (a kernel or a network would otherwise fail far
+    from the cause, e.g. as a kernel matrix that is 'not positive definite')."""
+    origin = raw.origin or f"the {task.source.kind} data"
+    parts = [("the feature array", raw.x_train)] if raw.x_test is None else \
+        [("X_train", raw.x_train), ("X_test", raw.x_test)]
+    for name, x in parts:
+        if not x.size or not np.issubdtype(x.dtype, np.floating):
+            continue  # (integers, e.g. image bytes, are finite and far below the limit)
+        if not np.isfinite(x).all():
+            raise DataError(f"task {task.name!r}: {origin}: {name} contains NaN or infinite "
+                            "values; clean them first.")
+        largest = max(float(x.max()), -float(x.min())) / raw.divisor  # (no copy of x)
+        if largest > MAX_FEATURE_MAGNITUDE:
+            raise DataError(f"task {task.name!r}: {origin}: {name} holds a value of magnitude "
+                            f"{largest:.3g}; squared distances between such points overflow "
+                            "float64. Rescale the features (preprocess scale: standardize or "
+                            "minmax) or fix the data.")
 
 
 def _labels(array: np.ndarray, name: str, n_rows: int, where: str) -> np.ndarray:

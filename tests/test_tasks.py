@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -179,3 +180,29 @@ def test_a_shared_test_set_is_the_same_whatever_n_train():
     assert task(100, "shared").model_dump()["test_set"] == "shared"
     with pytest.raises(ValueError, match="test_set"):
         task(100, "first")
+
+
+def test_parquet_features_that_are_not_finite_or_too_large_are_refused(tmp_path):
+    """The value checks apply to every source, not only npz: a Parquet task with a NaN or a
+    1e300 feature is refused when loaded, naming the file (it used to validate and then fail
+    as a kernel matrix that is 'not positive definite')."""
+    import duckdb
+
+    from ibdb.errors import DataError
+    from ibdb.specs import Task
+    from ibdb.tasks import load_task
+
+    for bad, message in ((float("nan"), "contains NaN or infinite values"),
+                         (1e300, "holds a value of magnitude 1e+300")):
+        path = tmp_path / "t.parquet"
+        with duckdb.connect() as con:
+            con.execute("CREATE TABLE t (x0 DOUBLE, x1 DOUBLE, label INTEGER)")
+            con.executemany("INSERT INTO t VALUES (?, ?, ?)",
+                            [(float(i), bad if i == 4 else float(i % 5), i % 3)
+                             for i in range(100)])
+            con.execute(f"COPY t TO '{path}'")
+        task = Task.model_validate({"name": "p", "source": {"kind": "parquet",
+                                                            "path": "t.parquet"},
+                                    "n_train": 30, "n_test": 20, "eps": [0.3]})
+        with pytest.raises(DataError, match=re.escape(f"{path}: the feature array {message}")):
+            load_task(task, spec_dir=tmp_path)
