@@ -1,4 +1,4 @@
-"""Bootstrap memory: ibdb.bootstrap.ncx2_bits_interval against a naive numpy bootstrap.
+"""Bootstrap memory: ibdb.stats.bootstrap.ncx2_bits_interval against a naive numpy bootstrap.
 
 Losses: 0.003 * chi2'(3, 20), as in bench_ncx2_fit.py, at 10^5 and 10^6 values. Every
 measurement runs in a fresh Python process (so one does not inherit another's high-water
@@ -41,8 +41,8 @@ def _losses(n: int) -> np.ndarray:
 
 def measure(method: str, n: int, n_boot: int) -> dict[str, float]:
     """One call of ``method`` on n losses, in this process: peaks in bytes, time in seconds."""
-    from ibdb.bootstrap import ncx2_bits_interval
-    from ibdb.ncx2fit import fit_scaled_ncx2
+    from ibdb.stats.bootstrap import ncx2_bits_interval
+    from ibdb.stats.ncx2fit import fit_scaled_ncx2
 
     x = _losses(n)
     fit = fit_scaled_ncx2(x)

@@ -31,7 +31,7 @@ EPS_QUANTILES = np.geomspace(0.3, 1e-4, 10)
 
 
 def fill_store(path: str, n_runs: int) -> list[str]:
-    from ibdb.store import Store
+    from ibdb.store.database import Store
 
     rng = np.random.default_rng(0)
     store = Store.open(path)

@@ -25,7 +25,7 @@ from pathlib import Path
 import duckdb
 
 from ibdb.api import Ibdb
-from ibdb.store import Store
+from ibdb.store.database import Store
 
 RUN = "bench000000000000"
 QUERY = f"SELECT * FROM losses WHERE run_id = '{RUN}' ORDER BY run_id, hypothesis_id"

@@ -88,14 +88,14 @@ def synthetic_task(n_train: int, n_test: int) -> dict[str, Any]:
 
 
 def _load(task: dict[str, Any]) -> Any:
-    from ibdb.specs import Task
-    from ibdb.tasks import load_task
+    from ibdb.data.task import load_task
+    from ibdb.spec.sources import Task
 
     return load_task(Task.model_validate(task), spec_dir=Path("."))
 
 
 def _seeds(start: int, stop: int) -> np.ndarray:
-    from ibdb.plan import hypothesis_seeds
+    from ibdb.run.plan import hypothesis_seeds
 
     return hypothesis_seeds(SEED, np.arange(start, stop))
 
@@ -107,7 +107,7 @@ def ibdb_losses(data: Any, jitter: float, n: int) -> dict[str, np.ndarray]:
     import torch
 
     from ibdb.runners.gp import GPRunner
-    from ibdb.specs import GPSpace
+    from ibdb.spec.spaces import GPSpace
 
     runner = GPRunner(GPSpace(name="rbf", bandwidth=BANDWIDTH, jitter=jitter), data,
                       device=torch.device("cpu"))
@@ -225,7 +225,7 @@ def _child_run(task: dict[str, Any], jitter: float, n: int, out_dir: str) -> dic
     import torch  # noqa: F401  (imports are not part of the run)
 
     from ibdb.api import Ibdb
-    from ibdb.bound import task_statistics
+    from ibdb.stats.bound import task_statistics
 
     spec = Path(out_dir) / "bench.yaml"
     spec.write_text(RUN_CHILD_SPEC.format(task=json.dumps(task), bandwidth=BANDWIDTH,

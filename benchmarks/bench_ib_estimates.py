@@ -38,7 +38,7 @@ GROUP BY run_id, loss
 
 
 def fill(path: str, n_runs: int, per_run: int) -> None:
-    from ibdb.store import Store
+    from ibdb.store.database import Store
 
     with Store.open(path) as store, store.transaction() as con:
         con.execute("INSERT INTO specs (run_id, experiment, task_name, space_name, budget_name, "
@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
-    from ibdb.store import Store
+    from ibdb.store.database import Store
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python "
           f"{platform.python_version()}; {args.runs} runs, {len(METHODS)} methods x {N_EPS} eps "

@@ -1,6 +1,6 @@
 """Ingest throughput: 10^7 loss rows in 100 shards, loaded by `Store.ingest` into a new store.
 
-The shards are written with the real shard writer (`ibdb.shards.write_loss_shard`: temporary
+The shards are written with the real shard writer (`ibdb.run.shards.write_loss_shard`: temporary
 name, fsync, rename, sha256 in the name, provenance in the Parquet metadata) from synthetic
 losses; writing them is not timed. Timed: `Store.ingest([run folder])` into a fresh store file:
 per shard the sha256 check against its name, the ledger lookup, metadata, schema, run and
@@ -28,7 +28,7 @@ import numpy as np
 
 
 def write_shards(folder: Path, run_id: str, n_rows: int, n_shards: int) -> None:
-    from ibdb import shards
+    from ibdb.run import shards
 
     rng = np.random.default_rng(0)
     per = n_rows // n_shards
@@ -51,7 +51,7 @@ def write_shards(folder: Path, run_id: str, n_rows: int, n_shards: int) -> None:
 
 
 def time_ibdb(folder: Path, db: Path) -> float:
-    from ibdb.store import Store
+    from ibdb.store.database import Store
 
     with Store.open(db) as store:
         t0 = time.perf_counter()
@@ -62,7 +62,7 @@ def time_ibdb(folder: Path, db: Path) -> float:
 
 
 def time_baseline(folder: Path, db: Path, *, primary_key: bool = False) -> float:
-    from ibdb.store import Store
+    from ibdb.store.database import Store
 
     with Store.open(db) as store:
         table = "losses"

@@ -69,10 +69,11 @@ from torch import nn
 from torch.func import functional_call, grad, stack_module_state
 from torch.utils.data import DataLoader, TensorDataset
 
-from ibdb.plan import hypothesis_seeds
+from ibdb.data.task import load_task
+from ibdb.run.plan import hypothesis_seeds
 from ibdb.runners.mlp import MLPRunner
-from ibdb.specs import Task, parse_space
-from ibdb.tasks import load_task
+from ibdb.spec.sources import Task
+from ibdb.spec.spaces import parse_space
 
 WIDTH, EPOCHS, BATCH, LR = 64, 20, 32, 1e-3
 BETAS, EPS = (0.9, 0.999), 1e-8  # torch.optim.Adam's defaults, which ibdb's spec also uses

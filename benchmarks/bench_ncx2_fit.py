@@ -1,4 +1,4 @@
-"""ncx2 fit benchmark: ibdb.ncx2fit.fit_scaled_ncx2 against scipy.stats.ncx2.fit(floc=0).
+"""ncx2 fit benchmark: ibdb.stats.ncx2fit.fit_scaled_ncx2 against scipy.stats.ncx2.fit(floc=0).
 
 Datasets of 10^4 losses each:
 - ncx2: 0.003 * chi2'(3, 20), the model itself with known parameters;
@@ -8,7 +8,7 @@ Datasets of 10^4 losses each:
 
 Both fits run on the same data in the same process, timed as medians of repeats; both
 log-likelihoods are scipy's ncx2.logpdf summed at each fit's parameters. The ratio is what
-to compare across machines. Also timed: the bootstrap interval at 10 eps (ibdb.bootstrap).
+to compare across machines. Also timed: the bootstrap interval at 10 eps (ibdb.stats.bootstrap).
 
 Usage: python benchmarks/bench_ncx2_fit.py [--repeats 7] [--scipy-repeats 3] [--n 10000]
 """
@@ -25,8 +25,8 @@ import warnings
 import numpy as np
 from scipy import stats
 
-from ibdb.bootstrap import ncx2_bits_interval
-from ibdb.ncx2fit import fit_scaled_ncx2
+from ibdb.stats.bootstrap import ncx2_bits_interval
+from ibdb.stats.ncx2fit import fit_scaled_ncx2
 
 
 def datasets(n: int) -> dict[str, np.ndarray]:

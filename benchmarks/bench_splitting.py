@@ -1,7 +1,7 @@
-"""Statistical validation of subset simulation (ibdb.splitting) on a law with a known tail.
+"""Statistical validation of subset simulation (ibdb.run.splitting) on a law with a known tail.
 
 L(z) = sum_j w_j (z_j + b_j)^2 over z ~ N(0, I_dim), w_j = (1 + j)^-0.8, b_j ~ N(0, 0.25): a
-generalised chi-squared whose exact bits ibdb.genchi2 computes. For each depth, ``--repeats``
+generalised chi-squared whose exact bits ibdb.stats.genchi2 computes. For each depth, ``--repeats``
 independent runs (seeds 0..R-1) stop at the eps of that depth; reported per depth:
 - mean error and its spread (bits) of single runs, and the mean Au-Beck SE;
 - coverage of the single-run 95 % Au-Beck interval (bits +- 1.96 SE);
@@ -19,9 +19,9 @@ import time
 import numpy as np
 from scipy import optimize
 
-from ibdb.genchi2 import GenChi2
-from ibdb.splitting import SplittingSettings, run_levels
-from ibdb.splitting_estimate import repeats_estimate, splitting_estimate
+from ibdb.run.splitting import SplittingSettings, run_levels
+from ibdb.stats.genchi2 import GenChi2
+from ibdb.stats.subset_simulation import repeats_estimate, splitting_estimate
 
 
 def main() -> None:

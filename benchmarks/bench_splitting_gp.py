@@ -2,8 +2,8 @@
 
 Digits with n_train 100, 300 and 1000 (n_test 300, RBF bandwidth 1.0, the quickstart's space
 otherwise): the GP runner's `evaluate` turns each particle's noise into its test MSE, the
-sampler (ibdb.splitting) moves that noise, and the exact bits come from the run's spectrum
-(ibdb.genchi2). For each depth (eps chosen so that exact is about 10, 20, 40, 60 bits),
+sampler (ibdb.run.splitting) moves that noise, and the exact bits come from the run's spectrum
+(ibdb.stats.genchi2). For each depth (eps chosen so that exact is about 10, 20, 40, 60 bits),
 ``--repeats`` seeded runs; reported: the single runs' mean error and spread, the single-run
 Au-Beck interval's coverage; the runs in groups of ``--group`` (what a budget with ``repeats:
 5`` reports): the groups' mean error and how often their t-interval holds the exact value; and
@@ -29,10 +29,11 @@ def gp_space(n_train: int, n_test: int):
     """(evaluate(z) -> (test_mse, fitted), noise dim, exact law) of a digits GP space."""
     import torch
 
+    from ibdb.data.task import load_task
     from ibdb.runners.gp import GPRunner
-    from ibdb.specs import GPSpace, Task
-    from ibdb.spectrum import gp_loss_distribution
-    from ibdb.tasks import load_task
+    from ibdb.spec.sources import Task
+    from ibdb.spec.spaces import GPSpace
+    from ibdb.stats.spectrum import gp_loss_distribution
 
     task = Task.model_validate({"name": "digits", "source": {"kind": "digits"},
                                 "n_train": n_train, "n_test": n_test, "eps": [0.5]})
@@ -65,8 +66,8 @@ def main() -> None:
     ap.add_argument("--particles", type=int, default=1000)
     ap.add_argument("--p0", type=float, default=0.1)
     args = ap.parse_args()
-    from ibdb.splitting import SplittingSettings, run_levels
-    from ibdb.splitting_estimate import repeats_estimate, splitting_estimate
+    from ibdb.run.splitting import SplittingSettings, run_levels
+    from ibdb.stats.subset_simulation import repeats_estimate, splitting_estimate
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; digits, n_test "
           f"{args.n_test}, RBF 1.0; N {args.particles}, p0 {args.p0}, {args.repeats} runs in "

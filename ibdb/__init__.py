@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from ibdb.api import Ibdb
-    from ibdb.frames import connect
+    from ibdb.store.frames import connect
 
 __all__ = ["Ibdb", "connect"]
 
@@ -22,27 +22,7 @@ def __getattr__(name: str) -> Any:
 
         return Ibdb
     if name == "connect":
-        from ibdb.frames import connect
+        from ibdb.store.frames import connect
 
         return connect
     raise AttributeError(f"module 'ibdb' has no attribute {name!r}")
-
-
-def _find_mapped_folders_in_a_checkout() -> None:
-    """The wheel installs runners/, schemas/, queries/ and examples/ as subpackages of ibdb; in
-    a source checkout they sit beside this folder. When Python imports this folder from a
-    checkout's root (a notebook or `python -c` started where `ibdb quickstart` left its store,
-    even with ibdb installed, since the working directory comes first on sys.path), let
-    ``ibdb.runners`` and the others resolve there, as they do in the wheel and in an editable
-    install. Cheap: two stat calls, nothing imported."""
-    import os
-
-    here = os.path.dirname(os.path.abspath(__file__))
-    root = os.path.dirname(here)
-    if (not os.path.isdir(os.path.join(here, "runners"))
-            and os.path.isfile(os.path.join(root, "runners", "__init__.py"))
-            and root not in __path__):
-        __path__.append(root)
-
-
-_find_mapped_folders_in_a_checkout()

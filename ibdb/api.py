@@ -13,20 +13,20 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ibdb.columns import LOSS_NAMES
-from ibdb.errors import EstimateError, IbdbError, ShardError, StoreError
-from ibdb.methods import METHODS
+from ibdb.core.columns import LOSS_NAMES
+from ibdb.core.errors import EstimateError, IbdbError, ShardError, StoreError
+from ibdb.core.methods import METHODS
 
 # Each command imports what it needs when it runs, so that `ibdb --help`, `sql`, `check`,
 # `validate` and `plan` never load torch or scipy.stats (see docs/decisions.md).
 if TYPE_CHECKING:
-    from ibdb.checks import CheckResult
-    from ibdb.ingest import IngestReport
-    from ibdb.plan import PlannedRun
     from ibdb.progress import Progress
-    from ibdb.report import Report
-    from ibdb.specs import Experiment
-    from ibdb.store import Store
+    from ibdb.report.model import Report
+    from ibdb.run.plan import PlannedRun
+    from ibdb.spec.experiment import Experiment
+    from ibdb.store.checks import CheckResult
+    from ibdb.store.database import Store
+    from ibdb.store.ingest import IngestReport
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +68,8 @@ class Ibdb:
 
     def validate(self, spec_path: str | Path) -> tuple[Experiment, list[tuple[str, str]]]:
         """Check a spec and its data; return the experiment and its (label, run_id) pairs."""
-        from ibdb.plan import load_runs
-        from ibdb.specfile import load_experiment
+        from ibdb.run.plan import load_runs
+        from ibdb.spec.file import load_experiment
 
         experiment = load_experiment(spec_path)
         runs = load_runs(experiment.runs(), spec_dir=Path(spec_path).parent)
@@ -77,8 +77,8 @@ class Ibdb:
 
     def plan(self, spec_path: str | Path) -> list[PlannedRun]:
         """Every run of the spec with the hypotheses the store does not hold yet."""
-        from ibdb.plan import PlannedRun, load_runs
-        from ibdb.specfile import load_experiment
+        from ibdb.run.plan import PlannedRun, load_runs
+        from ibdb.spec.file import load_experiment
 
         experiment = load_experiment(spec_path)
         runs = load_runs(experiment.runs(), spec_dir=Path(spec_path).parent)
@@ -98,8 +98,8 @@ class Ibdb:
             executor_options: dict[str, Any] | None = None) -> RunReport:
         """Sample what the store lacks, ingest it, and (by default) estimate at the spec's eps.
 
-        ``executor`` is local, ray or slurm (see :mod:`ibdb.executors`; ``executor_options``
-        go to :func:`ibdb.executors.make_mapper`). ``ingest=False`` only writes shards (and
+        ``executor`` is local, ray or slurm (see :mod:`ibdb.run.executors`; ``executor_options``
+        go to :func:`ibdb.run.executors.make_mapper`). ``ingest=False`` only writes shards (and
         never opens the store for writing), so several processes can sample into one shared
         shard folder; one `ibdb ingest` loads them after.
 
@@ -109,8 +109,8 @@ class Ibdb:
         no table shows numbers of the old sample under the new count. ``progress`` follows the
         sampling and the estimating (see :mod:`ibdb.progress`).
         """
-        from ibdb.execute import execute_run
-        from ibdb.executors import make_mapper
+        from ibdb.run.execute import execute_run
+        from ibdb.run.executors import make_mapper
 
         mapper = make_mapper(executor, shard_root=self.shard_root, device_name=self.device,
                              ray_address=ray_address, **(executor_options or {}))
@@ -156,7 +156,7 @@ class Ibdb:
         return report
 
     def ingest(self, paths: list[str | Path]) -> IngestReport:
-        from ibdb.shards import list_run_folders
+        from ibdb.run.shards import list_run_folders
 
         folders = list_run_folders([Path(p) for p in paths])
         if not folders:
@@ -194,7 +194,7 @@ class Ibdb:
                   eps: list[float] | None, loss: str, check_exact: bool = False, *,
                   digested: set[str] | None = None, refresh: bool = True,
                   progress: Progress | None = None) -> EstimateReport:
-        from ibdb.estimating import estimate_runs
+        from ibdb.estimate.recompute import estimate_runs
 
         if loss not in LOSS_NAMES:
             raise EstimateError(f"unknown loss {loss!r}; choose one of {', '.join(LOSS_NAMES)}.")
@@ -239,14 +239,15 @@ class Ibdb:
         with self._open(read_only=True) as store:
             return store.ib_rows(run_ids, loss)
 
-    # -- frames (the Python API for notebooks; see ibdb/frames.py) -----------------------------
+    # -- frames (the Python API for notebooks; see ibdb/store/frames.py)
+    # -----------------------------
     # Each returns a pyarrow Table by default, or a pandas / polars DataFrame with
     # ``frame="pandas"`` / ``frame="polars"``; the store is open only during the call.
 
     def runs(self, *, frame: str = "arrow") -> Any:
         """Every run, one row each: the ``run_summary`` view (what the run is, hypotheses
         requested and stored, how many did not fit, loss statistics)."""
-        from ibdb import frames
+        from ibdb.store import frames
 
         return self._frame(frames.RUNS_SQL, {}, frame)
 
@@ -256,7 +257,7 @@ class Ibdb:
         seed, shard) of ``run_ids`` (one id, a list, or None for every run), by run and
         hypothesis id. ``fitted_only`` keeps the hypotheses the estimates use (``fitted IS NOT
         FALSE``: NULL means fit by construction)."""
-        from ibdb import frames
+        from ibdb.store import frames
 
         ids = frames.run_ids_list(run_ids)
         clause, params = frames.where(ids)
@@ -268,7 +269,7 @@ class Ibdb:
                   methods: list[str] | None = None, frame: str = "arrow") -> Any:
         """Stored estimates with every column of the ``ib_estimates`` view (bits, interval,
         bound, stale, params, diagnostics, ...), optionally of some runs, one loss, methods."""
-        from ibdb import frames
+        from ibdb.store import frames
 
         frames.check_loss(loss)
         ids = frames.run_ids_list(run_ids)
@@ -280,7 +281,7 @@ class Ibdb:
         """The IB-vs-eps curve: per run, method and eps (descending) the bits with their 95 %
         interval (``lower_bits``, ``upper_bits``), ``bound`` (point, lower or upper), the
         sample count ``n`` and ``stale``. Curves at other eps: :meth:`recompute`."""
-        from ibdb import frames
+        from ibdb.store import frames
 
         frames.check_loss(loss)
         ids = frames.run_ids_list(run_ids)
@@ -291,7 +292,7 @@ class Ibdb:
                    ) -> Any:
         """Where each run came from: its spec and identity (JSON), data fingerprint, task
         statistics, runner info, versions (ibdb, torch, duckdb), device, host and times."""
-        from ibdb import frames
+        from ibdb.store import frames
 
         ids = frames.run_ids_list(run_ids)
         clause, params = frames.where(ids, column="s.run_id")
@@ -304,7 +305,7 @@ class Ibdb:
         (as :meth:`estimate` does, stale estimates of these runs refreshed too) and return them
         as an :meth:`ib_curve` frame restricted to those eps. ``methods`` defaults to every
         default method that applies; ``progress`` as for :meth:`estimate`."""
-        from ibdb import frames
+        from ibdb.store import frames
 
         frames.check_frame(frame)
         grid = [eps] if isinstance(eps, int | float) else list(eps)
@@ -321,14 +322,14 @@ class Ibdb:
         """A read-only DuckDB connection to the store with its views and the ``ib_*`` SQL
         functions: ``con.sql("SELECT ... ib_fit(list(test_mse), 0.2, 'ncx2') ...")``, then
         ``.arrow()``, ``.df()`` or ``.pl()``. Close it before writing to the store from this
-        process (see :func:`ibdb.frames.connect`)."""
-        from ibdb import frames
+        process (see :func:`ibdb.store.frames.connect`)."""
+        from ibdb.store import frames
 
         return frames.connect(self.db)
 
     def _frame(self, sql: str, params: dict[str, Any], frame: str,
                run_ids: list[str] | None = None) -> Any:
-        from ibdb import frames
+        from ibdb.store import frames
 
         frames.check_frame(frame)
         with self._open(read_only=True) as store:
@@ -341,17 +342,19 @@ class Ibdb:
                loss: str = "test_mse", progress: Progress | None = None) -> Report:
         """Figures and report.md for ``run_ids`` (default: every run) from stored data only.
 
-        Returns an :class:`ibdb.report.Report` (files written, and the data each figure plots).
+        Returns an :class:`ibdb.report.collect.Report` (files written, and the data each figure
+        plots).
         ``progress`` gets ``"report: read runs"`` (runs read), then ``"report: write files"``
         (figures, then report.md); see :mod:`ibdb.progress`.
         """
-        from ibdb import report as reporting  # matplotlib is optional: only this command needs it
+        from ibdb.report.collect import collect
+        from ibdb.report.writer import require_matplotlib, write_report
 
-        reporting.require_matplotlib()  # before the store is opened or a folder is made
+        require_matplotlib()  # before the store is opened or a folder is made
         with self._open(read_only=True) as store:
-            data = reporting.collect(store, run_ids, loss=loss,
+            data = collect(store, run_ids, loss=loss,
                                      progress=_relabel(progress, "report: read runs"))
-        return reporting.write_report(data, out,
+        return write_report(data, out,
                                       progress=_relabel(progress, "report: write files"))
 
     # -- health --------------------------------------------------------------------------------
@@ -362,7 +365,7 @@ class Ibdb:
         Without a store file (a first run interrupted before it ingested, or `run --no-ingest`)
         but with run folders in the shard folder, the one result names them and how to load
         them; with neither, it is an error (no such store)."""
-        from ibdb.checks import run_checks, shards_without_store
+        from ibdb.store.checks import run_checks, shards_without_store
 
         if not Path(self.db).exists():
             found = shards_without_store(self.db, self.shard_root)
@@ -391,7 +394,7 @@ class Ibdb:
                 raise IbdbError("SQL error: the query holds BEGIN, COMMIT or ROLLBACK; with "
                                 "--write ibdb runs all statements in one transaction itself. "
                                 "Leave them out.")
-        from ibdb.sqlfunctions import FUNCTIONS
+        from ibdb.store.functions import FUNCTIONS
 
         calls_functions = any(name in query.lower() for name in FUNCTIONS)
         with self._open(read_only=not write, functions=calls_functions) as store:
@@ -407,8 +410,8 @@ class Ibdb:
     def export(self, source: str, out: str | Path, *, fmt: str | None = None) -> int:
         """Write the rows of a table or view (by name) or of one SELECT query to ``out`` as
         Parquet, CSV or JSON (``fmt``, else the file's suffix); return the rows written."""
-        from ibdb.export import export_format, export_rows
-        from ibdb.sqlfunctions import FUNCTIONS
+        from ibdb.store.export import export_format, export_rows
+        from ibdb.store.functions import FUNCTIONS
 
         out = Path(out)
         fmt = export_format(out, fmt)
@@ -432,7 +435,7 @@ class Ibdb:
 
     def _open(self, *, read_only: bool = False, functions: bool = False,
               create: bool = True) -> Store:
-        from ibdb.store import Store
+        from ibdb.store.database import Store
 
         return Store.open(self.db, read_only=read_only, functions=functions, create=create,
                           retry_seconds=READ_RETRY_SECONDS if read_only else 0.0)

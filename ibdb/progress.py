@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ibdb.errors import IbdbError
+from ibdb.core.errors import IbdbError
 
 Progress = Callable[[str, int, int], None]
 """progress(label, done, total): see the module's docstring for the labels and counts."""

@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ibdb.data.task import TaskData
     from ibdb.runners.base import Runner
-    from ibdb.tasks import TaskData
 
-from ibdb.columns import LOSS_COLUMNS, REQUIRED_LOSSES
+from ibdb.core.columns import LOSS_COLUMNS, REQUIRED_LOSSES
 
 _NETWORK_COLUMNS = tuple(LOSS_COLUMNS)  # trained networks record every loss column
 
@@ -27,7 +27,7 @@ class RunnerEntry:
     module: str
     version: str  # bump when a change alters any hypothesis's losses: it enters the run id
     sane_space: dict[str, Any] = field(default_factory=dict)
-    loss_columns: tuple[str, ...] = REQUIRED_LOSSES  # names in ibdb.columns.LOSS_COLUMNS
+    loss_columns: tuple[str, ...] = REQUIRED_LOSSES  # names in ibdb.core.columns.LOSS_COLUMNS
     check: str | None = None  # "module:function(space, data)" raising SpecError; no torch
     # A budget's splitting block may run on it: it has `noise_dim` and `evaluate(noise)` (see
     # runners/base.py), a hypothesis a fixed transform of its standard-normal noise row.
@@ -58,7 +58,7 @@ RUNNERS: dict[str, RunnerEntry] = {
         sane_space={"name": "sane-gp", "kind": "gp", "bandwidth": 1.0, "jitter": 1e-8},
         # train_mse and fitted only when the space conditions on a train MSE (fit)
         loss_columns=(*REQUIRED_LOSSES, "train_mse", "fitted"),
-        check="ibdb.runners.checks:check_gp",  # a cnn kernel needs image data
+        check="ibdb.runners.compatibility:check_gp",  # a cnn kernel needs image data
         splitting=True,
     ),
     "mlp": RunnerEntry(
@@ -68,7 +68,7 @@ RUNNERS: dict[str, RunnerEntry] = {
         sane_space={"name": "sane-mlp", "kind": "mlp", "width": 8, "depth": 2,
                     "optimizer": _SANE_OPTIMIZER},
         loss_columns=_NETWORK_COLUMNS,
-        check="ibdb.runners.checks:check_network",
+        check="ibdb.runners.compatibility:check_network",
         splitting=True,
         noise_version="2",  # 2: the data orders are in the noise (1: held by a seed)
     ),
@@ -80,7 +80,7 @@ RUNNERS: dict[str, RunnerEntry] = {
                     "kernel_size": 3, "pooling": "max",
                     "optimizer": {**_SANE_OPTIMIZER, "lr": 0.03, "epochs": 5}},
         loss_columns=_NETWORK_COLUMNS,
-        check="ibdb.runners.checks:check_network",
+        check="ibdb.runners.compatibility:check_network",
         splitting=True,
         noise_version="2",  # 2: the data orders are in the noise (1: held by a seed)
     ),
@@ -91,7 +91,7 @@ def runner_entry(kind: str) -> RunnerEntry:
     try:
         return RUNNERS[kind]
     except KeyError:
-        from ibdb.errors import SpecError
+        from ibdb.core.errors import SpecError
 
         raise SpecError(f"no runner for hypothesis-space kind {kind!r}; known kinds: "
                         f"{', '.join(sorted(RUNNERS))}.") from None
@@ -105,7 +105,7 @@ def check_space(space: Any, data: TaskData) -> None:
 def check_splitting(space: Any) -> None:
     """Raise :class:`SpecError` when a budget's splitting block cannot run on ``space``."""
     if not runner_entry(space.kind).splitting:
-        from ibdb.errors import SpecError
+        from ibdb.core.errors import SpecError
 
         able = ", ".join(k for k, e in RUNNERS.items() if e.splitting)
         raise SpecError(f"space {space.name!r} (kind {space.kind}): a budget's splitting block "

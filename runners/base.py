@@ -7,12 +7,12 @@ from typing import Any, ClassVar, Protocol
 import numpy as np
 import torch
 
-from ibdb.columns import LOSS_COLUMNS, LossColumn
-from ibdb.errors import IbdbError
-from ibdb.tasks import TaskData
+from ibdb.core.columns import LOSS_COLUMNS, LossColumn
+from ibdb.core.errors import IbdbError
+from ibdb.data.task import TaskData
 
 # What runners record per hypothesis (names, dtypes, which are required) is defined once,
-# without torch, in ibdb.columns; the store's `losses` table has one column each.
+# without torch, in ibdb.core.columns; the store's `losses` table has one column each.
 __all__ = ["LOSS_COLUMNS", "LossColumn", "Runner", "resolve_device"]
 
 
@@ -63,7 +63,7 @@ class Runner(Protocol):
     @property
     def step_scale(self) -> np.ndarray | None:
         """Per-coordinate multipliers (noise_dim,) of a sampler's move size, or None for equal
-        moves (see ibdb.splitting.run_levels); part of the noise map, like noise_version."""
+        moves (see ibdb.run.splitting.run_levels); part of the noise map, like noise_version."""
         ...
 
     def evaluate(self, noise: np.ndarray) -> dict[str, np.ndarray]:

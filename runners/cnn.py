@@ -18,10 +18,10 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ibdb.errors import SpecError
+from ibdb.core.errors import SpecError
+from ibdb.data.task import TaskData
 from ibdb.runners.training import ACTIVATIONS, BatchedNetwork, NetworkRunner, ParamShape
-from ibdb.specs import CNNSpace
-from ibdb.tasks import TaskData
+from ibdb.spec.spaces import CNNSpace
 
 POOL = {"max": F.max_pool2d, "avg": F.avg_pool2d}
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ibdb.errors import IbdbError
+from ibdb.core.errors import IbdbError
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ibdb.errors import IbdbError
+from ibdb.core.errors import IbdbError
 
 log = logging.getLogger(__name__)
 

@@ -36,8 +36,9 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 
-from ibdb.errors import IbdbError
-from ibdb.runners.checks import check_gp
+from ibdb.core.errors import IbdbError
+from ibdb.data.task import TaskData
+from ibdb.runners.compatibility import check_gp
 from ibdb.runners.conditioning import TrainMseConditioning
 from ibdb.runners.evidence import (
     best_amplitude,
@@ -47,8 +48,7 @@ from ibdb.runners.evidence import (
     search_bandwidth,
 )
 from ibdb.runners.kernels import NETWORK_KERNELS, kernel_matrix, one_thread, row_blocks
-from ibdb.specs import GPSpace
-from ibdb.tasks import TaskData
+from ibdb.spec.spaces import GPSpace
 
 log = logging.getLogger(__name__)
 

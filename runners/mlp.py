@@ -13,9 +13,9 @@ from collections.abc import Sequence
 
 import torch
 
+from ibdb.data.task import TaskData
 from ibdb.runners.training import ACTIVATIONS, BatchedNetwork, NetworkRunner, ParamShape
-from ibdb.specs import MLPSpace
-from ibdb.tasks import TaskData
+from ibdb.spec.spaces import MLPSpace
 
 
 class BatchedMLP(BatchedNetwork):

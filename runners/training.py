@@ -56,8 +56,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ibdb.errors import IbdbError
-from ibdb.tasks import TaskData
+from ibdb.core.errors import IbdbError
+from ibdb.data.task import TaskData
 
 # (live networks' original positions, epoch from 1) -> their data orders (len(live), n)
 OrderSource = Callable[[np.ndarray, int], torch.Tensor]

@@ -1,5 +1,5 @@
 -- ibdb store, version 1: every raw sample with its provenance, plus estimates computed from them.
--- Applied once per store, in one transaction, by ibdb.store (files run in name order).
+-- Applied once per store, in one transaction, by ibdb.store.database (files run in name order).
 
 CREATE TABLE ibdb_meta (
     key   VARCHAR PRIMARY KEY,

@@ -3,7 +3,7 @@
 -- every query; and each estimate names the loss set it read, so views need no method names.
 -- After this file the store fills loss_set_digests from the data (queries/loss_set_contents.sql)
 -- and carries each estimate that was fresh under version 2's md5 digests over to the new
--- digest, in the same transaction (ibdb.store.Store, see docs/decisions.md).
+-- digest, in the same transaction (ibdb.store.database.Store, see docs/decisions.md).
 
 -- One row per run and loss set: a loss column ('test_mse', 'test_error': the hypotheses that fit)
 -- or 'spectrum' (a gp run's posterior spectrum). digest: see queries/loss_set_contents.sql.

@@ -1,6 +1,6 @@
 -- ibdb store, version 4: the levels of rare-event (splitting) runs, stored raw.
 
--- One row per run, repeat, level and particle of a subset simulation (ibdb.splitting): a
+-- One row per run, repeat, level and particle of a subset simulation (ibdb.run.splitting): a
 -- particle is a hypothesis whose noise was moved into {loss <= threshold, fitted}. threshold is
 -- the level's b (+inf at level 0, whose particles are i.i.d. draws of the space); rho the pCN
 -- correlation of its moves (NaN at level 0); chain, parent (the index in the previous level of

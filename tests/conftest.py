@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from ibdb.genchi2 import GenChi2
+from ibdb.stats.genchi2 import GenChi2
 
 
 def make_npz(path: Path, *, n_train: int = 40, n_test: int = 30, n_features: int = 5,
@@ -58,7 +58,7 @@ def toy_spec(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(tmp_path: Path):
-    from ibdb.store import Store
+    from ibdb.store.database import Store
 
     s = Store.open(tmp_path / "store.duckdb")
     yield s

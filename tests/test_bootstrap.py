@@ -1,4 +1,4 @@
-"""Tests of the bootstrap interval for the ncx2 estimate (ibdb.bootstrap).
+"""Tests of the bootstrap interval for the ncx2 estimate (ibdb.stats.bootstrap).
 
 Oracles: an mpmath Poisson mixture of regularised incomplete gammas (40 digits) for the
 vectorised log-CDFs; scipy's ncx2.logcdf; replicates refitted to convergence by the main
@@ -16,14 +16,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ibdb.bootstrap import ncx2_bits_interval, replicate_thetas, resampled_stats, theta_of_fit
-from ibdb.errors import EstimateError
-from ibdb.ncx2cdf import (
-    ncx2_logcdf_many,
-    ncx2_logcdf_saddlepoint,
-    ncx2_logcdf_small_argument,
-)
-from ibdb.ncx2fit import Compressed, fit_scaled_ncx2, maximise
+from ibdb.core.errors import EstimateError
+from ibdb.stats.bootstrap import ncx2_bits_interval, replicate_thetas, resampled_stats, theta_of_fit
+from ibdb.stats.ncx2cdf import ncx2_logcdf_many, ncx2_logcdf_saddlepoint, ncx2_logcdf_small_argument
+from ibdb.stats.ncx2fit import Compressed, fit_scaled_ncx2, maximise
 
 LN2 = math.log(2.0)
 

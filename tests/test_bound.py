@@ -1,4 +1,4 @@
-"""Tests of the ICML 2023 bound and the task statistics it reads (ibdb.bound).
+"""Tests of the ICML 2023 bound and the task statistics it reads (ibdb.stats.bound).
 
 Oracles: synthetic data of known intrinsic dimension, brute-force numpy distances, the formula
 of REFERENCE.md section 3 evaluated directly in mpmath at 50 digits, and the paper's published
@@ -15,7 +15,8 @@ import mpmath as mp
 import numpy as np
 import pytest
 
-from ibdb.bound import (
+from ibdb.core.errors import EstimateError
+from ibdb.stats.bound import (
     STATISTICS_MAX_POINTS,
     TaskStatistics,
     bound_bits,
@@ -24,7 +25,6 @@ from ibdb.bound import (
     statistics_rows,
     task_statistics,
 )
-from ibdb.errors import EstimateError
 
 # The paper's statistics (its code's values for n, R, m, delta; C = 10 or 1000) and figures.
 MNIST = TaskStatistics(n=60000, intrinsic_dim=14.0, radius=17.179045827183984,
@@ -105,7 +105,7 @@ def test_conflicting_duplicate_gives_zero_separation_and_refused_bound(caplog):
     x = _embedded_cube(2, 50, seed=1)
     x[1] = x[0]
     labels = np.arange(50) % 3  # points 0 and 1 carry different labels
-    with caplog.at_level(logging.WARNING, logger="ibdb.bound"):
+    with caplog.at_level(logging.WARNING, logger="ibdb.stats.bound"):
         stats = task_statistics(x, labels)
     assert stats.separation == 0.0
     assert "separation is 0" in caplog.text

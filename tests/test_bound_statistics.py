@@ -21,7 +21,10 @@ import numpy as np
 import pytest
 import yaml
 
-from ibdb.bound import (
+from ibdb.core.errors import EstimateError
+from ibdb.data.task import load_task
+from ibdb.spec.sources import Preprocess, Task
+from ibdb.stats.bound import (
     MEASURED_ON_SOURCE,
     MEASURED_ON_TRAINING,
     STATISTICS_MAX_POINTS,
@@ -33,9 +36,6 @@ from ibdb.bound import (
     statistics_rows,
     task_statistics,
 )
-from ibdb.errors import EstimateError
-from ibdb.specs import Preprocess, Task
-from ibdb.tasks import load_task
 
 from conftest import make_npz
 
@@ -246,7 +246,7 @@ def test_independent_draws_of_one_distribution_give_equivalent_statistics():
 
 
 def test_the_digits_pool_sample_is_the_whole_pool_whatever_the_split():
-    from ibdb.tasks import _load_digits
+    from ibdb.data.task import _load_digits
 
     x, labels, _ = _load_digits()  # 1797 <= STATISTICS_MAX_POINTS: all of them
     for n_train, split_seed in ((100, 0), (1000, 5)):
@@ -331,7 +331,7 @@ def test_a_sample_of_other_features_is_refused():
 
 
 def test_a_hand_built_task_falls_back_to_the_training_set():
-    from ibdb.tasks import TaskData
+    from ibdb.data.task import TaskData
 
     x, labels = _slabs(200, np.random.default_rng(2), _frame(), 0.3)
     data = TaskData(x_train=x, y_train=np.eye(2)[labels], x_test=x[:10],
@@ -354,9 +354,9 @@ _SWEEP = {
 
 
 def test_the_manifest_records_source_statistics_and_the_run_id_is_unchanged(tmp_path):
-    from ibdb.execute import _manifest
-    from ibdb.plan import PlannedRun, load_runs
-    from ibdb.specfile import load_experiment
+    from ibdb.run.execute import _manifest
+    from ibdb.run.plan import PlannedRun, load_runs
+    from ibdb.spec.file import load_experiment
 
     path = tmp_path / "sweep.yaml"
     path.write_text(yaml.safe_dump(_SWEEP))
@@ -376,7 +376,7 @@ def test_the_manifest_records_source_statistics_and_the_run_id_is_unchanged(tmp_
 
 
 def test_statistics_stored_before_the_source_sample_still_load():
-    from ibdb.estimators import bound_estimates
+    from ibdb.stats.estimators import bound_estimates
 
     old_json = {"n": 100, "intrinsic_dim": 6.293033261316686, "radius": 4.745063224025577,
                 "separation": 1.6630168369562588, "n_classes": 10, "output_dim": 9,

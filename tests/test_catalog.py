@@ -1,14 +1,14 @@
-"""ibdb.catalog: the tables ibdb's schema files make, and the check that a store holds exactly
-those (moved out of ibdb.store, which re-exports the old private names)."""
+"""ibdb.store.catalog: the tables ibdb's schema files make, and the check that a store holds exactly
+those (moved out of ibdb.store.database, which re-exports the old private names)."""
 
 from __future__ import annotations
 
 import duckdb
 import pytest
 
-from ibdb.catalog import expected_catalog, schema_files, verify_catalog
-from ibdb.errors import StoreError
-from ibdb.store import Store
+from ibdb.core.errors import StoreError
+from ibdb.store.catalog import expected_catalog, schema_files, verify_catalog
+from ibdb.store.database import Store
 
 
 def test_a_new_store_passes_and_each_difference_is_named(tmp_path):

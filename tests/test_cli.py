@@ -11,7 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from ibdb.cli import main
-from ibdb.store import Store
+from ibdb.store.database import Store
 
 from conftest import make_npz, spec_dict, write_spec
 
@@ -191,7 +191,7 @@ def test_sql_runs_several_statements_and_writes_all_or_nothing(tmp_path, toy_spe
 
 
 def test_sql_help_names_every_view_and_function(tmp_path):
-    from ibdb.store import view_definitions
+    from ibdb.store.database import view_definitions
 
     text = " ".join(invoke(tmp_path, "sql", "--help").output.split())
     store = Store.open(tmp_path / "h.duckdb")
@@ -297,7 +297,7 @@ def test_the_2023_bound_on_the_zero_one_error_reads_eps_as_an_error_rate(tmp_pat
     """The paper's bound is stated for a target error rate: with --loss test_error its rows are
     bound_bits(run's task statistics, eps) at the error rates asked for, stored under that loss
     beside the test-MSE rows (the same formula, read at another loss)."""
-    from ibdb.bound import TaskStatistics, bound_bits
+    from ibdb.stats.bound import TaskStatistics, bound_bits
 
     assert invoke(tmp_path, "run", str(toy_spec), "--no-estimate").exit_code == 0
     result = invoke(tmp_path, "estimate", "--loss", "test_error", "--eps", "0.3",

@@ -10,11 +10,11 @@ import zlib
 import numpy as np
 import pytest
 
-from ibdb.bound import intrinsic_dimension
-from ibdb.datasets import pendulum_task, read_idx, read_png, synthetic_task
-from ibdb.errors import DataError, SpecError
-from ibdb.specs import Task
-from ibdb.tasks import load_task
+from ibdb.core.errors import DataError, SpecError
+from ibdb.data.datasets import pendulum_task, read_idx, read_png, synthetic_task
+from ibdb.data.task import load_task
+from ibdb.spec.sources import Task
+from ibdb.stats.bound import intrinsic_dimension
 
 
 def _task(source: dict, n_train: int = 10, n_test: int = 6, **kw) -> Task:
@@ -387,7 +387,7 @@ def test_a_normalised_teacher_keeps_its_scale_across_intrinsic_dimension():
     m (raw: m / 3). Recomputed here from the same seeded draws the generator makes: the
     generator's labels equal the argmax of V tanh(W z + c), centred, with W scaled by
     sqrt(3 / m); and the default leaves the data and the source's dump as they were."""
-    from ibdb.sources import SyntheticSource
+    from ibdb.spec.sources import SyntheticSource
 
     for m in (2, 16):
         kw = dict(n_points=3000, intrinsic_dim=m, ambient_dim=20, n_classes=4,

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ibdb.diagnostics import eps_position, goodness_of_fit
+from ibdb.stats.diagnostics import eps_position, goodness_of_fit
 
 
 def test_ks_matches_scipy_and_ad_matches_the_normal_case():

@@ -1,4 +1,4 @@
-"""Tests of the estimator registry and its estimate rows (ibdb.estimators)."""
+"""Tests of the estimator registry and its estimate rows (ibdb.stats.estimators)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ibdb.errors import EstimateError
-from ibdb.estimators import (
-    Estimate,
-    estimate_exact,
-    estimate_losses,
-)
-from ibdb.genchi2 import GenChi2
-from ibdb.methods import METHODS
+from ibdb.core.errors import EstimateError
+from ibdb.core.estimate import Estimate
+from ibdb.core.methods import METHODS
+from ibdb.stats.estimators import estimate_exact, estimate_losses
+from ibdb.stats.genchi2 import GenChi2
 
 SAMPLE_METHODS = tuple(m.name for m in METHODS.reading("losses"))
 

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ibdb.errors import EstimateError
-from ibdb.estimators import estimate_losses
-from ibdb.ncx2cdf import HUGE_DF, ncx2_logcdf, ncx2_logcdf_many
+from ibdb.core.errors import EstimateError
+from ibdb.stats.estimators import estimate_losses
+from ibdb.stats.ncx2cdf import HUGE_DF, ncx2_logcdf, ncx2_logcdf_many
 
 
 @pytest.mark.parametrize(("df", "nc"), [(1e9, 1e9), (3e10, 1e10)])
@@ -150,7 +150,7 @@ SPECTRA = {
 def test_exact_refuses_a_damaged_spectrum(case):
     """A stored spectrum that no posterior covariance has (NaN, inf, clearly negative) is
     named, not read as 0 or inf bits (before, a NaN eigenvalue gave inf bits at eps 0.01)."""
-    from ibdb.estimators import exact_estimates
+    from ibdb.stats.estimators import exact_estimates
 
     eigenvalues, residual_sq, message = SPECTRA[case]
     spectrum = {"eigenvalues": eigenvalues, "residual_sq": residual_sq, "n_test": 2,
@@ -162,7 +162,7 @@ def test_exact_refuses_a_damaged_spectrum(case):
 def test_exact_keeps_rounding_negatives_as_zero():
     """A negative eigenvalue within rounding of the largest is a zero direction: the law is
     that of the spectrum with it set to 0 (one chi2 with 1 dof plus a constant)."""
-    from ibdb.estimators import exact_estimates
+    from ibdb.stats.estimators import exact_estimates
 
     spectrum = {"eigenvalues": [-1e-12, 1.0], "residual_sq": [0.2, 0.0], "n_test": 2,
                 "n_outputs": 1}
@@ -177,7 +177,7 @@ def test_splitting_on_degenerate_losses_stops_or_refuses(case):
     """A splitting run whose losses cannot go lower (constant, two values, inf) stops after a
     few levels, within its evaluation budget; one with no fitted hypothesis, or NaN losses
     marked fitted, is refused with the reason."""
-    from ibdb.splitting import SplittingSettings, run_levels
+    from ibdb.run.splitting import SplittingSettings, run_levels
 
     def evaluate(z):
         n = len(z)

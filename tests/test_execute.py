@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from ibdb.api import Ibdb
-from ibdb.errors import IbdbError
+from ibdb.core.errors import IbdbError
 from ibdb.runners import gp as gp_module
-from ibdb.spectrum import gp_loss_distribution
+from ibdb.stats.spectrum import gp_loss_distribution
 
 from conftest import interrupt_gp_sampling, make_npz, spec_dict, write_spec
 

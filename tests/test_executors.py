@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ibdb.api import Ibdb
-from ibdb.executors import ExecutorError, make_mapper
+from ibdb.run.executors import ExecutorError, make_mapper
 
 from conftest import make_npz, spec_dict, write_spec
 

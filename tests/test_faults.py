@@ -22,10 +22,10 @@ import numpy as np
 import pytest
 
 from ibdb.api import Ibdb
-from ibdb.errors import ShardError
-from ibdb.execute import execute_run
-from ibdb.shards import loss_shard_name, shard_range
-from ibdb.store import Store
+from ibdb.core.errors import ShardError
+from ibdb.run.execute import execute_run
+from ibdb.run.shards import loss_shard_name, shard_range
+from ibdb.store.database import Store
 
 from conftest import make_npz, spec_dict, write_spec
 

@@ -1,4 +1,4 @@
-"""Shard footers read in batch (ibdb.footers), against DuckDB reading each file alone."""
+"""Shard footers read in batch (ibdb.store.footers), against DuckDB reading each file alone."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ibdb.footers import UnreadableShard, read_footers, sql_file_list
-from ibdb.ingest import _Ranges
+from ibdb.store.footers import UnreadableShard, read_footers, sql_file_list
+from ibdb.store.ingest import _Ranges
 
 
 def _write(con: duckdb.DuckDBPyConnection, path: Path, select: str, meta: str | None) -> Path:

@@ -756,7 +756,7 @@ def test_a_run_json_whose_runner_info_or_statistics_ibdb_cannot_read_is_refused(
         base: Base, tmp_path: Path, change: Any, message: str) -> None:
     """Found by the fuzzing above: run.json's runner_info and task.statistics went in unchecked;
     the store reads the first as numbers and a pair (the CLI's run header: exit 1 on a missing
-    spread) and the bound method builds ibdb.bound.TaskStatistics from the second (exit 1 on a
+    spread) and the bound method builds ibdb.stats.bound.TaskStatistics from the second (exit 1 on a
     missing or mistyped key)."""
     _ingest_refused(base, tmp_path, _edit_manifest(change), message, "run.json")
 
@@ -764,8 +764,8 @@ def test_a_run_json_whose_runner_info_or_statistics_ibdb_cannot_read_is_refused(
 def test_the_manifest_model_reads_every_task_statistic_the_bound_method_takes() -> None:
     import dataclasses
 
-    from ibdb.bound import TaskStatistics
-    from ibdb.shards import _TaskStatistics
+    from ibdb.run.shards import _TaskStatistics
+    from ibdb.stats.bound import TaskStatistics
 
     assert set(_TaskStatistics.model_fields) == \
         {f.name for f in dataclasses.fields(TaskStatistics)}
@@ -786,8 +786,8 @@ def test_a_statistic_a_later_ibdb_adds_is_kept_and_ignored(base: Base, tmp_path:
 
 
 def test_the_bound_method_names_statistics_it_cannot_read() -> None:
-    from ibdb.errors import EstimateError
-    from ibdb.estimators import bound_estimates
+    from ibdb.core.errors import EstimateError
+    from ibdb.stats.estimators import bound_estimates
 
     good = {"n": 100, "intrinsic_dim": 3.0, "radius": 2.0, "separation": 0.5, "n_classes": 3,
             "output_dim": 3}

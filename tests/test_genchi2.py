@@ -1,4 +1,4 @@
-"""Tests of the generalised chi-squared and its log-space saddlepoint CDF (ibdb.genchi2).
+"""Tests of the generalised chi-squared and its log-space saddlepoint CDF (ibdb.stats.genchi2).
 
 Oracles are independent of the implementation: Monte Carlo, scipy's chi2 / ncx2, incomplete
 gamma functions in mpmath, and the contour integral of the inverse Laplace transform through the
@@ -18,9 +18,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import integrate, optimize, stats
 
-from ibdb.errors import EstimateError
-from ibdb.genchi2 import GenChi2
-from ibdb.ncx2cdf import (
+from ibdb.core.errors import EstimateError
+from ibdb.stats.genchi2 import GenChi2
+from ibdb.stats.ncx2cdf import (
     daniels_correction,
     left_tail_terms,
     log_gammainc_lower,
@@ -372,7 +372,7 @@ def test_huge_dynamic_range_matches_contour_oracle(wide, fraction):
     oracle_bits = -_contour_logcdf(w, d, nc, x) / LN2
     # the saddlepoint alone was off by up to 0.0106 bits near 2 bits here (only the weight-1
     # component matters there: N ~ 2-4) and 0.0014 bits beyond 20 bits; with few effective
-    # dof the inversion integral is used instead (ibdb.genchi2_inversion): measured <= 3e-14
+    # dof the inversion integral is used instead (ibdb.stats.genchi2_inversion): measured <= 3e-14
     bits, method = dist.bits_below_with_method(x)
     assert method == "inversion"
     assert abs(bits - oracle_bits) < 1e-6, (x, oracle_bits)
@@ -473,7 +473,7 @@ def test_logcdf_is_nondecreasing_and_nonpositive(comps, offset, fractions):
         assert b >= a - 1e-12 * max(1.0, abs(a))
 
 
-# ---------------------------------------------------------- shared numerics (ibdb.ncx2cdf)
+# ---------------------------------------------------------- shared numerics (ibdb.stats.ncx2cdf)
 def test_left_saddlepoint_solves_the_saddlepoint_equation(kernel_like):
     w, d, nc = kernel_like
     dist = GenChi2.from_arrays(w, d, nc, offset=0.5)

@@ -2,7 +2,7 @@
 
 The saddlepoint alone was off by up to 0.16 bits where few components carry the law (weights 1
 and 1e-6, weights spread over 12 decades, one dominant weight); GenChi2 detects those places
-(ibdb.genchi2_inversion.effective_dof) and inverts the moment generating function numerically
+(ibdb.stats.genchi2_inversion.effective_dof) and inverts the moment generating function numerically
 there. Required everywhere: within 1e-3 bits of the oracles.
 
 Oracles, independent of ibdb's code:
@@ -29,8 +29,8 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from ibdb.genchi2 import CDF_METHODS, GenChi2
-from ibdb.genchi2_inversion import N_EFF_SADDLEPOINT, effective_dof
+from ibdb.stats.genchi2 import CDF_METHODS, GenChi2
+from ibdb.stats.genchi2_inversion import N_EFF_SADDLEPOINT, effective_dof
 
 from conftest import mp_cumulants
 
@@ -396,7 +396,7 @@ def test_saddlepoint_only_skips_the_inversion_and_stays_close():
     eigenvalues beside large residuals: the inversion's slowest case): saddlepoint_only gives
     the saddlepoint, labelled so, within 0.5 bits of the full method over the bulk, and both
     are finite and increasing in x."""
-    from ibdb.spectrum import gp_loss_distribution
+    from ibdb.stats.spectrum import gp_loss_distribution
 
     rng = np.random.default_rng(5)
     dist = gp_loss_distribution(1e-9 * rng.uniform(0.1, 1.0, 300),

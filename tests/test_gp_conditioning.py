@@ -13,11 +13,12 @@ import torch
 from pydantic import ValidationError
 from scipy import stats
 
-from ibdb.errors import IbdbError
-from ibdb.plan import hypothesis_seeds
+from ibdb.core.errors import IbdbError
+from ibdb.data.task import load_task
+from ibdb.run.plan import hypothesis_seeds
 from ibdb.runners.gp import GPRunner
-from ibdb.specs import GPSpace, Task
-from ibdb.tasks import load_task
+from ibdb.spec.sources import Task
+from ibdb.spec.spaces import GPSpace
 
 from conftest import make_npz, spec_dict, write_spec
 
@@ -185,8 +186,8 @@ def test_splitting_on_a_conditioned_space_matches_brute_force(data):
     level) against brute-force rejection from the prior at ~7 bits. The oracle keeps ~10 % of
     600 000 prior draws, so ~470 reach eps (its own SE ~0.07 bits); the mean of 4 splitting
     repeats must lie within 0.5 bits of it."""
-    from ibdb.splitting import SplittingSettings, run_levels
-    from ibdb.splitting_estimate import splitting_estimate
+    from ibdb.run.splitting import SplittingSettings, run_levels
+    from ibdb.stats.subset_simulation import splitting_estimate
 
     _, _, prior_train = _oracle(data, np.inf, 20000, seed=7)
     tau = float(np.quantile(prior_train, 0.10))

@@ -13,8 +13,9 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from ibdb.errors import IbdbError, SpecError
-from ibdb.plan import hypothesis_seeds, load_runs
+from ibdb.core.errors import IbdbError, SpecError
+from ibdb.data.task import load_task
+from ibdb.run.plan import hypothesis_seeds, load_runs
 from ibdb.runners.evidence import (
     RANGE_FACTOR,
     best_amplitude,
@@ -23,9 +24,9 @@ from ibdb.runners.evidence import (
     search_bandwidth,
 )
 from ibdb.runners.gp import GPRunner
-from ibdb.specfile import load_experiment
-from ibdb.specs import GPSpace, Task
-from ibdb.tasks import load_task
+from ibdb.spec.file import load_experiment
+from ibdb.spec.sources import Task
+from ibdb.spec.spaces import GPSpace
 
 from conftest import make_npz, spec_dict, write_spec
 

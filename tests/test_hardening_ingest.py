@@ -17,7 +17,7 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.shards import write_spectrum
+from ibdb.run.shards import write_spectrum
 
 from conftest import make_npz, spec_dict, write_spec
 

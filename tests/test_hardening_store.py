@@ -22,7 +22,7 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.store import Store
+from ibdb.store.database import Store
 
 from conftest import make_npz, spec_dict, write_spec
 
@@ -122,7 +122,7 @@ def test_a_huge_value_in_an_error_is_cut_and_the_fix_kept(tmp_path, monkeypatch)
     out = failed_cleanly(ibdb(tmp_path / "s.duckdb", "validate", str(path)), 2, "n_hypotheses")
     assert len(out) < 2000 and out.rstrip().endswith("on the file again.")
     # any other message too long for a paragraph is cut by the CLI, keeping its end (the fix)
-    from ibdb.errors import IbdbError
+    from ibdb.core.errors import IbdbError
 
     def long_error(self):
         raise IbdbError("start " + "x" * 20_000 + " Do this to fix it.")
@@ -254,8 +254,8 @@ def test_a_hand_altered_schema_is_named_not_a_binder_error(copy, case, alter, me
 def test_the_expected_tables_come_from_the_schema_files(tmp_path):
     """The reference a store is checked against is what schemas/*.sql make: a new store
     matches it exactly, table for table and column for column."""
-    from ibdb.catalog import expected_catalog as _expected_catalog
-    from ibdb.catalog import schema_files as _schema_files
+    from ibdb.store.catalog import expected_catalog as _expected_catalog
+    from ibdb.store.catalog import schema_files as _schema_files
 
     with Store.open(tmp_path / "new.duckdb") as store:
         latest = _schema_files()[-1][0]

@@ -12,7 +12,7 @@ from scipy.special import gamma, kv
 
 from ibdb.runners import kernels
 from ibdb.runners.kernels import kernel_matrix
-from ibdb.specs import GPSpace
+from ibdb.spec.spaces import GPSpace
 
 
 def _points(n: int, d: int, seed: int) -> torch.Tensor:

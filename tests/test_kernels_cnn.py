@@ -43,15 +43,16 @@ from click.testing import CliRunner
 from sklearn.datasets import load_digits
 
 from ibdb.cli import main
-from ibdb.errors import SpecError
+from ibdb.core.errors import SpecError
+from ibdb.data.task import load_task
 from ibdb.runners import cnn_kernels, kernels
-from ibdb.runners.checks import check_gp
 from ibdb.runners.cnn import BatchedCNN
+from ibdb.runners.compatibility import check_gp
 from ibdb.runners.gp import GPRunner
 from ibdb.runners.kernels import kernel_matrix
-from ibdb.specfile import load_experiment
-from ibdb.specs import GPSpace, Task
-from ibdb.tasks import load_task
+from ibdb.spec.file import load_experiment
+from ibdb.spec.sources import Task
+from ibdb.spec.spaces import GPSpace
 
 from conftest import make_npz, spec_dict, write_spec
 

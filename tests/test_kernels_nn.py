@@ -29,12 +29,13 @@ import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from ibdb.data.task import load_task
 from ibdb.runners import kernels
 from ibdb.runners.gp import GPRunner
 from ibdb.runners.kernels import kernel_matrix
-from ibdb.specfile import load_experiment
-from ibdb.specs import GPSpace, Task
-from ibdb.tasks import load_task
+from ibdb.spec.file import load_experiment
+from ibdb.spec.sources import Task
+from ibdb.spec.spaces import GPSpace
 
 from conftest import make_npz, spec_dict, write_spec
 

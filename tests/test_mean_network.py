@@ -14,8 +14,8 @@ import torch
 from click.testing import CliRunner
 
 from ibdb.cli import main
-from ibdb.plan import hypothesis_seeds, load_runs
-from ibdb.specfile import load_experiment
+from ibdb.run.plan import hypothesis_seeds, load_runs
+from ibdb.spec.file import load_experiment
 
 from conftest import make_npz, spec_dict, write_spec
 

@@ -1,4 +1,4 @@
-"""The estimator registry (ibdb.methods): a contract over every method, and a toy method that
+"""The estimator registry (ibdb.core.methods): a contract over every method, and a toy method that
 reaches the CLI, SQL, views and reports through its registry entry alone."""
 
 from __future__ import annotations
@@ -12,10 +12,10 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.errors import EstimateError
-from ibdb.estimators import Estimate
-from ibdb.methods import METHODS, SOURCES, Method, MethodRegistry
-from ibdb.views import method_columns
+from ibdb.core.errors import EstimateError
+from ibdb.core.estimate import Estimate
+from ibdb.core.methods import METHODS, SOURCES, Method, MethodRegistry
+from ibdb.store.views import method_columns
 
 
 @pytest.mark.parametrize("method", list(METHODS), ids=lambda m: m.name)
@@ -115,8 +115,8 @@ def test_a_toy_method_needs_only_its_registry_entry(tmp_path, toy_spec):
         assert stale == [(True,)]
 
         # a report draws it, with its style, beside the built-in methods
-        from ibdb.report import collect
-        from ibdb.store import Store
+        from ibdb.report.collect import collect
+        from ibdb.store.database import Store
 
         with Store.open(db, read_only=True) as store:
             data = collect(store)

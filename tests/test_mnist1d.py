@@ -11,10 +11,10 @@ import pytest
 from click.testing import CliRunner
 
 from ibdb.cli import main
-from ibdb.errors import DataError, SpecError
-from ibdb.specfile import load_experiment
-from ibdb.specs import Task
-from ibdb.tasks import load_task
+from ibdb.core.errors import DataError, SpecError
+from ibdb.data.task import load_task
+from ibdb.spec.file import load_experiment
+from ibdb.spec.sources import Task
 
 from conftest import spec_dict, write_spec
 

@@ -1,4 +1,4 @@
-"""Tests of the noncentral chi-squared log-density (ibdb.ncx2density).
+"""Tests of the noncentral chi-squared log-density (ibdb.stats.ncx2density).
 
 Oracles: scipy.stats.ncx2.logpdf where it is finite, and mpmath's Bessel functions at 40
 digits where scipy underflows.
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ibdb.ncx2density import chi, ncx2_logpdf
+from ibdb.stats.ncx2density import chi, ncx2_logpdf
 
 
 def test_logpdf_matches_scipy():

@@ -1,4 +1,4 @@
-"""Tests of the maximum-likelihood scaled non-central chi-squared fit (ibdb.ncx2fit).
+"""Tests of the maximum-likelihood scaled non-central chi-squared fit (ibdb.stats.ncx2fit).
 
 Oracles: the generating parameters (with standard errors from the observed information of
 scipy's own ncx2 log-density), scipy.stats.ncx2.fit(floc=0)'s log-likelihood, scipy's
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from ibdb.errors import EstimateError
-from ibdb.genchi2 import GenChi2
-from ibdb.ncx2fit import Compressed, Ncx2Fit, fit_scaled_ncx2, unpack
+from ibdb.core.errors import EstimateError
+from ibdb.stats.genchi2 import GenChi2
+from ibdb.stats.ncx2fit import Compressed, Ncx2Fit, fit_scaled_ncx2, unpack
 
 LN2 = math.log(2.0)
 
@@ -224,7 +224,7 @@ _ORACLE_CASES = [
 
 @pytest.mark.parametrize(("df", "nc", "depths"), _ORACLE_CASES)
 def test_logcdf_deep_path_matches_mpmath_oracle(df, nc, depths):
-    # The non-scipy path of Ncx2Fit.logcdf_with_method is ibdb.ncx2cdf.ncx2_logcdf, the same
+    # The non-scipy path of Ncx2Fit.logcdf_with_method is ibdb.stats.ncx2cdf.ncx2_logcdf, the same
     # exact Poisson mixture as GenChi2 with one component. Measured against the oracle: < 1e-9
     # bits at every depth here. The bound asserted is the 0.01 bits the saddlepoint itself
     # meets for df >= 2.5, and 0.1 bits at df = 1, so the test holds for either method.

@@ -1,4 +1,4 @@
-"""The Python API for notebooks (ibdb.frames through Ibdb): frames match SQL over the store,
+"""The Python API for notebooks (ibdb.store.frames through Ibdb): frames match SQL over the store,
 pandas and polars match Arrow, connect() is read-only and its ib_fit equals Ibdb.estimate, and
 examples/notebook_example.py (the README's "Python API (notebooks)" section) runs."""
 
@@ -12,7 +12,7 @@ import duckdb
 import pytest
 
 from ibdb.api import Ibdb
-from ibdb.errors import IbdbError, StoreError
+from ibdb.core.errors import IbdbError, StoreError
 
 from conftest import make_npz, spec_dict, write_spec
 
@@ -140,7 +140,7 @@ def test_notebook_example_runs(stored, tmp_path):
 
 
 def test_importing_ibdb_loads_no_frame_library():
-    code = ("import sys, ibdb, ibdb.api, ibdb.frames; "
+    code = ("import sys, ibdb, ibdb.api, ibdb.store.frames; "
             "bad = [m for m in ('pyarrow', 'pandas', 'polars', 'torch') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

@@ -1,4 +1,4 @@
-"""Tests of the re-implemented published estimator (ibdb.paper).
+"""Tests of the re-implemented published estimator (ibdb.stats.paper).
 
 Oracles: scipy.stats.ncx2 called directly (the paper's own code path), the exact ncx2 CDF
 (scipy where it is finite, GenChi2's exact one-component Poisson mixture deeper, itself
@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from scipy import special, stats
 
-from ibdb.errors import EstimateError
-from ibdb.genchi2 import GenChi2
-from ibdb.paper import PaperFit, paper_fit, paper_neg_log_cdf_nats, sankaran_z
+from ibdb.core.errors import EstimateError
+from ibdb.stats.genchi2 import GenChi2
+from ibdb.stats.paper import PaperFit, paper_fit, paper_neg_log_cdf_nats, sankaran_z
 
 
 def _fit(df: float, nc: float, scale: float) -> PaperFit:

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from ibdb.execute import chunk_ranges
-from ibdb.plan import hypothesis_seeds, load_runs
-from ibdb.specfile import load_experiment
+from ibdb.run.execute import chunk_ranges
+from ibdb.run.plan import hypothesis_seeds, load_runs
+from ibdb.spec.file import load_experiment
 
 from conftest import make_npz, spec_dict, write_spec
 

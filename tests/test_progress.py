@@ -11,9 +11,9 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.errors import IbdbError
+from ibdb.cli.render import ProgressBars
+from ibdb.core.errors import IbdbError
 from ibdb.progress import ProgressLines, format_seconds, interval_from, progress_line
-from ibdb.render import ProgressBars
 
 from conftest import make_npz, spec_dict, write_spec
 

@@ -500,7 +500,7 @@ def test_sql_block_equals_ibdb_estimate(work):
 
 def test_sql_section_names_what_the_store_has(work):
     """The prose before the SQL block lists the store's tables, views and the functions' STRUCT."""
-    from ibdb.sqlfunctions import ESTIMATE_STRUCT
+    from ibdb.store.functions import ESTIMATE_STRUCT
 
     text = (ROOT / "README.md").read_text(encoding="utf-8")
     section = text.split("### SQL over the store", 1)[1].split("```sql", 1)[0]

@@ -14,9 +14,9 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.render import format_bits
-from ibdb.report import ReportError
-from ibdb.store import Store
+from ibdb.report.format import format_bits
+from ibdb.report.model import ReportError
+from ibdb.store.database import Store
 
 from conftest import make_npz, spec_dict, write_spec
 
@@ -89,7 +89,7 @@ def test_histograms_are_the_stored_losses(report, two_runs):
 def test_densities_are_the_stored_fit_and_the_exact_law(report, two_runs):
     from scipy import stats
 
-    from ibdb.spectrum import gp_loss_distribution
+    from ibdb.stats.spectrum import gp_loss_distribution
 
     api, run_ids = two_runs
     for run_id in run_ids:
@@ -185,7 +185,7 @@ def test_a_task_sweep_on_several_spaces_is_one_series_per_space(four_runs, tmp_p
 
 
 def _collect(api: Ibdb, run_ids: list[str]):
-    from ibdb.report import collect
+    from ibdb.report.collect import collect
 
     with Store.open(api.db, read_only=True) as store:
         return collect(store, run_ids)
@@ -245,7 +245,7 @@ def test_missing_matplotlib_names_the_extra(two_runs, tmp_path, monkeypatch):
 
 
 def test_importing_the_cli_and_report_does_not_import_matplotlib():
-    code = ("import sys, ibdb.report, ibdb.cli, ibdb.api; "
+    code = ("import sys, ibdb.report.collect, ibdb.cli, ibdb.api; "
             "assert 'matplotlib' not in sys.modules, 'matplotlib imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
 
@@ -272,7 +272,8 @@ def test_report_out_must_be_a_folder(two_runs, tmp_path):
 
 
 def test_progress_is_called_after_each_run_and_each_file(two_runs, tmp_path):
-    from ibdb.report import collect, write_report
+    from ibdb.report.collect import collect
+    from ibdb.report.writer import write_report
 
     api, run_ids = two_runs
     seen: list[tuple[str, int, int]] = []
@@ -289,7 +290,7 @@ def test_progress_is_called_after_each_run_and_each_file(two_runs, tmp_path):
 
 
 def test_progress_is_optional_and_a_failing_callback_propagates(two_runs, tmp_path):
-    from ibdb.report import collect
+    from ibdb.report.collect import collect
 
     api, run_ids = two_runs
 
@@ -307,7 +308,7 @@ def test_progress_is_optional_and_a_failing_callback_propagates(two_runs, tmp_pa
 
 def _drawn(data) -> dict[str, dict]:
     """Each planned figure's caption, title and legend texts, read from the Figure object."""
-    from ibdb.report import figure_plan
+    from ibdb.report.writer import figure_plan
 
     out = {}
     for planned in figure_plan(data):
@@ -373,7 +374,7 @@ def test_runs_that_share_a_label_show_their_short_ids(same_label, tmp_path):
 
 
 def test_run_names_lengthen_short_ids_that_would_collide():
-    from ibdb.report import RunInfo, run_names
+    from ibdb.report.model import RunInfo, run_names
 
     def info(run_id: str, label: str) -> RunInfo:
         return RunInfo(run_id=run_id, label=label, space_kind="gp", n_train=1, n_test=1,

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.store import Store
+from ibdb.store.database import Store
 
 from conftest import make_npz, spec_dict, write_spec
 
@@ -65,7 +65,7 @@ class Drawn:
 
 
 def _report(api: Ibdb, out, run_ids: list[str] | None = None):
-    from ibdb import plots
+    from ibdb.report import figures as plots
 
     drawn = Drawn()
     with pytest.MonkeyPatch.context() as mp:

@@ -12,8 +12,9 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from ibdb import datasets
 from ibdb.cli import main
+from ibdb.core import memory
+from ibdb.data import datasets
 
 from conftest import make_npz, spec_dict, write_spec
 
@@ -43,7 +44,7 @@ def assert_refused(tmp_path: Path, spec: Path, *needles: str, command: str = "va
 @pytest.fixture
 def small_machine(monkeypatch: pytest.MonkeyPatch) -> int:
     """A machine of 16 GiB, whatever this one has, so that the limits are deterministic."""
-    monkeypatch.setattr(datasets, "machine_memory_bytes", lambda: 16 * GIB)
+    monkeypatch.setattr(memory, "machine_memory_bytes", lambda: 16 * GIB)
     return 16 * GIB
 
 
@@ -156,7 +157,7 @@ def test_synthetic_huge_n_points_refused(tmp_path: Path, small_machine: int) -> 
 
 
 def test_synthetic_generator_refuses_alone(small_machine: int) -> None:
-    from ibdb.errors import SpecError
+    from ibdb.core.errors import SpecError
 
     with pytest.raises(SpecError, match="ambient_dim = 100000000"):
         datasets.synthetic_task(n_points=3000, intrinsic_dim=2, ambient_dim=10**8, n_classes=3,
@@ -207,7 +208,7 @@ def test_npz_huge_label_refused(tmp_path: Path, small_machine: int) -> None:
 
 
 def test_real_machine_memory_is_known() -> None:
-    assert datasets.machine_memory_bytes() > GIB
+    assert memory.machine_memory_bytes() > GIB
 
 
 def test_examples_fit_on_this_machine(tmp_path: Path) -> None:

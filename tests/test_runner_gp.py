@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ibdb.errors import IbdbError
-from ibdb.plan import hypothesis_seeds
+from ibdb.core.errors import IbdbError
+from ibdb.data.task import load_task
+from ibdb.run.plan import hypothesis_seeds
 from ibdb.runners.gp import GPRunner, _misclassified, _standard_normals
-from ibdb.specs import GPSpace, Task
-from ibdb.tasks import load_task
+from ibdb.spec.sources import Task
+from ibdb.spec.spaces import GPSpace
 
 from conftest import make_npz
 

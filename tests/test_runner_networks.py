@@ -12,13 +12,14 @@ import torch
 from scipy import stats
 from torch import nn
 
-from ibdb.errors import IbdbError, SpecError
-from ibdb.plan import hypothesis_seeds, load_runs
+from ibdb.core.errors import IbdbError, SpecError
+from ibdb.data.task import load_task
+from ibdb.run.plan import hypothesis_seeds, load_runs
 from ibdb.runners import RUNNERS
 from ibdb.runners.base import LOSS_COLUMNS
-from ibdb.specfile import load_experiment
-from ibdb.specs import Task, parse_space
-from ibdb.tasks import load_task
+from ibdb.spec.file import load_experiment
+from ibdb.spec.sources import Task
+from ibdb.spec.spaces import parse_space
 
 from conftest import make_npz, spec_dict, write_spec
 

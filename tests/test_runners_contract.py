@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from ibdb.plan import hypothesis_seeds
+from ibdb.data.task import load_task
+from ibdb.run.plan import hypothesis_seeds
 from ibdb.runners import RUNNERS, check_space
 from ibdb.runners.base import LOSS_COLUMNS
-from ibdb.specs import Task, parse_space
-from ibdb.tasks import load_task
+from ibdb.spec.sources import Task
+from ibdb.spec.spaces import parse_space
 
 from conftest import make_npz
 

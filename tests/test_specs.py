@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from ibdb.errors import SpecError
-from ibdb.specfile import experiment_json_schema, load_experiment
+from ibdb.core.errors import SpecError
+from ibdb.spec.file import experiment_json_schema, load_experiment
 
 from conftest import spec_dict, write_spec
 
@@ -225,7 +225,9 @@ def test_splitting_parses_with_defaults_and_gives_its_settings(tmp_path):
     assert (split.particles, split.p0, split.rho, split.target_acceptance) == (1000, 0.1, 0.9, 0.4)
     assert (split.target_bits, split.target_eps, split.max_evaluations, split.repeats,
             split.max_levels) == (None, 0.05, 1_000_000, 3, 200)
-    settings = split.settings(seed=7)
+    from ibdb.run.splitting import SplittingSettings
+
+    settings = SplittingSettings.from_spec(split, seed=7)
     assert (settings.n_particles, settings.p0, settings.rho, settings.target_acceptance,
             settings.target_eps, settings.target_bits, settings.max_evaluations,
             settings.max_levels, settings.seed) == (1000, 0.1, 0.9, 0.4, 0.05, None, 1_000_000,

@@ -1,8 +1,8 @@
-"""Tests of subset simulation over the noise (ibdb.splitting).
+"""Tests of subset simulation over the noise (ibdb.run.splitting).
 
 The oracle is independent of the sampler: a synthetic loss L(z) = sum_j w_j (z_j + b_j)^2 over
 z ~ N(0, I) is a generalised chi-squared with one dof per coordinate and noncentrality b_j^2,
-whose log-CDF ibdb.genchi2 computes by a saddlepoint (accurate to ~1e-6 bits here, checked in
+whose log-CDF ibdb.stats.genchi2 computes by a saddlepoint (accurate to ~1e-6 bits here, checked in
 tests/test_genchi2.py). Where fit depends on a coordinate inside L, the oracle is a 1-D
 quadrature of that coordinate against the saddlepoint CDF of the rest.
 """
@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 from scipy import integrate, optimize, stats
 
-from ibdb.errors import EstimateError, SpecError
-from ibdb.genchi2 import GenChi2
-from ibdb.splitting import LevelRecord, SplittingSettings, regenerate_noise, run_levels
-from ibdb.splitting_estimate import repeats_estimate, splitting_estimate
+from ibdb.core.errors import EstimateError, SpecError
+from ibdb.run.splitting import SplittingSettings, regenerate_noise, run_levels
+from ibdb.stats.genchi2 import GenChi2
+from ibdb.stats.levels import LevelRecord
+from ibdb.stats.subset_simulation import repeats_estimate, splitting_estimate
 
 DIM = 100
 
@@ -199,7 +200,7 @@ def test_a_step_scale_keeps_the_law_and_replays_bitwise():
     coordinate (moments over 200k draws, 5 sigma). A run with a step scale matches exact as
     well (the oracle ignores coordinates 50..99 only through their law, which the moves keep),
     resumes bitwise and replays any particle's noise."""
-    from ibdb.splitting import _propose
+    from ibdb.run.splitting import _propose
 
     rng = np.random.default_rng(3)
     z, xi = rng.standard_normal((2, 200_000, 3))
@@ -236,7 +237,7 @@ def test_a_step_scale_keeps_the_law_and_replays_bitwise():
 def test_step_adaptation_follows_the_square_root_of_the_acceptance_ratio():
     """Between levels the step s = sqrt(1 - rho^2) is scaled by (acc / target)^1/2 (acc floored
     at one accepted move), clipped to [1e-3, 1]: recomputed here from the stored records."""
-    from ibdb.splitting import _step_size
+    from ibdb.run.splitting import _step_size
 
     st = SplittingSettings(n_particles=500, target_bits=25.0, seed=9, target_acceptance=0.4)
     run = run_levels(_always, DIM, st)

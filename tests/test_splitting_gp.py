@@ -16,8 +16,8 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_splitting_gp import eps_at, gp_space  # noqa: E402
 
-from ibdb.splitting import SplittingSettings, run_levels  # noqa: E402
-from ibdb.splitting_estimate import splitting_estimate  # noqa: E402
+from ibdb.run.splitting import SplittingSettings, run_levels  # noqa: E402
+from ibdb.stats.subset_simulation import splitting_estimate  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -44,7 +44,7 @@ def test_splitting_matches_exact_on_a_gp_space(digits_gp, depth):
 
 
 def test_a_particle_of_a_gp_run_is_regenerated_from_its_seeds(digits_gp):
-    from ibdb.splitting import regenerate_noise
+    from ibdb.run.splitting import regenerate_noise
 
     evaluate, dim, law = digits_gp
     settings = SplittingSettings(n_particles=200, p0=0.1, target_bits=8.0, seed=3)

@@ -69,7 +69,7 @@ def test_splitting_estimates_agree_with_exact(tmp_path):
 
 
 def test_a_crashed_splitting_run_resumes_bit_for_bit(tmp_path, monkeypatch):
-    from ibdb import shards
+    from ibdb.run import shards
 
     whole = Ibdb(tmp_path / "whole.duckdb", shards=tmp_path / "whole", device="cpu")
     whole.run(_spec(tmp_path))
@@ -228,7 +228,7 @@ def test_the_splitting_example_reads_40_bits_beside_exact(tmp_path):
 def test_levels_made_with_other_sampler_settings_are_not_continued(tmp_path):
     """The splitting block is not part of the run id (a deeper target extends the run), but
     levels made with another p0 cannot be continued by a resume: say so, store nothing."""
-    from ibdb.errors import ShardError
+    from ibdb.core.errors import ShardError
 
     api = Ibdb(tmp_path / "o.duckdb", shards=tmp_path / "shards", device="cpu")
     api.run(_spec(tmp_path, splitting={**SPLITTING, "target_bits": 6, "repeats": 1}))
@@ -243,14 +243,14 @@ def test_levels_of_another_sampler_or_noise_version_are_not_continued(tmp_path, 
     """Level shards record the sampler's and the runner's noise-map versions; after either
     changes (e.g. network noise version 1, whose data orders were not in the noise), a resume
     refuses the old levels by name instead of continuing them with other arithmetic."""
-    import ibdb.splitting
-    from ibdb.errors import ShardError
+    import ibdb.run.splitting
+    from ibdb.core.errors import ShardError
     from ibdb.runners import RUNNERS
 
     api = Ibdb(tmp_path / "v.duckdb", shards=tmp_path / "shards", device="cpu")
     api.run(_spec(tmp_path, splitting={**SPLITTING, "target_bits": 6, "repeats": 1}))
     deeper = {**SPLITTING, "target_bits": 12, "repeats": 1}
-    monkeypatch.setattr(ibdb.splitting, "SAMPLER_VERSION", "1")
+    monkeypatch.setattr(ibdb.run.splitting, "SAMPLER_VERSION", "1")
     with pytest.raises(ShardError, match=r"made with sampler_version='2', where the spec now "
                                          r"asks for sampler_version='1'"):
         api.run(_spec(tmp_path, splitting=deeper))

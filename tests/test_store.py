@@ -12,15 +12,15 @@ from click.testing import CliRunner
 
 from ibdb.api import Ibdb
 from ibdb.cli import main
-from ibdb.errors import ShardError, StoreError, StoreLockedError
-from ibdb.store import Store, view_definitions
+from ibdb.core.errors import ShardError, StoreError, StoreLockedError
+from ibdb.store.database import Store, view_definitions
 
 from conftest import make_npz, spec_dict, write_spec
 
 
 def _sample_only(tmp_path, spec: dict, name: str = "spec.yaml"):
     """Run a spec's sampling into shard folders without ingesting (the runner's half)."""
-    from ibdb.execute import execute_run
+    from ibdb.run.execute import execute_run
 
     api = Ibdb(tmp_path / "unused.duckdb", shards=tmp_path / "shards")
     return [execute_run(p, shard_root=api.shard_root, device_name="cpu")
@@ -295,9 +295,10 @@ def test_a_store_killed_while_being_created_leaves_no_file(tmp_path, monkeypatch
 
 
 def test_column_definitions_match_the_tables(store):
-    """ibdb.columns is the one torch-free definition of loss and estimate columns: the
+    """ibdb.core.columns is the one torch-free definition of loss and estimate columns: the
     tables schemas/ creates hold exactly those columns, with those types, in that order."""
-    from ibdb.columns import ESTIMATE_COLUMNS, LOSS_COLUMNS, LOSS_KEY_COLUMNS
+    from ibdb.core.columns import LOSS_COLUMNS, LOSS_KEY_COLUMNS
+    from ibdb.core.estimate import ESTIMATE_COLUMNS
 
     def described(table: str) -> list[tuple[str, str]]:
         return [(r[0], r[1]) for r in store.con.execute(f"DESCRIBE {table}").fetchall()]

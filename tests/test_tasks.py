@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ibdb.errors import DataError, SpecError
-from ibdb.specs import Task
-from ibdb.tasks import load_task
+from ibdb.core.errors import DataError, SpecError
+from ibdb.data.task import load_task
+from ibdb.spec.sources import Task
 
 from conftest import make_npz
 
@@ -40,7 +40,7 @@ def test_digits_split_scaled_one_hot_and_disjoint():
 def test_digits_file_equals_scikit_learns_loader():
     from sklearn.datasets import load_digits
 
-    from ibdb.tasks import _load_digits
+    from ibdb.data.task import _load_digits
 
     x, labels, _ = _load_digits()
     bunch = load_digits()
@@ -188,9 +188,9 @@ def test_parquet_features_that_are_not_finite_or_too_large_are_refused(tmp_path)
     as a kernel matrix that is 'not positive definite')."""
     import duckdb
 
-    from ibdb.errors import DataError
-    from ibdb.specs import Task
-    from ibdb.tasks import load_task
+    from ibdb.core.errors import DataError
+    from ibdb.data.task import load_task
+    from ibdb.spec.sources import Task
 
     for bad, message in ((float("nan"), "contains NaN or infinite values"),
                          (1e300, "holds a value of magnitude 1e+300")):

@@ -1,4 +1,4 @@
-"""Tests of the tilted importance sampler (ibdb.tilting, GenChi2.importance_logcdf).
+"""Tests of the tilted importance sampler (ibdb.stats.tilting, GenChi2.importance_logcdf).
 
 Oracles: scipy's non-central chi-squared density (for the tilted law itself), plain Monte Carlo,
 closed forms evaluated in mpmath, and the saddlepoint logcdf, itself checked against contour
@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from ibdb.errors import EstimateError
-from ibdb.genchi2 import GenChi2
-from ibdb.tilting import importance_logcdf
+from ibdb.core.errors import EstimateError
+from ibdb.stats.genchi2 import GenChi2
+from ibdb.stats.tilting import importance_logcdf
 
 LN2 = math.log(2.0)
 

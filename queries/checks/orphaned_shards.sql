@@ -3,7 +3,7 @@
 -- store), and per entry of the shard folder that ingest would refuse (a run folder without
 -- run.json, a folder or broken link under a shard's name, a .parquet file not named as a shard).
 -- shard_files(path, present), shard_entries(path, kind, depth) and leftover_stores(path, pid)
--- are filled by ibdb.checks from the file system: every file in the shard folder, every path
+-- are filled by ibdb.store.checks from the file system: every file in the shard folder, every path
 -- the ledger names, every entry of the folder and its run folders, and the temporary stores
 -- whose process is gone. A shard's name carries the first 16 hex digits of its sha256, so a
 -- file counts as ingested when the ledger holds that hash under any path.
