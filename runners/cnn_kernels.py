@@ -72,7 +72,7 @@ stage holds, for each image pair, an ``(n_rows, n_cols)`` array over the needed 
 small matrix on each side, ``M_r V M_c^T``. Each image's own variances come first, from the
 same recursion on the image with itself. Then blocks of image pairs of about 2^18 elements
 (2 MiB) go through the relu and the small matrix products on one thread
-(``kernels.one_thread``): on a shared 2-core machine a second thread made these small
+(``blocks.one_thread``): on a shared 2-core machine a second thread made these small
 operations 10-20 times slower. When ``a`` and ``b`` are the same matrix only the blocks on and
 above the diagonal are computed and the result is exactly symmetric. Cost on one core, 8x8
 digits: 1100 x 1100 takes 15 s (nngp) and 20 s (ntk) with two avg layers, 1.5 s without
@@ -87,7 +87,7 @@ from dataclasses import dataclass
 
 import torch
 
-from ibdb.runners import kernels
+from ibdb.runners import blocks
 
 POOLINGS = ("none", "avg")  # max pooling has no closed form
 
@@ -331,9 +331,9 @@ def cnn_kernel_matrix(a: torch.Tensor, b: torch.Tensor, *, image_shape: tuple[in
     images_a = a.reshape(-1, *image_shape)
     symmetric = a is b or (a.shape == b.shape and bool(torch.equal(a, b)))
     out = torch.empty((len(a), len(b)), dtype=torch.float64, device=a.device)
-    per_block = (kernels.CPU_BLOCK_ELEMENTS if a.device.type == "cpu"
-                 else kernels.DEVICE_BLOCK_ELEMENTS)
-    with kernels.one_thread():
+    per_block = (blocks.CPU_BLOCK_ELEMENTS if a.device.type == "cpu"
+                 else blocks.DEVICE_BLOCK_ELEMENTS)
+    with blocks.one_thread():
         first_a, second_b = _gathered(net, images_a)
         dev_a = dev_b = _deviations(net, images_a)
         if not symmetric:
@@ -352,7 +352,7 @@ def cnn_kernel_matrix(a: torch.Tensor, b: torch.Tensor, *, image_shape: tuple[in
         # every entry on and above the diagonal was computed; the lower triangle becomes their
         # mirror (also where a block straddling the diagonal computed it), so that the matrix
         # is exactly symmetric
-        for rows in kernels.row_blocks(len(a), len(a), a.device):
+        for rows in blocks.row_blocks(len(a), len(a), a.device):
             block = out[rows, :rows.stop]
             i = torch.arange(rows.start, rows.stop, device=a.device)[:, None]
             below = torch.arange(rows.stop, device=a.device)[None, :] < i

@@ -10,6 +10,7 @@ from typing import Any
 
 from ibdb.core.errors import SpecError
 from ibdb.data.task import TaskData
+from ibdb.spec.kernels import NetworkKernel
 
 
 def check_network(space: Any, data: TaskData) -> None:
@@ -27,8 +28,9 @@ def check_network(space: Any, data: TaskData) -> None:
 def check_gp(space: Any, data: TaskData) -> None:
     """A gp kernel that is the limit of a CNN (nngp or ntk with architecture cnn) needs image
     data large enough for its pooling, as the CNN does."""
-    if space.kernel in ("nngp", "ntk") and getattr(space, "architecture", None) == "cnn":
-        _check_image(space, data, f"space {space.name!r} (kind gp, kernel {space.kernel} with "
+    kernel = space.kernel
+    if isinstance(kernel, NetworkKernel) and kernel.architecture == "cnn":
+        _check_image(kernel, data, f"space {space.name!r} (kind gp, kernel {kernel.kind} with "
                      "architecture cnn)")
 
 

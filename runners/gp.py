@@ -31,6 +31,8 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -38,16 +40,19 @@ import torch
 
 from ibdb.core.errors import IbdbError
 from ibdb.data.task import TaskData
+from ibdb.runners.blocks import one_thread, row_blocks
 from ibdb.runners.compatibility import check_gp
 from ibdb.runners.conditioning import TrainMseConditioning
 from ibdb.runners.evidence import (
+    BandwidthSearch,
     best_amplitude,
     cholesky_terms,
     evidence_terms,
     log_evidence,
     search_bandwidth,
 )
-from ibdb.runners.kernels import NETWORK_KERNELS, kernel_matrix, one_thread, row_blocks
+from ibdb.runners.kernels import kernel_matrix
+from ibdb.spec.kernels import ArcCosKernel, MaternKernel, NetworkKernel, has_bandwidth
 from ibdb.spec.spaces import GPSpace
 
 log = logging.getLogger(__name__)
@@ -58,6 +63,20 @@ log = logging.getLogger(__name__)
 INTERPOLATION_TOLERANCE = 1e-3
 
 ML = "marginal_likelihood"  # the spec's word for a hyperparameter chosen by the evidence
+
+
+@dataclass
+class _Posterior:
+    """The posterior at the test points for a unit amplitude: its mean (m, k) and covariance
+    (m, m); K^-1 Y (the interpolation error's); the evidence's (q, log det) terms; and, for a
+    space conditioned on a train MSE, K + jI and K(T, X) (conditioning.py needs them)."""
+
+    mean: torch.Tensor
+    cov: torch.Tensor
+    alpha: torch.Tensor
+    terms: tuple[float, float]
+    train_kernel: torch.Tensor | None = None
+    cross: torch.Tensor | None = None
 
 
 class GPRunner:
@@ -71,141 +90,103 @@ class GPRunner:
         x_test = torch.as_tensor(data.x_test, **f64)
         y_train = torch.as_tensor(data.y_train, **f64)
         self._y_test = torch.as_tensor(data.y_test, **f64)
-        network = space.kernel in NETWORK_KERNELS  # nngp, ntk: no bandwidth
-        cnn = network and space.architecture == "cnn"
-        if cnn:  # the limit of a cnn needs images: say so before any kernel is made
-            check_gp(space, data)
+        check_gp(space, data)  # a cnn's limit needs images: say so before any kernel is made
         n_train, n_outputs = y_train.shape
         fixed_amplitude = None if space.amplitude == ML else float(space.amplitude)
-
-        # the cnn's parameters and the task's image shape (row i of x is image i)
-        cnn_parameters = {"architecture": "cnn", "image_shape": tuple(data.image_shape),
-                          "layers": space.layers, "kernel_size": space.kernel_size,
-                          "pooling": space.pooling, "channels": space.channels} if cnn else {}
+        image_shape = None if data.image_shape is None else tuple(data.image_shape)
 
         def kernel_at(a: torch.Tensor, b: torch.Tensor, bandwidth: float | None) -> torch.Tensor:
-            return kernel_matrix(a, b, kernel=space.kernel, bandwidth=bandwidth, nu=space.nu,
-                                 bias_variance=space.bias_variance or 0.0, depth=space.depth,
-                                 init_scale=space.init_scale or 1.0, width=space.width,
-                                 **cnn_parameters)
+            return kernel_matrix(a, b, kernel=space.kernel, bandwidth=bandwidth,
+                                 image_shape=image_shape)
 
-        search = None
-        if network:
-            bandwidth = None
-        elif space.bandwidth == ML:  # see evidence.py
-            search = search_bandwidth(
-                lambda bw: evidence_terms(kernel_at(x_train, x_train, bw), y_train,
-                                          space.jitter),
-                n_train, n_outputs, centre=_median_distance(x_train), amplitude=fixed_amplitude,
-                label=space.name)
-            bandwidth = search.bandwidth
-        elif space.bandwidth == "median":
-            bandwidth = _median_distance(x_train)
-        else:
-            bandwidth = float(space.bandwidth)
+        bandwidth, search = _bandwidth(space, x_train, y_train, kernel_at, fixed_amplitude)
+        posterior = _posterior(space, lambda a, b: kernel_at(a, b, bandwidth), x_train, x_test,
+                               y_train, bandwidth)
+        amplitude = fixed_amplitude if fixed_amplitude is not None else \
+            best_amplitude(posterior.terms[0], n_train, n_outputs)
+        eigenvalues, eigenvectors = _spectrum(space, posterior, amplitude, n_train, bandwidth)
+        self.mean, self.cov, self.eigenvectors = posterior.mean, posterior.cov, eigenvectors
+        mean = self._condition(space, posterior, y_train, amplitude)
+        self._prepare_predictions(mean, eigenvectors, np.asarray(data.labels_test))
+        self._eigenvalues = eigenvalues.clamp_min(0.0)  # rounding can leave tiny negatives
+        self._sqrt_eig = self._eigenvalues.sqrt()
+        self._sqrt_eig32 = self._sqrt_eig.to(torch.float32)
+        self._residuals = eigenvectors.T @ (mean - self._y_test)  # R = Q^T (mu - Y), (m, k)
+        self._info = self._run_info(space, data, posterior, eigenvalues, bandwidth, search,
+                                    amplitude, fixed_amplitude)
 
-        def kernel(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-            return kernel_at(a, b, bandwidth)
-
-        # The training kernel becomes its own Cholesky factor (no second n_train^2 matrix);
-        # the column-major view lets LAPACK work on it without a transposed copy, and since K is
-        # symmetric the view holds the same matrix.
-        chol = kernel(x_train, x_train).mT
-        chol.diagonal().add_(space.jitter)
-        conditioned = space.fit is not None  # train MSE <= tau instead of interpolation
-        if conditioned:  # conditioning.py needs K + jI and K(T, X), which the solves overwrite
-            train_kernel, cross = chol.clone(), kernel(x_test, x_train)
-        status = torch.empty((), dtype=torch.int32, device=device)
-        torch.linalg.cholesky_ex(chol, out=(chol, status))
-        if int(status) != 0:
-            raise IbdbError(
-                f"space {space.name!r}: the training {space.kernel} kernel matrix "
-                f"(n_train={len(x_train)}{_bandwidth_note(bandwidth)}) is not positive definite "
-                f"with jitter {space.jitter:g}. Raise jitter (e.g. 1e-6) or check for duplicate "
-                "points.")
-        # With K = L L^T the posterior needs one triangular solve, V = L^-1 K(X, T):
-        # mu = V^T (L^-1 Y) and S = K(T, T) - V^T V. K(T, X) is made row-major so that its
-        # transpose, K(X, T), is column-major and the solve overwrites it in place.
-        solved = kernel(x_test, x_train).mT  # (n, m): V once solved
-        torch.linalg.solve_triangular(chol, solved, upper=False, out=solved)
-        half = torch.linalg.solve_triangular(chol, y_train, upper=False)  # L^-1 Y
-        mean = solved.T @ half  # (m, k)
-        cov = kernel(x_test, x_test).addmm_(solved.T, solved, alpha=-1.0)
-        alpha = torch.linalg.solve_triangular(chol.T, half, upper=True)  # K^-1 Y
-        terms = cholesky_terms(chol, y_train, half)  # the evidence's (q, D); see evidence.py
-        del chol, solved
-        amplitude = best_amplitude(terms[0], n_train, n_outputs) if fixed_amplitude is None \
-            else fixed_amplitude
-        cov = 0.5 * (cov + cov.T)  # V^T V by GEMM is symmetric only up to rounding
-        if not bool(torch.isfinite(cov).all()):  # (eigh would fail with a LinAlgError)
-            raise IbdbError(
-                f"space {space.name!r}: the posterior covariance of the test points holds NaN "
-                f"or infinite values (n_train={len(x_train)}{_bandwidth_note(bandwidth)}): the "
-                "task's features are too large for float64 distances, or the kernel overflows. "
-                "Rescale the features (the task's preprocess scale: standardize or minmax) or "
-                "check the data for huge values.")
-        eigenvalues, eigenvectors = torch.linalg.eigh(cov)
-        if amplitude != 1.0:
-            # the prior a k with jitter a j: the same mean, a times the covariance (evidence.py)
-            cov.mul_(amplitude)
-            eigenvalues.mul_(amplitude)
-        self.mean, self.cov = mean, cov
-        self.eigenvectors = eigenvectors
+    def _condition(self, space: GPSpace, posterior: _Posterior, y_train: torch.Tensor,
+                   amplitude: float) -> torch.Tensor:
+        """Set up a space conditioned on a train MSE (conditioning.py); return the mean the
+        hypotheses centre on: the noisy posterior's for such a space, else the posterior's."""
         self._conditioning = None
-        if conditioned:
-            fit = space.fit
-            self._conditioning = TrainMseConditioning(
-                train_kernel, cross, y_train, amplitude=amplitude,
-                train_mse_max=fit.train_mse_max, label=space.name,
-                proposal_noise=None if fit.proposal_noise == "auto" else fit.proposal_noise)
-            del train_kernel, cross
-            # hypotheses centre on the noisy posterior's mean and move with their training
-            # normals through C = Q^T B, (m, n), in the eigenbasis of S
-            mean = self._conditioning.test_mean
-            self._shift = eigenvectors.T @ self._conditioning.shift_map
-            self._shift32 = self._shift.to(torch.float32)
-            of_mean = spread = None  # the conditioned law is not Gaussian: no closed form
-        else:
-            # E[test MSE] = (posterior mean's test MSE) + (spread around it, trace(S) / m): bias
-            # and variance, so a reader sees which of the two drives the inductive bias
-            of_mean = float((mean - self._y_test).square().mean())
-            spread = float(eigenvalues.clamp(min=0).sum() / mean.shape[0])
-        # The float32 copies that make the predictions for the 0-1 error have their test points
-        # (rows) sorted by label, so that each label's points are one block of rows (see sample)
-        labels = np.asarray(data.labels_test)
+        if space.fit is None:
+            return posterior.mean
+        fit = space.fit
+        self._conditioning = TrainMseConditioning(
+            posterior.train_kernel, posterior.cross, y_train, amplitude=amplitude,
+            train_mse_max=fit.train_mse_max, label=space.name,
+            proposal_noise=None if fit.proposal_noise == "auto" else fit.proposal_noise)
+        posterior.train_kernel = posterior.cross = None
+        # hypotheses move with their training normals through C = Q^T B, (m, n), in the
+        # eigenbasis of S
+        self._shift = self.eigenvectors.T @ self._conditioning.shift_map
+        self._shift32 = self._shift.to(torch.float32)
+        return self._conditioning.test_mean
+
+    def _prepare_predictions(self, mean: torch.Tensor, eigenvectors: torch.Tensor,
+                             labels: np.ndarray) -> None:
+        """The float32 copies that make the predictions for the 0-1 error, their test points
+        (rows) sorted by label, so that each label's points are one block of rows (see
+        sample)."""
         order = np.argsort(labels, kind="stable")
-        rows = torch.as_tensor(order, device=device)
+        rows = torch.as_tensor(order, device=self._device)
         self._eigvecs32 = eigenvectors[rows].to(torch.float32)
         self._mean32 = mean[rows].to(torch.float32)
         bounds = np.searchsorted(labels[order], np.arange(mean.shape[1] + 1))
         self._label_rows = [(label, slice(int(bounds[label]), int(bounds[label + 1])))
                             for label in range(mean.shape[1]) if bounds[label + 1] > bounds[label]]
-        self._eigenvalues = eigenvalues.clamp_min(0.0)  # rounding can leave tiny negatives
-        self._sqrt_eig = self._eigenvalues.sqrt()
-        self._sqrt_eig32 = self._sqrt_eig.to(torch.float32)
-        self._residuals = eigenvectors.T @ (mean - self._y_test)  # R = Q^T (mu - Y), (m, k)
+
+    def _run_info(self, space: GPSpace, data: TaskData, posterior: _Posterior,
+                  eigenvalues: torch.Tensor, bandwidth: float | None,
+                  search: BandwidthSearch | None, amplitude: float,
+                  fixed_amplitude: float | None) -> dict[str, Any]:
+        """What the run records about itself (``runs.runner_info``)."""
+        conditioned = self._conditioning is not None
+        n_train, n_outputs = data.y_train.shape
+        if conditioned:
+            of_mean = spread = None  # the conditioned law is not Gaussian: no closed form
+        else:
+            # E[test MSE] = (posterior mean's test MSE) + (spread around it, trace(S) / m): bias
+            # and variance, so a reader sees which of the two drives the inductive bias
+            of_mean = float((posterior.mean - self._y_test).square().mean())
+            spread = float(self._eigenvalues.sum() / posterior.mean.shape[0])
         # With jitter j, (K + jI) alpha = Y, so the posterior mean at the training points misses
         # Y by exactly -j alpha: the interpolation error the jitter costs.
-        interp_error = float((space.jitter * alpha).abs().max())
+        interp_error = float((space.jitter * posterior.alpha).abs().max())
         if interp_error > INTERPOLATION_TOLERANCE and not conditioned:
             log.warning("space %r does not interpolate its training data: the posterior mean "
                         "misses a training target by %.3g (> %g), so its hypotheses are not "
                         "ones that fit the training set; lower the jitter, or change the "
                         "bandwidth or amplitude (e.g. marginal_likelihood)", space.name,
                         interp_error, INTERPOLATION_TOLERANCE)
-        scale = ({"architecture": "cnn", "layers": space.layers,
-                  "kernel_size": space.kernel_size, "pooling": space.pooling,
-                  "init_scale": space.init_scale, "channels": space.channels,
-                  "image_shape": list(data.image_shape)} if cnn else
-                 {"depth": space.depth, "init_scale": space.init_scale or 1.0,
-                  "width": space.width, "input_dim": int(x_train.shape[1])} if network else
-                 {"bandwidth": float(bandwidth),
-                  "bandwidth_rule": space.bandwidth if isinstance(space.bandwidth, str)
-                  else "fixed"})
-        evidence = log_evidence(*terms, n_train, n_outputs, amplitude)
-        self._info = {
-            "kernel": space.kernel,
-            **scale,  # nngp, ntk: the network's parameters (the input dimension sets layer 1's)
+        kernel = space.kernel
+        if isinstance(kernel, NetworkKernel) and kernel.architecture == "cnn":
+            scale = {"architecture": "cnn", "layers": kernel.layers,
+                     "kernel_size": kernel.kernel_size, "pooling": kernel.pooling,
+                     "init_scale": kernel.init_scale, "channels": kernel.channels,
+                     "image_shape": list(data.image_shape)}
+        elif isinstance(kernel, NetworkKernel):  # (the input dimension sets layer 1's scale)
+            scale = {"depth": kernel.depth, "init_scale": kernel.init_scale,
+                     "width": kernel.width, "input_dim": int(data.x_train.shape[1])}
+        else:
+            rule = kernel.bandwidth  # type: ignore[attr-defined]
+            scale = {"bandwidth": float(bandwidth),
+                     "bandwidth_rule": rule if isinstance(rule, str) else "fixed"}
+        evidence = log_evidence(*posterior.terms, n_train, n_outputs, amplitude)
+        info: dict[str, Any] = {
+            "kernel": kernel.kind,
+            **scale,
             "amplitude": amplitude,
             "amplitude_rule": "fixed" if fixed_amplitude is not None else ML,
             "log_evidence": evidence,  # nats, of a (K + jitter I); see evidence.py
@@ -218,23 +199,24 @@ class GPRunner:
             "interpolates": None if conditioned else interp_error <= INTERPOLATION_TOLERANCE,
             "min_eigenvalue_before_clamp": float(eigenvalues.min()),
             "max_eigenvalue": float(eigenvalues.max()),
-            "n_test": int(mean.shape[0]),
-            "n_outputs": int(mean.shape[1]),
+            "n_test": int(posterior.mean.shape[0]),
+            "n_outputs": int(posterior.mean.shape[1]),
         }
         if self._conditioning is not None:
             choice = self._conditioning.choice
-            self._info.update({
+            info.update({
                 "fit_criterion": "train_mse", "train_mse_max": space.fit.train_mse_max,
                 "proposal_noise": choice.noise, "proposal_noise_rule": choice.rule,
                 "pilot_acceptance": choice.acceptance})
         if search is not None:
-            self._info["evidence_search"] = {
+            info["evidence_search"] = {
                 "bandwidth_range": list(search.search_range), "evaluations": search.evaluations,
                 "at_bound": search.at_bound, "seconds": search.seconds}
-        if space.nu is not None:
-            self._info["nu"] = space.nu
-        if space.kernel == "arccos":
-            self._info["bias_variance"] = space.bias_variance or 0.0
+        if isinstance(kernel, MaternKernel):
+            info["nu"] = kernel.nu
+        if isinstance(kernel, ArcCosKernel):
+            info["bias_variance"] = kernel.bias_variance or 0.0
+        return info
 
     @property
     def info(self) -> dict[str, Any]:
@@ -352,7 +334,7 @@ class GPRunner:
         m, k = self.mean.shape
         batch = z.shape[1]
         test_mse = torch.empty(batch, dtype=torch.float64, device=self._device)
-        with one_thread():  # memory-bound passes: see kernels.one_thread
+        with one_thread():  # memory-bound passes: see blocks.one_thread
             # sum_jc (R + sqrt(lam) Z)^2 in float64, a few hypotheses at a time so that the
             # float64 copy of their normals stays in cache instead of doubling the chunk's memory
             for rows in row_blocks(batch, m * k, self._device):
@@ -393,6 +375,81 @@ class GPRunner:
         if held is None or held.numel() < size:
             held = self._buffers[name] = torch.empty(size, dtype=torch.float32, device=device)
         return held[:size].view(shape)
+
+
+def _bandwidth(space: GPSpace, x_train: torch.Tensor, y_train: torch.Tensor,
+               kernel_at: Callable[[torch.Tensor, torch.Tensor, float | None], torch.Tensor],
+               fixed_amplitude: float | None) -> tuple[float | None, BandwidthSearch | None]:
+    """The kernel's bandwidth as a number (None for a kernel without one: nngp, ntk), and the
+    evidence search that chose it when the spec says ``marginal_likelihood``."""
+    if not has_bandwidth(space.kernel):
+        return None, None
+    rule = space.kernel.bandwidth  # type: ignore[attr-defined]
+    if rule == ML:  # see evidence.py
+        n_train, n_outputs = y_train.shape
+        search = search_bandwidth(
+            lambda bw: evidence_terms(kernel_at(x_train, x_train, bw), y_train, space.jitter),
+            n_train, n_outputs, centre=_median_distance(x_train), amplitude=fixed_amplitude,
+            label=space.name)
+        return search.bandwidth, search
+    if rule == "median":
+        return _median_distance(x_train), None
+    return float(rule), None
+
+
+def _posterior(space: GPSpace, kernel: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+               x_train: torch.Tensor, x_test: torch.Tensor, y_train: torch.Tensor,
+               bandwidth: float | None) -> _Posterior:
+    """The unit-amplitude posterior at the test points (see the module doc for the algebra)."""
+    # The training kernel becomes its own Cholesky factor (no second n_train^2 matrix); the
+    # column-major view lets LAPACK work on it without a transposed copy, and since K is
+    # symmetric the view holds the same matrix.
+    chol = kernel(x_train, x_train).mT
+    chol.diagonal().add_(space.jitter)
+    train_kernel = cross = None
+    if space.fit is not None:  # conditioning.py needs K + jI and K(T, X): the solves overwrite
+        train_kernel, cross = chol.clone(), kernel(x_test, x_train)
+    status = torch.empty((), dtype=torch.int32, device=chol.device)
+    torch.linalg.cholesky_ex(chol, out=(chol, status))
+    if int(status) != 0:
+        raise IbdbError(
+            f"space {space.name!r}: the training {space.kernel.kind} kernel matrix "
+            f"(n_train={len(x_train)}{_bandwidth_note(bandwidth)}) is not positive definite "
+            f"with jitter {space.jitter:g}. Raise jitter (e.g. 1e-6) or check for duplicate "
+            "points.")
+    # With K = L L^T the posterior needs one triangular solve, V = L^-1 K(X, T):
+    # mu = V^T (L^-1 Y) and S = K(T, T) - V^T V. K(T, X) is made row-major so that its
+    # transpose, K(X, T), is column-major and the solve overwrites it in place.
+    solved = kernel(x_test, x_train).mT  # (n, m): V once solved
+    torch.linalg.solve_triangular(chol, solved, upper=False, out=solved)
+    half = torch.linalg.solve_triangular(chol, y_train, upper=False)  # L^-1 Y
+    mean = solved.T @ half  # (m, k)
+    cov = kernel(x_test, x_test).addmm_(solved.T, solved, alpha=-1.0)
+    alpha = torch.linalg.solve_triangular(chol.T, half, upper=True)  # K^-1 Y
+    terms = cholesky_terms(chol, y_train, half)  # the evidence's (q, D); see evidence.py
+    del chol, solved
+    cov = 0.5 * (cov + cov.T)  # V^T V by GEMM is symmetric only up to rounding
+    return _Posterior(mean, cov, alpha, terms, train_kernel, cross)
+
+
+def _spectrum(space: GPSpace, posterior: _Posterior, amplitude: float, n_train: int,
+              bandwidth: float | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The eigenvalues and eigenvectors of the posterior covariance at ``amplitude`` (which
+    scales the covariance, in place, and not the mean)."""
+    cov = posterior.cov
+    if not bool(torch.isfinite(cov).all()):  # (eigh would fail with a LinAlgError)
+        raise IbdbError(
+            f"space {space.name!r}: the posterior covariance of the test points holds NaN "
+            f"or infinite values (n_train={n_train}{_bandwidth_note(bandwidth)}): the "
+            "task's features are too large for float64 distances, or the kernel overflows. "
+            "Rescale the features (the task's preprocess scale: standardize or minmax) or "
+            "check the data for huge values.")
+    eigenvalues, eigenvectors = torch.linalg.eigh(cov)
+    if amplitude != 1.0:
+        # the prior a k with jitter a j: the same mean, a times the covariance (evidence.py)
+        cov.mul_(amplitude)
+        eigenvalues.mul_(amplitude)
+    return eigenvalues, eigenvectors
 
 
 def _misclassified(preds: torch.Tensor, label_rows: list[tuple[int, slice]]) -> torch.Tensor:

@@ -1,4 +1,5 @@
-"""Kernel functions of the gp space, in float64 torch.
+"""Kernel functions of the gp space, in float64 torch: the functions
+:data:`ibdb.spec.kernels.KERNELS` names, each ``f(kernel, a, b, bandwidth=..., image_shape=...)``.
 
 Conventions (``l`` the bandwidth, ``r = |x - x'|`` the Euclidean distance):
 
@@ -47,126 +48,88 @@ Conventions (``l`` the bandwidth, ``r = |x - x'|`` the Euclidean distance):
 Every kernel here is positive semi-definite for any bandwidth. The module never imports the
 store; it holds pure functions of its arguments.
 
-Memory and threads: a kernel matrix is the largest object of a gp run (n_train^2 float64). Each
-kernel makes it with one multithreaded call (a GEMM, or ``cdist``) and then transforms it in
-place one block of rows at a time, every temporary the size of a block (2 MiB on a CPU, so that
-the kernel's several elementwise passes run in cache). Those passes run on one thread: they are
-cheap next to the GEMM, and on a CPU shared with other work every parallel region ends in a
-barrier whose waiting thread spins, so splitting them across threads mostly buys spinning.
+Memory and threads: see ``blocks.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator
+from typing import Any
 
 import torch
 
-KERNELS = ("rbf", "laplace", "matern", "arccos", "nngp", "ntk")
-NETWORK_KERNELS = ("nngp", "ntk")  # limits of relu MLPs; no bandwidth
-MATERN_NUS = (0.5, 1.5, 2.5)
-
-# Elements per block of rows: 2^18 float64 = 2 MiB, one core's L2 cache on the machines we
-# measure; a GPU wants far larger launches, so it gets blocks of 2^24 elements (128 MiB).
-CPU_BLOCK_ELEMENTS = 1 << 18
-DEVICE_BLOCK_ELEMENTS = 1 << 24
-
-
-@contextlib.contextmanager
-def one_thread() -> Iterator[None]:
-    """Run torch's CPU operations inside on one thread (and restore the count after).
-
-    For memory-bound elementwise passes: their second thread saves little wall time, and every
-    parallel region costs a barrier at which a thread spins, which on a shared machine (whose
-    other thread may be descheduled) inflates CPU time several fold. GEMMs stay parallel.
-    """
-    threads = torch.get_num_threads()
-    if threads == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+from ibdb.core.references import resolve
+from ibdb.runners.blocks import in_blocks, one_thread, row_blocks
+from ibdb.runners.cnn_kernels import cnn_kernel_matrix
+from ibdb.spec.kernels import (
+    KERNELS,
+    ArcCosKernel,
+    KernelSpec,
+    LaplaceKernel,
+    MaternKernel,
+    NetworkKernel,
+    RBFKernel,
+    has_bandwidth,
+)
 
 
-def row_blocks(n_rows: int, n_cols: int, device: torch.device) -> Iterator[slice]:
-    """Slices of consecutive rows of an (n_rows, n_cols) matrix, about one block each."""
-    per_block = CPU_BLOCK_ELEMENTS if device.type == "cpu" else DEVICE_BLOCK_ELEMENTS
-    rows = max(1, per_block // max(1, n_cols))
-    for start in range(0, n_rows, rows):
-        yield slice(start, min(start + rows, n_rows))
+def kernel_matrix(a: torch.Tensor, b: torch.Tensor, *, kernel: str | KernelSpec,
+                  bandwidth: float | None = None, image_shape: tuple[int, ...] | None = None,
+                  **fields: Any) -> torch.Tensor:
+    """The (len(a), len(b)) kernel matrix between the rows of ``a`` and ``b``, by the
+    registered kernel's function (:data:`ibdb.spec.kernels.KERNELS`).
+
+    ``kernel`` is a validated kernel model, or a kernel's kind with its fields as keywords
+    (``kernel_matrix(a, b, kernel="matern", nu=1.5, bandwidth=0.8)``). ``bandwidth`` is the
+    length scale as a number, required by the kernels that have one (the runner resolves
+    ``median`` and ``marginal_likelihood`` first); ``image_shape`` (channels, height, width;
+    row i of ``a`` reshaped to it is image i) by the cnn's limits."""
+    spec = kernel if isinstance(kernel, KernelSpec) else \
+        KERNELS.get(kernel).model.model_validate({"kind": kernel, **fields})
+    if has_bandwidth(spec) and bandwidth is None:
+        raise ValueError(f"kernel {spec.kind!r} needs a bandwidth")
+    if not has_bandwidth(spec) and bandwidth is not None:
+        raise ValueError(f"kernel {spec.kind!r} takes no bandwidth (its scales are the "
+                         "network's: init_scale and the input dimension)")
+    function = resolve(KERNELS.of(spec).matrix)
+    return function(spec, a, b, bandwidth=bandwidth, image_shape=image_shape)
 
 
-def kernel_matrix(a: torch.Tensor, b: torch.Tensor, *, kernel: str,
-                  bandwidth: float | None = None, nu: float | None = None,
-                  bias_variance: float = 0.0, depth: int | None = None, init_scale: float = 1.0,
-                  width: int | None = None, architecture: str | None = None,
-                  image_shape: tuple[int, ...] | None = None, layers: int | None = None,
-                  kernel_size: int | None = None, pooling: str | None = None,
-                  channels: int | None = None) -> torch.Tensor:
-    """The (len(a), len(b)) kernel matrix between the rows of ``a`` and ``b``.
+def rbf(kernel: RBFKernel, a: torch.Tensor, b: torch.Tensor, *, bandwidth: float,
+        image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    return _rbf(a, b, bandwidth)
 
-    ``bandwidth`` is required by rbf, laplace, matern and arccos and refused by nngp and ntk,
-    which take ``depth``, ``init_scale`` and ``width`` instead (the input dimension is
-    ``a.shape[1]``). With ``architecture="cnn"`` nngp and ntk are the cnn space's limits
-    (``cnn_kernels.py``): they take ``image_shape`` (channels, height, width; row i of ``a``
-    reshaped to it is image i), ``layers``, ``kernel_size`` (default 3, the cnn space's),
-    ``pooling``, ``init_scale`` and ``channels`` instead of ``depth`` and ``width``."""
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown kernel {kernel!r}; known: {', '.join(KERNELS)}")
-    if architecture not in (None, "mlp", "cnn"):
-        raise ValueError(f"unknown architecture {architecture!r}; known: mlp, cnn")
-    if architecture == "cnn":
-        if kernel not in NETWORK_KERNELS or bandwidth is not None or depth is not None \
-                or width is not None:
-            raise ValueError(f"architecture cnn is for kernels nngp and ntk, with layers, "
-                             f"kernel_size, pooling and channels (not bandwidth, depth or width); "
-                             f"got kernel {kernel!r}")
+
+def laplace(kernel: LaplaceKernel, a: torch.Tensor, b: torch.Tensor, *, bandwidth: float,
+            image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    return in_blocks(_distance(a, b), lambda r: r.neg_().div_(bandwidth).exp_())
+
+
+def matern(kernel: MaternKernel, a: torch.Tensor, b: torch.Tensor, *, bandwidth: float,
+           image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    return in_blocks(_distance(a, b), lambda r: _matern(r, bandwidth, kernel.nu))
+
+
+def arccos(kernel: ArcCosKernel, a: torch.Tensor, b: torch.Tensor, *, bandwidth: float,
+           image_shape: tuple[int, ...] | None = None) -> torch.Tensor:
+    return _arccos(a / bandwidth, b / bandwidth, kernel.bias_variance or 0.0)
+
+
+def network(kernel: NetworkKernel, a: torch.Tensor, b: torch.Tensor, *,
+            bandwidth: float | None = None, image_shape: tuple[int, ...] | None = None
+            ) -> torch.Tensor:
+    """nngp or ntk: the mlp space's limit here, the cnn space's in ``cnn_kernels.py``."""
+    tangent = kernel.kind == "ntk"
+    if kernel.architecture == "cnn":
         if image_shape is None:
-            raise ValueError(f"kernel {kernel!r} with architecture cnn needs images: an "
+            raise ValueError(f"kernel {kernel.kind!r} with architecture cnn needs images: an "
                              "image_shape (channels, height, width)")
-        from ibdb.runners.cnn_kernels import cnn_kernel_matrix  # cnn_kernels imports this
-
-        return cnn_kernel_matrix(a, b, image_shape=image_shape, layers=layers,
-                                 kernel_size=3 if kernel_size is None else kernel_size,
-                                 pooling=pooling,
-                                 init_scale=init_scale, channels=channels,
-                                 tangent=kernel == "ntk")
-    if kernel in NETWORK_KERNELS:
-        if bandwidth is not None:
-            raise ValueError(f"kernel {kernel!r} takes no bandwidth (its scales are the "
-                             "network's: init_scale and the input dimension)")
-        if depth is None or depth < 1:
-            raise ValueError(f"kernel {kernel!r} needs depth >= 1 (hidden layers); got {depth!r}")
-        if not init_scale > 0 or (width is not None and width < 1):
-            raise ValueError(f"kernel {kernel!r} needs init_scale > 0 and width >= 1; got "
-                             f"{init_scale!r} and {width!r}")
-        return _relu_network(a, b, depth=depth, init_scale=init_scale, width=width,
-                             tangent=kernel == "ntk")
-    if bandwidth is None:
-        raise ValueError(f"kernel {kernel!r} needs a bandwidth")
-    if kernel == "rbf":
-        return _rbf(a, b, bandwidth)
-    if kernel == "laplace":
-        return _in_blocks(_distance(a, b), lambda r: r.neg_().div_(bandwidth).exp_())
-    if kernel == "matern":
-        if nu not in MATERN_NUS:
-            raise ValueError(f"matern nu must be one of {MATERN_NUS}; got {nu!r}")
-        return _in_blocks(_distance(a, b), lambda r: _matern(r, bandwidth, nu))
-    if kernel == "arccos":
-        return _arccos(a / bandwidth, b / bandwidth, bias_variance)
-    raise AssertionError(kernel)  # every name in KERNELS is handled above
-
-
-def _in_blocks(matrix: torch.Tensor, transform: Callable[[torch.Tensor], None]) -> torch.Tensor:
-    """Apply ``transform`` in place to each block of rows of ``matrix``, on one thread."""
-    with one_thread():
-        for rows in row_blocks(*matrix.shape, matrix.device):
-            transform(matrix[rows])  # a row slice of a contiguous matrix is contiguous
-    return matrix
+        return cnn_kernel_matrix(a, b, image_shape=image_shape, layers=kernel.layers,
+                                 kernel_size=kernel.kernel_size, pooling=kernel.pooling,
+                                 init_scale=kernel.init_scale, channels=kernel.channels,
+                                 tangent=tangent)
+    return _relu_network(a, b, depth=kernel.depth, init_scale=kernel.init_scale,
+                         width=kernel.width, tangent=tangent)
 
 
 def _rbf(a: torch.Tensor, b: torch.Tensor, bandwidth: float) -> torch.Tensor:

@@ -246,7 +246,7 @@ def test_independent_draws_of_one_distribution_give_equivalent_statistics():
 
 
 def test_the_digits_pool_sample_is_the_whole_pool_whatever_the_split():
-    from ibdb.data.task import _load_digits
+    from ibdb.data.sources import _load_digits
 
     x, labels, _ = _load_digits()  # 1797 <= STATISTICS_MAX_POINTS: all of them
     for n_train, split_seed in ((100, 0), (1000, 5)):

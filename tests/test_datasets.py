@@ -405,6 +405,7 @@ def test_a_normalised_teacher_keeps_its_scale_across_intrinsic_dimension():
         raw_x, _ = synthetic_task(**kw)
         np.testing.assert_array_equal(raw_x, x)  # the points are the same; only labels differ
     src = {"kind": "synthetic", "intrinsic_dim": 4, "ambient_dim": 8}
-    assert "teacher_scale" not in SyntheticSource.model_validate(src).model_dump()
-    assert SyntheticSource.model_validate({**src, "teacher_scale": "normalised"}).model_dump()[
+    # the data's name (its fingerprint, and the run id) is what it was before teacher_scale
+    assert "teacher_scale" not in SyntheticSource.model_validate(src).identity()
+    assert SyntheticSource.model_validate({**src, "teacher_scale": "normalised"}).identity()[
         "teacher_scale"] == "normalised"

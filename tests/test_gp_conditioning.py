@@ -141,9 +141,9 @@ def test_spec_and_refusals(data):
         GPSpace(name="g", fit={})
     with pytest.raises(ValidationError, match="greater than 0"):
         GPSpace(name="g", fit={"train_mse_max": 0})
-    # an unconditioned space's dump (and run id) has no fit key
-    assert "fit" not in GPSpace(name="g").model_dump()
-    assert GPSpace(name="g", fit={"train_mse_max": 0.1}).model_dump()["fit"] == {
+    # an unconditioned space's identity (and run id) has no fit key
+    assert "fit" not in GPSpace(name="g").identity()
+    assert GPSpace(name="g", fit={"train_mse_max": 0.1}).identity()["fit"] == {
         "criterion": "train_mse", "train_mse_max": 0.1, "proposal_noise": "auto"}
     # a proposal far too wide for the ball accepts nothing: refused, saying what to change
     with pytest.raises(IbdbError, match=r"accepts about .*fit\.train_mse_max"):

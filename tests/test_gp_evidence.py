@@ -214,8 +214,9 @@ def test_bad_amplitude_or_bandwidth_is_refused(fields):
 
 @pytest.mark.parametrize("kernel", ["nngp", "ntk"])
 def test_marginal_likelihood_bandwidth_is_refused_for_network_kernels(kernel):
-    with pytest.raises(ValidationError, match="bandwidth applies to rbf, laplace, matern and "
-                                              f"arccos, not to '{kernel}'"):
+    with pytest.raises(ValidationError, match="bandwidth = 'marginal_likelihood' applies to "
+                                              "kernels 'rbf', 'laplace', 'matern' and "
+                                              f"'arccos', not to '{kernel}'"):
         GPSpace(name="g", kernel=kernel, depth=2, bandwidth=ML)
     # their amplitude may still be chosen (an nngp without width is a pure power of init_scale)
     assert GPSpace(name="g", kernel=kernel, depth=2, amplitude=ML).amplitude == ML
@@ -235,13 +236,13 @@ def test_spec_errors_name_the_field(tmp_path):
         load_experiment(write_spec(tmp_path, spec))
 
 
-def test_old_dumps_and_run_ids_are_unchanged(tmp_path):
-    # the dump every gp space had before amplitude existed: no amplitude key
-    assert GPSpace(name="g", bandwidth=1.3).model_dump(mode="json") == {
-        "name": "g", "kind": "gp", "kernel": "rbf", "bandwidth": 1.3, "jitter": 1e-8}
-    assert GPSpace(name="g", kernel="nngp", depth=2).model_dump(mode="json") == {
-        "name": "g", "kind": "gp", "kernel": "nngp", "jitter": 1e-8, "depth": 2,
-        "init_scale": 1.0, "activation": "relu"}
+def test_old_identities_and_run_ids_are_unchanged(tmp_path):
+    # the identity every gp space had before amplitude existed: no amplitude key
+    assert GPSpace(name="g", bandwidth=1.3).identity() == {
+        "kind": "gp", "kernel": "rbf", "bandwidth": 1.3, "jitter": 1e-8}
+    assert GPSpace(name="g", kernel="nngp", depth=2).identity() == {
+        "kind": "gp", "kernel": "nngp", "jitter": 1e-8, "depth": 2, "init_scale": 1.0,
+        "activation": "relu"}
     make_npz(tmp_path / "toy.npz")
     ids = {}
     for label, extra in [("old", {}), ("one", {"amplitude": 1.0}), ("int", {"amplitude": 1}),

@@ -10,7 +10,8 @@ import torch
 from scipy.spatial.distance import cdist
 from scipy.special import gamma, kv
 
-from ibdb.runners import kernels
+from ibdb.core.errors import SpecError
+from ibdb.runners import blocks
 from ibdb.runners.kernels import kernel_matrix
 from ibdb.spec.spaces import GPSpace
 
@@ -92,28 +93,36 @@ def test_kernel_matrices_are_positive_semidefinite(kernel, params):
 
 def test_unknown_kernel_and_bad_nu():
     x = _points(3, 2, 0)
-    with pytest.raises(ValueError, match="unknown kernel 'poly'"):
+    with pytest.raises(SpecError, match="no kernel of kind 'poly'; the known kinds are rbf"):
         kernel_matrix(x, x, kernel="poly", bandwidth=1.0)
-    with pytest.raises(ValueError, match="matern nu must be one of"):
+    with pytest.raises(ValueError, match="Input should be 0.5, 1.5 or 2.5"):
         kernel_matrix(x, x, kernel="matern", bandwidth=1.0, nu=1.0)
+    with pytest.raises(ValueError, match="kernel 'rbf' needs a bandwidth"):
+        kernel_matrix(x, x, kernel="rbf")
 
 
 def test_kernel_parameters_are_checked_against_the_kernel():
-    with pytest.raises(ValueError, match="kernel 'matern' needs nu"):
-        GPSpace(name="g", kernel="matern")
-    with pytest.raises(ValueError, match="nu = 1.5 applies only to kernel 'matern'"):
+    # the kernel's own fields, in either spelling; a field of another kernel is named
+    for spelling in ({"kernel": "matern"}, {"kernel": {"kind": "matern"}}):
+        with pytest.raises(ValueError, match=r"kernel\.nu\n  Field required"):
+            GPSpace(name="g", **spelling)
+    with pytest.raises(ValueError, match="nu = 1.5 applies to kernel 'matern', not to 'rbf'"):
         GPSpace(name="g", kernel="rbf", nu=1.5)
-    with pytest.raises(ValueError, match="bias_variance = 1.0 applies only to kernel 'arccos'"):
+    with pytest.raises(ValueError, match="bias_variance = 1.0 applies to kernel 'arccos', not "
+                                         "to 'laplace'"):
         GPSpace(name="g", kernel="laplace", bias_variance=1.0)
+    with pytest.raises(ValueError, match="Extra inputs are not permitted"):
+        GPSpace(name="g", kernel={"kind": "rbf", "nu": 1.5})
     with pytest.raises(ValueError, match="nu"):
         GPSpace(name="g", kernel="matern", nu=1.0)
 
 
-def test_rbf_space_dump_is_unchanged_by_the_new_fields():
-    # run ids hash this dump; an rbf space must dump as it did before other kernels existed
-    dump = GPSpace(name="g", bandwidth="median").model_dump(mode="json", exclude={"name"})
-    assert dump == {"kind": "gp", "kernel": "rbf", "bandwidth": "median", "jitter": 1e-8}
-    matern = GPSpace(name="g", kernel="matern", nu=2.5).model_dump(mode="json")
+def test_rbf_space_identity_is_unchanged_by_the_new_fields():
+    # run ids hash this; an rbf space must read as it did before other kernels existed
+    space = GPSpace(name="g", bandwidth="median")
+    assert space.identity() == {"kind": "gp", "kernel": "rbf", "bandwidth": "median",
+                                "jitter": 1e-8}
+    matern = GPSpace(name="g", kernel="matern", nu=2.5).identity()
     assert matern["nu"] == 2.5 and "bias_variance" not in matern
 
 
@@ -126,17 +135,17 @@ def test_kernels_are_the_same_in_any_number_of_blocks(kernel, params, monkeypatc
     block here) must give the very same matrix as one block."""
     a, b = _points(23, 3, 11), _points(17, 3, 12)
     whole = kernel_matrix(a, b, kernel=kernel, bandwidth=1.1, **params)
-    monkeypatch.setattr(kernels, "CPU_BLOCK_ELEMENTS", 7)
-    assert len(list(kernels.row_blocks(23, 17, a.device))) == 23
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 7)
+    assert len(list(blocks.row_blocks(23, 17, a.device))) == 23
     blocked = kernel_matrix(a, b, kernel=kernel, bandwidth=1.1, **params)
     assert torch.equal(whole, blocked)
 
 
 def test_one_thread_restores_the_thread_count():
     before = torch.get_num_threads()
-    with kernels.one_thread():
+    with blocks.one_thread():
         assert torch.get_num_threads() == 1
     assert torch.get_num_threads() == before
-    with pytest.raises(RuntimeError, match="inside"), kernels.one_thread():
+    with pytest.raises(RuntimeError, match="inside"), blocks.one_thread():
         raise RuntimeError("inside")
     assert torch.get_num_threads() == before

@@ -45,7 +45,7 @@ from sklearn.datasets import load_digits
 from ibdb.cli import main
 from ibdb.core.errors import SpecError
 from ibdb.data.task import load_task
-from ibdb.runners import cnn_kernels, kernels
+from ibdb.runners import blocks, cnn_kernels
 from ibdb.runners.cnn import BatchedCNN
 from ibdb.runners.compatibility import check_gp
 from ibdb.runners.gp import GPRunner
@@ -134,7 +134,7 @@ def _random_cnns(x: np.ndarray, *, layers: int, channels: int, pooling: str,
     gen = torch.Generator().manual_seed(seed)
     images = torch.as_tensor(x, dtype=torch.float32)
     nngp, ntk = [], []
-    with kernels.one_thread():  # small tensors: a second thread mostly spins
+    with blocks.one_thread():  # small tensors: a second thread mostly spins
         for start in range(0, n_networks, batch):
             params = _parameters(net, min(batch, n_networks - start), gen, law, init_scale)
             _, a, b = _oracle(net, params, images, init_scale)
@@ -322,7 +322,7 @@ def test_the_same_in_any_number_of_blocks(kernel, monkeypatch):
     a, b = _digits(23, 11).reshape(23, 1, 8, 8), _digits(17, 12).reshape(17, 1, 8, 8)
     params = {"layers": 2, "kernel_size": 3, "pooling": "avg", "channels": 32}
     whole, square = _kernel(a, kernel, b=b, **params), _kernel(a, kernel, **params)
-    monkeypatch.setattr(kernels, "CPU_BLOCK_ELEMENTS", 7)
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 7)
     np.testing.assert_allclose(_kernel(a, kernel, b=b, **params), whole, rtol=1e-14)
     np.testing.assert_allclose(_kernel(a, kernel, **params), square, rtol=1e-14)
 
@@ -340,15 +340,17 @@ def test_infinitely_many_channels_is_the_limit_of_channels():
 def test_kernel_matrix_arguments():
     x = torch.zeros((2, 16), dtype=torch.float64)
     cnn = {"kernel": "nngp", "architecture": "cnn", "layers": 1, "kernel_size": 3}
-    with pytest.raises(ValueError, match="max pooling has no closed-form"):
+    with pytest.raises(ValueError, match="pooling max has no closed-form"):
         kernel_matrix(x, x, **cnn, image_shape=(1, 4, 4), pooling="max")
     with pytest.raises(ValueError, match="needs images: an image_shape"):
         kernel_matrix(x, x, **cnn, pooling="avg")
     with pytest.raises(ValueError, match="are not images of shape"):
         kernel_matrix(x, x, **cnn, image_shape=(1, 3, 3), pooling="avg")
-    with pytest.raises(ValueError, match="not bandwidth, depth or width"):
+    with pytest.raises(ValueError, match="takes layers .* not depth = 2"):
         kernel_matrix(x, x, **cnn, image_shape=(1, 4, 4), pooling="avg", depth=2)
-    with pytest.raises(ValueError, match="odd kernel_size"):
+    with pytest.raises(ValueError, match="takes no bandwidth"):
+        kernel_matrix(x, x, **cnn, image_shape=(1, 4, 4), pooling="avg", bandwidth=1.0)
+    with pytest.raises(ValueError, match="kernel_size must be odd"):
         kernel_matrix(x, x, **{**cnn, "kernel_size": 2}, image_shape=(1, 4, 4), pooling="avg")
     with pytest.raises(ValueError, match="below one pixel"):
         kernel_matrix(x, x, **{**cnn, "layers": 3}, image_shape=(1, 4, 4), pooling="avg")
@@ -369,15 +371,16 @@ CNN = {"kernel": "nngp", "architecture": "cnn", "layers": 2, "pooling": "avg"}
     ({**CNN, "depth": 2}, "takes layers .* not depth = 2"),
     ({**CNN, "width": 64}, "takes channels .* not width = 64"),
     ({**CNN, "kernel_size": 4}, "kernel_size must be odd"),
-    ({**CNN, "bandwidth": 1.0}, "bandwidth applies to rbf"),
+    ({**CNN, "bandwidth": 1.0}, "bandwidth = 1.0 applies to kernels 'rbf', 'laplace'"),
     ({**CNN, "activation": "tanh"}, "relu only"),
     ({**CNN, "channels": 0}, "greater than 0"),
     ({**CNN, "architecture": "transformer"}, "'mlp' or 'cnn'"),
     ({"kernel": "nngp", "depth": 2, "layers": 2}, "layers = 2 applies only to architecture cnn"),
     ({"kernel": "ntk", "depth": 2, "channels": 8}, "channels = 8 applies only to architecture"),
-    ({"kernel": "rbf", "architecture": "cnn"}, "architecture = cnn applies only to kernels"),
-    ({"kernel": "rbf", "pooling": "avg"}, "pooling = avg applies only to kernels 'nngp' and "
-                                          "'ntk' with architecture cnn"),
+    ({"kernel": "rbf", "architecture": "cnn"}, "architecture = 'cnn' applies to kernels "
+                                               "'nngp' and 'ntk', not to 'rbf'"),
+    ({"kernel": "rbf", "pooling": "avg"}, "pooling = 'avg' applies to kernels 'nngp' and "
+                                          "'ntk', not to 'rbf'"),
     ({"kernel": "nngp", "architecture": "mlp"}, "kernel 'nngp' needs depth"),
 ])
 def test_space_parameters_are_checked_against_the_architecture(fields, message):
@@ -385,25 +388,26 @@ def test_space_parameters_are_checked_against_the_architecture(fields, message):
         GPSpace(name="g", **fields)
 
 
-def test_space_dumps():
-    dump = GPSpace(name="g", **CNN).model_dump(mode="json", exclude={"name"})
-    assert dump == {"kind": "gp", "kernel": "nngp", "jitter": 1e-8, "init_scale": 1.0,
-                    "activation": "relu", "architecture": "cnn", "layers": 2,
-                    "kernel_size": 3, "pooling": "avg"}
+def test_space_identities():
+    identity = GPSpace(name="g", **CNN).identity()
+    assert identity == {"kind": "gp", "kernel": "nngp", "jitter": 1e-8, "init_scale": 1.0,
+                        "activation": "relu", "architecture": "cnn", "layers": 2,
+                        "kernel_size": 3, "pooling": "avg"}
     # writing the defaults out is the same space (and run id)
     explicit = GPSpace(name="g", **CNN, kernel_size=3, init_scale=1.0, activation="relu")
-    assert explicit.model_dump(mode="json", exclude={"name"}) == dump
+    assert explicit.identity() == identity
     wide = GPSpace(name="g", **CNN, channels=128)
     assert GPSpace.model_validate(wide.model_dump()) == wide
-    assert wide.model_dump()["channels"] == 128
-    # the mlp kernels' and the other kernels' dumps are what they were before architecture
+    assert wide.identity()["channels"] == 128
+    # the mlp kernels' and the other kernels' identities are what they were before
+    # architecture
     mlp = {"kind": "gp", "kernel": "ntk", "jitter": 1e-8, "depth": 2, "init_scale": 1.0,
            "activation": "relu"}
     for space in (GPSpace(name="g", kernel="ntk", depth=2),
                   GPSpace(name="g", kernel="ntk", depth=2, architecture="mlp")):
-        assert space.model_dump(mode="json", exclude={"name"}) == mlp
-        assert space.architecture == "mlp"
-    assert GPSpace(name="g").model_dump(mode="json", exclude={"name"}) == {
+        assert space.identity() == mlp
+        assert space.kernel.architecture == "mlp"
+    assert GPSpace(name="g").identity() == {
         "kind": "gp", "kernel": "rbf", "bandwidth": 1.0, "jitter": 1e-8}
 
 
@@ -464,7 +468,7 @@ def test_end_to_end_run_on_an_image_task(tmp_path):
                        "jitter": 1e-10} for kernel in ("nngp", "ntk")]
     path = write_spec(tmp_path, spec)
     (first, _) = load_experiment(path).runs()
-    assert first.space.architecture == "cnn"
+    assert first.space.kernel.architecture == "cnn"
     result = CliRunner().invoke(main, ["--db", str(tmp_path / "x.duckdb"), "--shards",
                                        str(tmp_path / "shards"), "--device", "cpu", "run",
                                        str(path)])

@@ -22,18 +22,19 @@ depth 2 with Gaussian weights, about 2/width).
 from __future__ import annotations
 
 import math
-import typing
 
 import numpy as np
 import pytest
 import torch
 from sklearn.datasets import load_digits
 
+from ibdb.core.references import resolve
 from ibdb.data.task import load_task
-from ibdb.runners import kernels
+from ibdb.runners import blocks
 from ibdb.runners.gp import GPRunner
 from ibdb.runners.kernels import kernel_matrix
 from ibdb.spec.file import load_experiment
+from ibdb.spec.kernels import KERNELS
 from ibdb.spec.sources import Task
 from ibdb.spec.spaces import GPSpace
 
@@ -76,7 +77,7 @@ def _random_networks(x: np.ndarray, *, depth: int, width: int, init_scale: float
     s2 = init_scale**2 / 3.0
     sizes = [n_inputs] + [width] * depth + [1]
     nngp, ntk = [], []
-    with kernels.one_thread():  # small tensors: a second thread mostly spins
+    with blocks.one_thread():  # small tensors: a second thread mostly spins
         for start in range(0, n_networks, batch):
             m = min(batch, n_networks - start)
             h = inputs.expand(m, n_points, n_inputs)
@@ -246,20 +247,22 @@ def test_the_same_in_any_number_of_blocks(kernel, monkeypatch):
     a, b = _digits(23, 10), _digits(17, 11)
     ta, tb = torch.as_tensor(a), torch.as_tensor(b)
     whole = kernel_matrix(ta, tb, kernel=kernel, depth=3, width=32)
-    monkeypatch.setattr(kernels, "CPU_BLOCK_ELEMENTS", 7)
+    monkeypatch.setattr(blocks, "CPU_BLOCK_ELEMENTS", 7)
     assert torch.equal(whole, kernel_matrix(ta, tb, kernel=kernel, depth=3, width=32))
 
 
-def test_the_spec_offers_every_kernel():
-    assert typing.get_args(GPSpace.model_fields["kernel"].annotation) == kernels.KERNELS
-    assert set(kernels.NETWORK_KERNELS) <= set(kernels.KERNELS)
+def test_every_registered_kernel_has_its_function_and_a_valid_default():
+    for entry in KERNELS:
+        function = resolve(entry.matrix)
+        assert callable(function) and entry.model.model_fields["kind"]
+        assert entry.network == (entry.kind in ("nngp", "ntk"))
 
 
 def test_kernel_matrix_arguments():
     x = torch.zeros((2, 3), dtype=torch.float64)
     with pytest.raises(ValueError, match="'nngp' takes no bandwidth"):
         kernel_matrix(x, x, kernel="nngp", bandwidth=1.0, depth=1)
-    with pytest.raises(ValueError, match="'ntk' needs depth >= 1"):
+    with pytest.raises(ValueError, match="'ntk' needs depth"):
         kernel_matrix(x, x, kernel="ntk")
     with pytest.raises(ValueError, match="'rbf' needs a bandwidth"):
         kernel_matrix(x, x, kernel="rbf")
@@ -270,15 +273,19 @@ def test_kernel_matrix_arguments():
 @pytest.mark.parametrize(("fields", "message"), [
     ({"kernel": "nngp"}, "kernel 'nngp' needs depth"),
     ({"kernel": "ntk", "depth": 0}, "greater than 0"),
-    ({"kernel": "nngp", "depth": 2, "bandwidth": 1.0}, "bandwidth applies to rbf"),
+    ({"kernel": "nngp", "depth": 2, "bandwidth": 1.0},
+     "bandwidth = 1.0 applies to kernels 'rbf', 'laplace', 'matern' and 'arccos', not to "
+     "'nngp'"),
     ({"kernel": "ntk", "depth": 2, "bandwidth": "median"}, "not to 'ntk'"),
+    ({"kernel": {"kind": "ntk", "depth": 2, "bandwidth": 1.0}}, "Extra inputs"),
     ({"kernel": "nngp", "depth": 2, "activation": "tanh"}, "relu only"),
-    ({"kernel": "nngp", "depth": 2, "nu": 1.5}, "nu = 1.5 applies only to kernel 'matern'"),
-    ({"kernel": "ntk", "depth": 2, "bias_variance": 1.0}, "applies only to kernel 'arccos'"),
-    ({"kernel": "rbf", "depth": 2}, "depth = 2 applies only to kernels 'nngp' and 'ntk'"),
-    ({"kernel": "arccos", "width": 64}, "width = 64 applies only to kernels 'nngp'"),
-    ({"init_scale": 1.0}, "init_scale = 1.0 applies only"),
-    ({"kernel": "matern", "nu": 0.5, "activation": "relu"}, "activation = relu applies only"),
+    ({"kernel": "nngp", "depth": 2, "nu": 1.5}, "nu = 1.5 applies to kernel 'matern', not"),
+    ({"kernel": "ntk", "depth": 2, "bias_variance": 1.0}, "applies to kernel 'arccos', not"),
+    ({"kernel": "rbf", "depth": 2}, "depth = 2 applies to kernels 'nngp' and 'ntk', not to "
+     "'rbf'"),
+    ({"kernel": "arccos", "width": 64}, "width = 64 applies to kernels 'nngp'"),
+    ({"init_scale": 1.0}, "init_scale = 1.0 applies to kernels 'nngp' and 'ntk'"),
+    ({"kernel": "matern", "nu": 0.5, "activation": "relu"}, "activation = 'relu' applies to"),
     ({"kernel": "nngp", "depth": 2, "width": 0}, "greater than 0"),
     ({"kernel": "nngp", "depth": 2, "init_scale": -1.0}, "greater than 0"),
 ])
@@ -287,18 +294,18 @@ def test_space_parameters_are_checked_against_the_kernel(fields, message):
         GPSpace(name="g", **fields)
 
 
-def test_space_dump_carries_the_network_and_no_bandwidth():
-    dump = GPSpace(name="g", kernel="ntk", depth=2).model_dump(mode="json", exclude={"name"})
-    assert dump == {"kind": "gp", "kernel": "ntk", "jitter": 1e-8, "depth": 2,
-                    "init_scale": 1.0, "activation": "relu"}
+def test_space_identity_carries_the_network_and_no_bandwidth():
+    identity = GPSpace(name="g", kernel="ntk", depth=2).identity()
+    assert identity == {"kind": "gp", "kernel": "ntk", "jitter": 1e-8, "depth": 2,
+                        "init_scale": 1.0, "activation": "relu"}
     # writing the defaults out is the same space (and run id)
     explicit = GPSpace(name="g", kernel="ntk", depth=2, init_scale=1.0, activation="relu")
-    assert explicit.model_dump(mode="json", exclude={"name"}) == dump
+    assert explicit.identity() == identity
     wide = GPSpace(name="g", kernel="nngp", depth=1, width=512, init_scale=0.5)
-    assert GPSpace.model_validate(wide.model_dump()) == wide
-    assert wide.model_dump()["width"] == 512 and "bandwidth" not in wide.model_dump()
-    # old kernels dump as before
-    assert GPSpace(name="g", kernel="arccos").model_dump(mode="json", exclude={"name"}) == {
+    assert GPSpace.model_validate(wide.model_dump()) == wide  # the dump reads back
+    assert wide.identity()["width"] == 512 and "bandwidth" not in wide.identity()
+    # old kernels as before
+    assert GPSpace(name="g", kernel="arccos").identity() == {
         "kind": "gp", "kernel": "arccos", "bandwidth": 1.0, "jitter": 1e-8}
 
 
@@ -306,11 +313,13 @@ def test_spec_file_errors_name_the_space(tmp_path):
     spec = spec_dict()
     spec["spaces"][0].update(kernel="nngp", depth=2)  # spec_dict's space has bandwidth 1.5
     path = write_spec(tmp_path, spec)
-    with pytest.raises(Exception, match=r"spaces\.0: Value error, bandwidth applies to rbf"):
+    with pytest.raises(Exception, match=r"spaces\.0: Value error, bandwidth = 1\.5 applies to "
+                                        "kernels 'rbf'"):
         load_experiment(path)
     del spec["spaces"][0]["bandwidth"]
     (run,) = load_experiment(write_spec(tmp_path, spec)).runs()
-    assert (run.space.kernel, run.space.depth, run.space.init_scale) == ("nngp", 2, 1.0)
+    kernel = run.space.kernel
+    assert (kernel.kind, kernel.depth, kernel.init_scale) == ("nngp", 2, 1.0)
 
 
 @pytest.mark.parametrize("kernel", ["nngp", "ntk"])

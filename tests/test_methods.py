@@ -14,17 +14,17 @@ from ibdb.api import Ibdb
 from ibdb.cli import main
 from ibdb.core.errors import EstimateError
 from ibdb.core.estimate import Estimate
-from ibdb.core.methods import METHODS, SOURCES, Method, MethodRegistry
+from ibdb.core.methods import INPUTS, METHODS, Method, MethodRegistry
 from ibdb.store.views import method_columns
 
 
 @pytest.mark.parametrize("method", list(METHODS), ids=lambda m: m.name)
 def test_every_method_is_a_complete_declaration(method):
-    assert method.reads in SOURCES and method.version
+    assert method.reads in INPUTS and method.version
     assert callable(method.load())  # its function exists where the entry says
     assert method.role in ("estimate", "reference", "comparison")
     assert method.density in (None, "ncx2", "spectrum")
-    assert all(loss in SOURCES[method.reads].losses for loss in method.source.losses)
+    assert all(loss in INPUTS[method.reads].losses for loss in method.input.losses)
     if method.density:
         assert method.density_label
 

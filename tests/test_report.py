@@ -138,7 +138,10 @@ def _check_series(api: Ibdb, series, field: str) -> None:
     column = field.split(".")[-1]
     for run_id, x in zip(series.run_ids, series.x, strict=True):
         spec = json.loads(_sql(api, "SELECT spec FROM specs WHERE run_id = ?", [run_id])[0][0])
-        assert spec[field.split(".")[0]][column] == x
+        section = spec[field.split(".")[0]]
+        if column not in section:  # a gp space's kernel field, stored in its kernel
+            section = section["kernel"]
+        assert section[column] == x
     assert list(series.x) == sorted(series.x)
     for (method, eps), bits in series.bits.items():
         stored = [_sql(api, "SELECT bits FROM ib_estimates WHERE run_id = ? AND method = ? AND "
@@ -167,7 +170,7 @@ def four_runs(tmp_path_factory) -> tuple[Ibdb, dict[tuple[int, float], str]]:
     spec["spaces"] = [dict(spec["spaces"][0], name=f"bw{b}", bandwidth=b) for b in (1.5, 3.0)]
     api = Ibdb(folder / "r.duckdb", shards=folder / "shards", device="cpu")
     planned = api.run(write_spec(folder, spec)).planned
-    return api, {(p.spec.task.n_train, p.spec.space.bandwidth): p.run_id for p in planned}
+    return api, {(p.spec.task.n_train, p.spec.space.kernel.bandwidth): p.run_id for p in planned}
 
 
 def test_a_task_sweep_on_several_spaces_is_one_series_per_space(four_runs, tmp_path):

@@ -15,7 +15,7 @@ from torch import nn
 from ibdb.core.errors import IbdbError, SpecError
 from ibdb.data.task import load_task
 from ibdb.run.plan import hypothesis_seeds, load_runs
-from ibdb.runners import RUNNERS
+from ibdb.runners import load_runner
 from ibdb.runners.base import LOSS_COLUMNS
 from ibdb.spec.file import load_experiment
 from ibdb.spec.sources import Task
@@ -61,7 +61,7 @@ def _space(kind, optimizer=None, fit=None, **arch):
 
 
 def _runner(space, data):
-    return RUNNERS[space.kind].load()(space, data, device=CPU)
+    return load_runner(space.kind)(space, data, device=CPU)
 
 
 # -- an independent per-network model: torch.nn layers holding one network's weights ---------
@@ -435,7 +435,7 @@ def test_gpu_matches_cpu(kind, flat_data, image_data):
     space = _space(kind)
     seeds = hypothesis_seeds(4, np.arange(16))
     cpu = _runner(space, data).sample(np.arange(16), seeds)
-    gpu = RUNNERS[kind].load()(space, data, device=torch.device("cuda")).sample(
+    gpu = load_runner(kind)(space, data, device=torch.device("cuda")).sample(
         np.arange(16), seeds)
     np.testing.assert_array_equal(cpu["epochs"], gpu["epochs"])
     np.testing.assert_allclose(cpu["test_mse"], gpu["test_mse"], rtol=1e-4)
@@ -449,7 +449,7 @@ def test_gpu_evaluate_matches_cpu(kind, flat_data, image_data):
     space = _space(kind)
     seeds = hypothesis_seeds(4, np.arange(16))
     cpu_runner = _runner(space, data)
-    gpu_runner = RUNNERS[kind].load()(space, data, device=torch.device("cuda"))
+    gpu_runner = load_runner(kind)(space, data, device=torch.device("cuda"))
     noise = cpu_runner.noise(seeds)
     np.testing.assert_array_equal(noise, gpu_runner.noise(seeds))  # drawn on the host
     # the initial weights are made on the host: identical on both devices

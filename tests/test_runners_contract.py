@@ -8,10 +8,10 @@ import torch
 
 from ibdb.data.task import load_task
 from ibdb.run.plan import hypothesis_seeds
-from ibdb.runners import RUNNERS, check_space
+from ibdb.runners import check_space, load_runner
 from ibdb.runners.base import LOSS_COLUMNS
 from ibdb.spec.sources import Task
-from ibdb.spec.spaces import parse_space
+from ibdb.spec.spaces import SPACES, parse_space
 
 from conftest import make_npz
 
@@ -56,15 +56,15 @@ def _distinct_fitted(values, batch):
 
 # every registered runner's sane space, and the gp conditioned on a train MSE (a loose one, so
 # that the tiny task accepts a good share of proposals)
-SPACES = [(kind, RUNNERS[kind].sane_space) for kind in sorted(RUNNERS)] + [
-    ("gp", {**RUNNERS["gp"].sane_space, "fit": {"train_mse_max": 1.0}})]
-SPACE_IDS = [kind if "fit" not in space else f"{kind}-train-mse" for kind, space in SPACES]
+SANE = [(e.kind, e.sane_space) for e in SPACES] + [
+    ("gp", {**SPACES.get("gp").sane_space, "fit": {"train_mse_max": 1.0}})]
+SANE_IDS = [kind if "fit" not in space else f"{kind}-train-mse" for kind, space in SANE]
 
 
-@pytest.mark.parametrize(("kind", "sane_space"), SPACES, ids=SPACE_IDS)
+@pytest.mark.parametrize(("kind", "sane_space"), SANE, ids=SANE_IDS)
 def test_runner_contract(kind, sane_space, tiny_data):
-    entry = RUNNERS[kind]
-    cls = entry.load()
+    entry = SPACES.get(kind)
+    cls = load_runner(kind)
     space = parse_space(sane_space)
     assert space.kind == kind
     check_space(space, tiny_data)  # the sane parameters pass the plan's check
@@ -93,13 +93,13 @@ def test_runner_contract(kind, sane_space, tiny_data):
         assert (batch["epochs"] <= space.optimizer.epochs).all()
 
 
-@pytest.mark.parametrize(("kind", "sane_space"), SPACES, ids=SPACE_IDS)
+@pytest.mark.parametrize(("kind", "sane_space"), SANE, ids=SANE_IDS)
 def test_runner_evaluate_contract(kind, sane_space, tiny_data):
     """evaluate(noise), what rare-event samplers call: the columns sample returns, a
     hypothesis fixed by its (noise row, seed) whatever shares its batch, and noise(seeds) a
     deterministic (B, noise_dim) float64 first level."""
-    entry = RUNNERS[kind]
-    cls = entry.load()
+    entry = SPACES.get(kind)
+    cls = load_runner(kind)
     space = parse_space(sane_space)
     runner = cls(space, tiny_data, device=torch.device("cpu"))
     assert isinstance(runner.noise_dim, int) and runner.noise_dim > 0

@@ -21,7 +21,7 @@ def test_valid_spec_expands_to_runs(tmp_path):
     exp = load_experiment(write_spec(tmp_path, spec))
     runs = exp.runs()
     assert [r.label for r in runs] == ["tiny/toy/gp/b", "tiny/toy/gp2/b"]
-    assert runs[1].space.bandwidth == "median"
+    assert runs[1].space.kernel.bandwidth == "median"
     assert exp.tasks[0].eps == [0.3, 0.2, 0.1]
 
 
@@ -73,11 +73,12 @@ def _set_space(spec, space):
                                                          "greater than 0 (got 0.0)"),
         (lambda s: s["tasks"][0].update(n_train="30"), "tasks.0.n_train: Input should be a "
                                                        "valid integer (got '30')"),
-        (lambda s: s["spaces"][0].update(bandwidth="mean"), "spaces.0.bandwidth"),
+        (lambda s: s["spaces"][0].update(bandwidth="mean"), "spaces.0.kernel.bandwidth"),
         (lambda s: s["tasks"].append(dict(s["tasks"][0])), "tasks names must be unique; "
                                                             "repeated: toy"),
         (lambda s: s["tasks"][0].update(source={"kind": "imagenet"}),
-         "tasks.0.source.kind: Input tag 'imagenet' found using 'kind' does not match"),
+         "tasks.0.source.kind: Input should be one of digits, npz, mnist, fashion-mnist, "
+         "cifar10, parquet, synthetic, pendulum, omniglot, mnist1d (got 'imagenet')"),
         (lambda s: s["tasks"][0].update(source={"kind": "mnist"}),
          "tasks.0.source.root: Field required"),
         (lambda s: s["tasks"][0].update(source={"kind": "synthetic", "intrinsic_dim": 5,
@@ -93,14 +94,19 @@ def _set_space(spec, space):
          "tasks.0.preprocess.scale: Input should be 'none', 'standardize' or 'minmax' "
          "(got 'zscore')"),
         (lambda s: s["spaces"][0].update(kernel="matern"),
-         "spaces.0: Value error, kernel 'matern' needs nu: 0.5, 1.5 or 2.5"),
+         "spaces.0.kernel.nu: Field required"),
+        (lambda s: s["spaces"][0].update(kernel={"kind": "matern", "bandwidth": 1.0}),
+         "spaces.0.kernel.nu: Field required"),
         (lambda s: s["spaces"][0].update(kernel="matern", nu=2),
-         "spaces.0.nu: Input should be 0.5, 1.5 or 2.5 (got 2)"),
+         "spaces.0.kernel.nu: Input should be 0.5, 1.5 or 2.5 (got 2)"),
         (lambda s: s["spaces"][0].update(bias_variance=1.0),
-         "spaces.0: Value error, bias_variance = 1.0 applies only to kernel 'arccos'"),
+         "spaces.0: Value error, bias_variance = 1.0 applies to kernel 'arccos', not to 'rbf'"),
         (lambda s: s["spaces"][0].update(kernel="poly"),
-         "spaces.0.kernel: Input should be 'rbf', 'laplace', 'matern', 'arccos', 'nngp' or "
-         "'ntk' (got 'poly')"),
+         "spaces.0.kernel: Input should be one of rbf, laplace, matern, arccos, nngp, ntk "
+         "(got 'poly')"),
+        (lambda s: s["spaces"][0].update(kernel={"kind": "poly"}),
+         "spaces.0.kernel.kind: Input should be one of rbf, laplace, matern, arccos, nngp, ntk "
+         "(got 'poly')"),
     ],
 )
 def test_bad_fields_are_named_with_their_value(tmp_path, mutate, expected):
@@ -121,7 +127,7 @@ def test_network_spaces_parse_with_defaults(tmp_path):
         _net("cnn", name="conv", pooling="avg", batch_size="full"),
     ]
     gp, mlp, cnn = (run.space for run in load_experiment(write_spec(tmp_path, spec)).runs())
-    assert gp.kind == "gp" and gp.bandwidth == 2.0
+    assert gp.kind == "gp" and gp.kernel.bandwidth == 2.0
     assert (mlp.kind, mlp.width, mlp.depth, mlp.activation, mlp.init_scale) == (
         "mlp", 16, 1, "relu", 1.0)
     assert mlp.optimizer.kind == "adam" and mlp.optimizer.betas == [0.8, 0.99]
@@ -236,11 +242,11 @@ def test_splitting_parses_with_defaults_and_gives_its_settings(tmp_path):
     assert budget.model_dump()["splitting"]["repeats"] == 3
 
 
-def test_budget_without_splitting_dumps_as_before(tmp_path):
+def test_budget_identity_is_its_seed(tmp_path):
     budget = load_experiment(write_spec(tmp_path, spec_dict())).budgets[0]
     assert budget.splitting is None
-    assert budget.model_dump(mode="json") == {"name": "b", "n_hypotheses": 200, "chunk_size": 64,
-                                              "seed": 0}
+    assert budget.identity() == {"seed": 0}
+    assert type(budget).model_validate(budget.model_dump(mode="json")) == budget
 
 
 def test_splitting_leaves_the_run_id_unchanged(toy_spec):

@@ -104,10 +104,10 @@ def test_splitting_on_a_runner_that_cannot_is_refused_before_anything_runs(tmp_p
                                                                           monkeypatch):
     import dataclasses
 
-    from ibdb import runners
+    from ibdb.spec.spaces import SPACES
 
-    monkeypatch.setitem(runners.RUNNERS, "mlp",
-                        dataclasses.replace(runners.RUNNERS["mlp"], splitting=False))
+    monkeypatch.setattr(SPACES, "_entries", {**SPACES._entries, "mlp": dataclasses.replace(
+        SPACES.get("mlp"), splitting=False)})
     spec = _spec(tmp_path, space=NET)
     got = CliRunner().invoke(main, ["--db", str(tmp_path / "n.duckdb"), "validate", str(spec)])
     assert got.exit_code == 2
@@ -245,7 +245,7 @@ def test_levels_of_another_sampler_or_noise_version_are_not_continued(tmp_path, 
     refuses the old levels by name instead of continuing them with other arithmetic."""
     import ibdb.run.splitting
     from ibdb.core.errors import ShardError
-    from ibdb.runners import RUNNERS
+    from ibdb.spec.spaces import SPACES
 
     api = Ibdb(tmp_path / "v.duckdb", shards=tmp_path / "shards", device="cpu")
     api.run(_spec(tmp_path, splitting={**SPLITTING, "target_bits": 6, "repeats": 1}))
@@ -255,7 +255,8 @@ def test_levels_of_another_sampler_or_noise_version_are_not_continued(tmp_path, 
                                          r"asks for sampler_version='1'"):
         api.run(_spec(tmp_path, splitting=deeper))
     monkeypatch.undo()
-    monkeypatch.setitem(RUNNERS, "gp", dataclasses.replace(RUNNERS["gp"], noise_version="0"))
+    monkeypatch.setattr(SPACES, "_entries", {**SPACES._entries, "gp": dataclasses.replace(
+        SPACES.get("gp"), noise_version="0")})
     with pytest.raises(ShardError, match=r"made with noise='1', where the spec now asks for "
                                          r"noise='0'"):
         api.run(_spec(tmp_path, splitting=deeper))

@@ -40,7 +40,7 @@ def test_digits_split_scaled_one_hot_and_disjoint():
 def test_digits_file_equals_scikit_learns_loader():
     from sklearn.datasets import load_digits
 
-    from ibdb.data.task import _load_digits
+    from ibdb.data.sources import _load_digits
 
     x, labels, _ = _load_digits()
     bunch = load_digits()
@@ -175,9 +175,10 @@ def test_a_shared_test_set_is_the_same_whatever_n_train():
     assert not any(r.tobytes() in shared_rows for r in large.x_train)  # disjoint
     a, b = (load_task(task(n), spec_dir=Path(".")) for n in (100, 400))
     assert not np.array_equal(a.x_test, b.x_test)  # the default: each after its training set
-    assert "test_set" not in task(100).model_dump() and "test_set" not in \
-        task(100, "after_train").model_dump()
-    assert task(100, "shared").model_dump()["test_set"] == "shared"
+    # the default leaves the identity (and run id) as it was before test_set; shared enters it
+    assert "test_set" not in task(100).identity("f") and "test_set" not in \
+        task(100, "after_train").identity("f")
+    assert task(100, "shared").identity("f")["test_set"] == "shared"
     with pytest.raises(ValueError, match="test_set"):
         task(100, "first")
 

@@ -3,7 +3,7 @@ ibdb derives from it.
 
 A :class:`Method` names its function (imported only when an estimate is computed, so that
 opening a store or asking ``ibdb --help`` never loads scipy), its version, the input it reads
-(a :class:`Source`), whether ``ibdb estimate`` runs it by default, what its interval means and
+(a :class:`MethodInput`), whether ``ibdb estimate`` runs it by default, what its interval means and
 how reports draw it. The facade, the CLI's ``--method`` choices, the SQL functions, the
 ``method_agreement`` view's columns, report legends and stale-estimate detection all read this
 registry; adding a method is one :class:`Method` here (or one :meth:`MethodRegistry.register`
@@ -17,7 +17,6 @@ method's name and version on each row, so the function need not know them.
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import re
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -26,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from ibdb.core.columns import LOSS_NAMES
 from ibdb.core.errors import EstimateError
+from ibdb.core.references import Reference, resolve
 
 if TYPE_CHECKING:
     from ibdb.core.estimate import Estimate
@@ -34,7 +34,7 @@ _NAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,30}$")  # also a column-name prefix in
 
 
 @dataclass(frozen=True)
-class Source:
+class MethodInput:
     """An input a method reads from the store."""
 
     name: str
@@ -47,16 +47,16 @@ class Source:
         return loss if self.loss_set == "loss" else self.loss_set
 
 
-SOURCES: dict[str, Source] = {
-    "losses": Source("losses", LOSS_NAMES, "loss", "no stored {loss} values"),
-    "spectrum": Source("spectrum", ("test_mse",), "spectrum",
+INPUTS: dict[str, MethodInput] = {
+    "losses": MethodInput("losses", LOSS_NAMES, "loss", "no stored {loss} values"),
+    "spectrum": MethodInput("spectrum", ("test_mse",), "spectrum",
                        "no closed-form law for the {loss} of a {kind} run"),
-    "levels": Source("levels", ("test_mse",), "levels",
+    "levels": MethodInput("levels", ("test_mse",), "levels",
                      "no splitting levels stored for this {kind} run (give its budget a "
                      "splitting block)"),
     # The 2023 bound's eps is a target error rate in the paper (--loss test_error); read with a
     # test MSE it is the same formula at another loss, which ibdb also shows (docs/decisions.md)
-    "task_statistics": Source("task_statistics", LOSS_NAMES, None,
+    "task_statistics": MethodInput("task_statistics", LOSS_NAMES, None,
                               "the 2023 bound needs the run's task statistics, which are not "
                               "stored for this run"),
 }
@@ -69,8 +69,8 @@ class Method:
 
     name: str
     version: str
-    reads: str  # a key of SOURCES
-    function: str  # "module:function", imported on first use
+    reads: str  # a key of INPUTS
+    function: Reference  # "module:function" (imported on first use) or the function
     summary: str  # one line for help texts
     default: bool = True  # run by `ibdb estimate` / `ibdb run` without --method
     interval: str = "none"  # what lower_bits/upper_bits are (shown in CLI and report legends),
@@ -89,26 +89,25 @@ class Method:
     def __post_init__(self) -> None:
         if not _NAME_RE.match(self.name):
             raise ValueError(f"method name {self.name!r}: lowercase letters, digits and _ only")
-        if self.reads not in SOURCES:
+        if self.reads not in INPUTS:
             raise ValueError(f"method {self.name!r} reads {self.reads!r}; sources: "
-                             f"{', '.join(SOURCES)}")
+                             f"{', '.join(INPUTS)}")
         if self.role not in ("estimate", "reference", "comparison"):
             raise ValueError(f"method {self.name!r}: unknown role {self.role!r}")
 
     @property
-    def source(self) -> Source:
-        return SOURCES[self.reads]
+    def input(self) -> MethodInput:
+        return INPUTS[self.reads]
 
     def applies_to(self, loss: str) -> bool:
-        return loss in self.source.losses
+        return loss in self.input.losses
 
     def loss_set(self, loss: str) -> str | None:
         """The stored loss set an estimate of ``loss`` is computed from (None: never stale)."""
-        return self.source.loss_set_of(loss)
+        return self.input.loss_set_of(loss)
 
     def load(self) -> Callable[..., list[Estimate]]:
-        module, _, name = self.function.partition(":")
-        return getattr(importlib.import_module(module), name)
+        return resolve(self.function)
 
     def estimate(self, source: Any, eps: list[float], **options: Any) -> list[Estimate]:
         """Rows of this method at each eps; options it does not take are ignored."""

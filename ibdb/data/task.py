@@ -4,44 +4,25 @@ Targets are one-hot rows (k outputs = number of classes); losses compare predict
 Features are always flat rows; image tasks also keep the shape of one example, so that a
 convolutional runner can restore it. Loading never touches torch or the store.
 
-Order of work: read the source (ibdb.data.datasets reads the public formats), keep the
-preprocessing's
-``classes``, split, convert the chosen rows to float64, then downsample, scale and project
+Order of work: read the source (its registered reader, :mod:`ibdb.data.sources`), keep the
+preprocessing's ``classes``, split, convert the chosen rows to float64, then downsample, scale
+and project
 (statistics from the training split only). Non-default preprocessing enters the fingerprint, and
 so the run id; tasks without it keep the fingerprints they always had.
 """
 
 from __future__ import annotations
 
-import hashlib
-import importlib.util
-import json
-import zipfile
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ibdb.core.errors import DataError, SpecError, shorten
-from ibdb.data import datasets
-from ibdb.spec.sources import (
-    Cifar10Source,
-    DigitsSource,
-    IdxSource,
-    Mnist1dSource,
-    NpzSource,
-    OmniglotSource,
-    ParquetSource,
-    PendulumSource,
-    Preprocess,
-    SyntheticSource,
-    Task,
-)
+from ibdb.core.errors import DataError, SpecError
+from ibdb.core.references import resolve
+from ibdb.spec.sources import SOURCES, Preprocess, Task
 
-NPZ_ARRAYS = ("X_train", "y_train", "X_test", "y_test")
 MAX_FEATURE_MAGNITUDE = 1e150  # squared, 1e300: the last decade float64 distances hold
-DIGITS_IMAGE_SHAPE = (1, 8, 8)  # one grey channel, 8 x 8 pixels, stored row by row
 
 
 @dataclass(frozen=True)
@@ -72,19 +53,11 @@ class TaskData:
         return self.y_train.shape[1]
 
 
-def resolve_source_path(source: NpzSource | ParquetSource | IdxSource | Cifar10Source
-                        | OmniglotSource, spec_dir: Path) -> Path:
-    """The source's file or folder; a relative one is taken from the spec file's folder."""
-    folder = isinstance(source, IdxSource | Cifar10Source | OmniglotSource)
-    raw = source.root if folder else source.path
-    path = Path(raw).expanduser()
-    return path if path.is_absolute() else (Path(spec_dir) / path)
-
-
 @dataclass(frozen=True)
-class _Raw:
-    """A source as read: a pool (``x_test is None``) or a fixed train/test split. ``x_*`` may
-    be any numeric dtype, shaped (n, ...); dividing by ``divisor`` gives the task's units."""
+class RawData:
+    """A source as its reader returns it (:mod:`ibdb.data.sources`): a pool (``x_test is
+    None``) or a fixed train/test split. ``x_*`` may be any numeric dtype, shaped (n, ...);
+    dividing by ``divisor`` gives the task's units."""
 
     x_train: np.ndarray
     labels_train: np.ndarray
@@ -99,63 +72,11 @@ class _Raw:
 
 def load_task(task: Task, *, spec_dir: Path) -> TaskData:
     """Load and split ``task``; errors name the task, the field and the offending value."""
-    return _finish(task, _read_source(task, spec_dir))
+    read = resolve(SOURCES.of(task.source).read)
+    return _finish(task, read(task, task.source, spec_dir))
 
 
-def _read_source(task: Task, spec_dir: Path) -> _Raw:
-    source = task.source
-    if isinstance(source, NpzSource):
-        return _load_npz(task, resolve_source_path(source, spec_dir))
-    if isinstance(source, DigitsSource):
-        x, labels, fingerprint = _load_digits()
-        return _Raw(x, labels, None, None, fingerprint, DIGITS_IMAGE_SHAPE, int(labels.max()) + 1)
-    if isinstance(source, IdxSource | Cifar10Source):
-        root = resolve_source_path(source, spec_dir)
-        if isinstance(source, IdxSource):
-            arrays = datasets.load_idx_dataset(root, source.kind)
-        else:
-            arrays = datasets.load_cifar10(root)
-        digest = hashlib.sha256()
-        for array in arrays:
-            digest.update(np.ascontiguousarray(array).tobytes())
-        x_train, labels_train, x_test, labels_test = arrays
-        return _Raw(x_train, labels_train, x_test, labels_test,
-                    f"{source.kind}:{digest.hexdigest()}", tuple(x_train.shape[1:]),
-                    int(max(labels_train.max(), labels_test.max())) + 1, divisor=255.0)
-    if isinstance(source, OmniglotSource):
-        arrays, digest = datasets.omniglot_episode(
-            resolve_source_path(source, spec_dir), background=source.background,
-            n_way=source.n_way, k_shot=source.k_shot, episode_seed=source.episode_seed)
-        return _Raw(*arrays, f"omniglot:{digest}", tuple(arrays[0].shape[1:]), source.n_way)
-    if isinstance(source, ParquetSource):
-        path = resolve_source_path(source, spec_dir)
-        if not path.is_file():
-            raise DataError(f"task {task.name!r}: source.path {str(path)!r}: no such file. "
-                            "Check the path (relative paths are taken from the spec file's "
-                            "folder).")
-        x, labels, split = datasets.load_parquet(path)
-        fingerprint = "parquet:" + hashlib.sha256(path.read_bytes()).hexdigest()
-        n_classes = int(labels.max()) + 1
-        if split is None:
-            return _Raw(x, labels, None, None, fingerprint, None, n_classes, origin=str(path))
-        train, test = split == "train", split == "test"
-        return _Raw(x[train], labels[train], x[test], labels[test], fingerprint, None, n_classes,
-                    origin=str(path))
-    params = source.model_dump(mode="json", exclude={"kind"})
-    if isinstance(source, Mnist1dSource):
-        return _load_mnist1d(params)
-    # Generated data is a function of its parameters and of the generator's code: the version
-    # tag changes whenever the construction does, so that old runs are not mistaken for new.
-    fingerprint = f"{source.kind}:v1:" + json.dumps(params, sort_keys=True, separators=(",", ":"))
-    if isinstance(source, SyntheticSource):
-        x, labels = datasets.synthetic_task(**params)
-        return _Raw(x, labels, None, None, fingerprint, None, source.n_classes)
-    assert isinstance(source, PendulumSource)
-    x, _, labels = datasets.pendulum_task(**params)
-    return _Raw(x, labels, None, None, fingerprint, None, source.n_bins)
-
-
-def _finish(task: Task, raw: _Raw) -> TaskData:
+def _finish(task: Task, raw: RawData) -> TaskData:
     _check_feature_values(task, raw)
     pre = task.preprocess
     n_classes = raw.n_classes
@@ -192,7 +113,7 @@ def _finish(task: Task, raw: _Raw) -> TaskData:
     )
 
 
-def _pool_sample(raw: _Raw) -> tuple[np.ndarray, np.ndarray, int]:
+def _pool_sample(raw: RawData) -> tuple[np.ndarray, np.ndarray, int]:
     """The source's points the 2023 bound's statistics are measured on (raw, not yet scaled):
     ibdb.stats.bound.statistics_rows of its pool (a fixed seeded subset when it holds more than
     STATISTICS_MAX_POINTS), or of its two splits taken together, rows of the training split
@@ -210,7 +131,7 @@ def _pool_sample(raw: _Raw) -> tuple[np.ndarray, np.ndarray, int]:
             n_first + n_second)
 
 
-def _keep_classes(task: Task, raw: _Raw, classes: list[int]) -> _Raw:
+def _keep_classes(task: Task, raw: RawData, classes: list[int]) -> RawData:
     present = set(raw.labels_train.tolist())
     if raw.labels_test is not None:
         present |= set(raw.labels_test.tolist())
@@ -230,7 +151,7 @@ def _keep_classes(task: Task, raw: _Raw, classes: list[int]) -> _Raw:
 
     x_train, labels_train = keep(raw.x_train, raw.labels_train)
     x_test, labels_test = keep(raw.x_test, raw.labels_test)
-    return _Raw(x_train, labels_train, x_test, labels_test, raw.fingerprint, raw.image_shape,
+    return RawData(x_train, labels_train, x_test, labels_test, raw.fingerprint, raw.image_shape,
                 len(classes), raw.divisor, raw.origin)
 
 
@@ -247,7 +168,7 @@ def _pool_split(task: Task, available: int) -> tuple[np.ndarray, np.ndarray]:
     return order[: task.n_train], order[task.n_train : task.n_train + task.n_test]
 
 
-def _fixed_split(task: Task, raw: _Raw) -> tuple[np.ndarray, ...]:
+def _fixed_split(task: Task, raw: RawData) -> tuple[np.ndarray, ...]:
     assert raw.x_test is not None and raw.labels_test is not None
     for name, n, have in (("n_train", task.n_train, len(raw.x_train)),
                           ("n_test", task.n_test, len(raw.x_test))):
@@ -326,105 +247,13 @@ def _downsample(x: np.ndarray, image_shape: tuple[int, ...],
     return pooled.reshape(len(x), -1), (channels, h, w)
 
 
-def _load_mnist1d(params: dict) -> _Raw:
-    """MNIST-1D from the mnist1d package's generator: its own train / test split, signals as
-    1 x 1 x length images. The fingerprint names every generator setting and the package's
-    version, whose code is the construction (a new version may draw other signals)."""
-    args = datasets.mnist1d_args(**params)
-    fingerprint = (f"mnist1d:v1:{datasets.mnist1d_version()}:"
-                   + json.dumps(args, sort_keys=True, separators=(",", ":")))
-    x_train, labels_train, x_test, labels_test = datasets.mnist1d_task(**params)
-    return _Raw(x_train, labels_train, x_test, labels_test, fingerprint,
-                tuple(x_train.shape[1:]), int(max(labels_train.max(), labels_test.max())) + 1,
-                origin="the generated mnist1d data")
-
-
-def _load_digits() -> tuple[np.ndarray, np.ndarray, str]:
-    raw = _read_digits_file()
-    x = raw[:, :-1] / 16.0  # pixel intensities 0..16 -> [0, 1]
-    labels = raw[:, -1].astype(np.int64)
-    # The data ships with scikit-learn and never changes; its identity is its name.
-    return x, labels, "digits:sklearn-8x8"
-
-
-def _read_digits_file() -> np.ndarray:
-    """scikit-learn's digits CSV (64 pixels, then the label), as float64 rows.
-
-    Importing scikit-learn costs about a second, longer than a whole small run, so the file it
-    ships is read directly; ``load_digits`` is the fallback if the file ever moves.
-    """
-    spec = importlib.util.find_spec("sklearn")
-    for root in (spec.submodule_search_locations or []) if spec else []:
-        path = Path(root) / "datasets" / "data" / "digits.csv.gz"
-        if path.is_file():
-            return np.loadtxt(path, delimiter=",", dtype=np.float64)
-    from sklearn.datasets import load_digits
-
-    bunch = load_digits()
-    return np.column_stack([bunch.data, bunch.target]).astype(np.float64)
-
-
 def _one_hot(labels: np.ndarray, n_classes: int) -> np.ndarray:
     out = np.zeros((len(labels), n_classes), dtype=np.float64)
     out[np.arange(len(labels)), labels] = 1.0
     return out
 
 
-def _load_npz(task: Task, path: Path) -> _Raw:
-    where = f"task {task.name!r}: source.path {str(path)!r}"
-    if not path.is_file():
-        raise DataError(f"{where}: no such file. Check the path (relative paths are taken "
-                        "from the spec file's folder).")
-    content = path.read_bytes()
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [name for name in NPZ_ARRAYS if name not in npz.files]
-            if missing:
-                raise DataError(f"{where}: missing arrays {', '.join(missing)} (found: "
-                                f"{', '.join(npz.files) or 'none'}). Save the file with "
-                                f"np.savez(path, {', '.join(f'{n}=...' for n in NPZ_ARRAYS)}).")
-            arrays = {name: npz[name] for name in NPZ_ARRAYS}
-    # (a damaged deflate stream raises zlib.error; a damaged zip header NotImplementedError
-    # "compression method not supported" or RuntimeError "encrypted")
-    except (ValueError, OSError, zipfile.BadZipFile, EOFError, zlib.error, NotImplementedError,
-            RuntimeError) as exc:
-        raise DataError(f"{where}: not a readable .npz file ({shorten(str(exc), 200)}). Save it "
-                        "again with np.savez(path, X_train=..., y_train=..., X_test=..., "
-                        "y_test=...).") from None
-    x_train, x_test = (_features(arrays[n], n, where) for n in ("X_train", "X_test"))
-    if x_train.shape[1] != x_test.shape[1]:
-        raise DataError(f"{where}: X_train has {x_train.shape[1]} features but X_test has "
-                        f"{x_test.shape[1]}; they must match.")
-    shapes = [arrays[n].shape[1:] for n in ("X_train", "X_test")]
-    if shapes[0] != shapes[1]:
-        raise DataError(f"{where}: X_train's examples have shape {shapes[0]} but X_test's have "
-                        f"{shapes[1]}; save both with the same per-example shape.")
-    labels_train = _labels(arrays["y_train"], "y_train", len(x_train), where)
-    labels_test = _labels(arrays["y_test"], "y_test", len(x_test), where)
-    return _Raw(x_train, labels_train, x_test, labels_test,
-                "npz:" + hashlib.sha256(content).hexdigest(), _image_shape(arrays["X_train"]),
-                int(max(labels_train.max(), labels_test.max())) + 1, origin=str(path))
-
-
-def _image_shape(array: np.ndarray) -> tuple[int, ...] | None:
-    """(channels, height, width) for X of shape (n, h, w) or (n, c, h, w); None otherwise."""
-    if array.ndim == 3:
-        return (1, *array.shape[1:])
-    if array.ndim == 4:
-        return tuple(array.shape[1:])
-    return None
-
-
-def _features(array: np.ndarray, name: str, where: str) -> np.ndarray:
-    if array.ndim < 2 or array.shape[0] == 0 or not np.issubdtype(array.dtype, np.number):
-        raise DataError(f"{where}: {name} must be a non-empty numeric array of shape (n, ...); "
-                        f"got dtype {array.dtype}, shape {array.shape}.")
-    if np.iscomplexobj(array):  # astype(float64) would drop the imaginary parts silently
-        raise DataError(f"{where}: {name} is complex ({array.dtype}); save real features.")
-    return array.reshape(len(array), -1).astype(np.float64)
-
-
-def _check_feature_values(task: Task, raw: _Raw) -> None:
+def _check_feature_values(task: Task, raw: RawData) -> None:
     """Every source's features, as read: finite, and small enough that squared distances
     between points stay finite in float64 (a kernel or a network would otherwise fail far
     from the cause, e.g. as a kernel matrix that is 'not positive definite')."""
@@ -445,15 +274,3 @@ def _check_feature_values(task: Task, raw: _Raw) -> None:
                             "minmax) or fix the data.")
 
 
-def _labels(array: np.ndarray, name: str, n_rows: int, where: str) -> np.ndarray:
-    if array.ndim == 2:  # one-hot rows -> class indices
-        if not np.isin(array, (0, 1)).all() or not (array.sum(axis=1) == 1).all():
-            raise DataError(f"{where}: {name} is 2-D but not one-hot (each row must hold a "
-                            "single 1 and zeros).")
-        array = array.argmax(axis=1)
-    if array.ndim != 1 or not np.issubdtype(array.dtype, np.integer) or (array < 0).any():
-        raise DataError(f"{where}: {name} must hold non-negative integer class labels (1-D) or "
-                        f"one-hot rows (2-D); got dtype {array.dtype}, shape {array.shape}.")
-    if len(array) != n_rows:
-        raise DataError(f"{where}: {name} has {len(array)} labels for {n_rows} examples.")
-    return array.astype(np.int64)

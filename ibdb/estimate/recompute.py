@@ -102,7 +102,7 @@ def _estimate_job(job: _Job, source: Any, kind: str, digests: dict[tuple[str, st
         kept = f"; its stale estimate(s) at eps {', '.join(f'{e:g}' for e in job.stale)} stay"
     if source is None:
         if job.asked:  # asked for explicitly: say why there is none
-            why = method.source.missing.format(loss=job.loss, kind=kind)
+            why = method.input.missing.format(loss=job.loss, kind=kind)
             skipped.append(f"{job.run_id} {method.name}: {why}{kept}")
         return []
     try:

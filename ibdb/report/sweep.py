@@ -23,7 +23,13 @@ _IGNORED_SPEC_KEYS = ("name", "experiment", "description", "eps", "chunk_size")
 
 
 def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A stored spec as dotted fields. A gp space's kernel fields read as the space's own
+    (``space.bandwidth``, and ``space.kernel`` its kind), as runs stored before kernels had
+    their own models wrote them, so that old and new runs of one sweep line up."""
     if isinstance(value, dict):
+        if prefix == "space.kernel." and "kind" in value:
+            value = {"kernel": value["kind"], **{k: v for k, v in value.items() if k != "kind"}}
+            prefix = "space."
         out: dict[str, Any] = {}
         for k, v in value.items():
             if k not in _IGNORED_SPEC_KEYS:

@@ -24,7 +24,8 @@ from ibdb.core.errors import EstimateError
 from ibdb.progress import Progress  # progress(label, done, total): see ibdb.progress
 from ibdb.run import shards as shardfiles
 from ibdb.run.plan import PlannedRun, hypothesis_seeds
-from ibdb.runners import runner_entry
+from ibdb.runners import load_runner
+from ibdb.spec.spaces import SPACES
 from ibdb.stats.bound import statistics_for_task
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def run_splitting(planned: PlannedRun, runner: Any, folder: Path, *,
         fitted = out.get("fitted")  # (runners whose hypotheses always fit leave it out)
         return out["test_mse"], np.ones(len(z), bool) if fitted is None else fitted
 
-    noise_version = runner_entry(planned.spec.space.kind).noise_version
+    noise_version = SPACES.of(planned.spec.space).noise_version
     outcomes = []
     for repeat in range(block.repeats) if repeats is None else repeats:
         seed = splitting_seed(planned.spec.budget.seed, repeat)
@@ -210,7 +211,7 @@ def sample_chunk(task: ChunkTask) -> Path:
 
 
 def _make_runner(planned: PlannedRun, device: Any) -> Any:
-    runner_cls = runner_entry(planned.spec.space.kind).load()
+    runner_cls = load_runner(planned.spec.space.kind)
     return runner_cls(planned.spec.space, planned.data, device=device)
 
 

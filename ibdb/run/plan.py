@@ -1,15 +1,11 @@
 """Plans: which runs a spec asks for, their identities, and the hypotheses still to sample.
 
-A run's id is the hash of the canonical JSON of everything that changes its losses: the task's
-data (content fingerprint) and split, the space (less its name), the runner and its version, and
-the sampling seed. Names, eps and the number of hypotheses do not enter it: hypothesis ``i`` is
-the same whatever ``N`` is, so asking for more hypotheses extends a run instead of starting anew.
+A run's id (:mod:`ibdb.spec.identity`) needs its task's data fingerprint, so runs are
+identified here, once their data are loaded.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,14 +15,14 @@ import numpy as np
 from ibdb.core import memory
 from ibdb.core.errors import DataError
 from ibdb.core.memory import format_bytes, require_memory
-from ibdb.data import datasets
-from ibdb.data.task import TaskData, load_task, resolve_source_path
-from ibdb.runners import check_space, check_splitting, runner_entry
+from ibdb.core.references import resolve
+from ibdb.data.task import TaskData, load_task
+from ibdb.runners import check_space, check_splitting
+from ibdb.runners.sizes import Sizes
 from ibdb.spec.experiment import RunSpec
-from ibdb.spec.sources import NpzSource, ParquetSource, PendulumSource, SyntheticSource, Task
-from ibdb.spec.spaces import CNNSpace, GPSpace, MLPSpace
-
-RUN_ID_LENGTH = 16  # hex digits of sha256: 64 bits, ample for one store's runs
+from ibdb.spec.identity import run_id_of, run_identity
+from ibdb.spec.sources import SOURCES, Task
+from ibdb.spec.spaces import SPACES
 
 
 @dataclass(frozen=True)
@@ -48,25 +44,6 @@ class PlannedRun:
     @property
     def runner_tag(self) -> str:
         return f"{self.identity['runner']}/{self.identity['runner_version']}"
-
-
-def run_identity(spec: RunSpec, data: TaskData) -> dict[str, Any]:
-    task = spec.task
-    space = spec.space.model_dump(mode="json", exclude={"name"})
-    entry = runner_entry(spec.space.kind)
-    return {
-        "task": {"source": task.source.kind, "data": data.fingerprint, "n_train": task.n_train,
-                 "n_test": task.n_test, "split_seed": task.split_seed},
-        "space": space,
-        "runner": entry.kind,
-        "runner_version": entry.version,
-        "seed": spec.budget.seed,
-    }
-
-
-def run_id_of(identity: dict[str, Any]) -> str:
-    canonical = json.dumps(identity, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:RUN_ID_LENGTH]
 
 
 def load_runs(specs: list[RunSpec], *, spec_dir: Path) -> list[tuple[RunSpec, str, dict, TaskData]]:
@@ -94,7 +71,7 @@ def load_runs(specs: list[RunSpec], *, spec_dir: Path) -> list[tuple[RunSpec, st
             check_splitting(spec.space)
         check_chunk_memory(spec, data)
         check_splitting_memory(spec, data)
-        identity = run_identity(spec, data)
+        identity = run_identity(spec, data.fingerprint)
         out.append((spec, run_id_of(identity), identity, data))
     return out
 
@@ -121,142 +98,29 @@ def check_plan_memory(spec: RunSpec) -> None:
 
 
 def check_task_memory(task: Task, spec_dir: Path) -> None:
-    """Refuse a task whose generated data or one-hot targets cannot fit, before loading it:
-    generators' sizes come from the spec, files' class counts from a look at their labels."""
-    source = task.source
-    where = f"task {task.name!r}: source"
-    if isinstance(source, SyntheticSource):
-        p = source.model_dump()
-        require_memory(
-            datasets.synthetic_bytes(**p),
-            f"{where} synthetic with n_points = {source.n_points}, ambient_dim = "
-            f"{source.ambient_dim}, intrinsic_dim = {source.intrinsic_dim}, n_classes = "
-            f"{source.n_classes}, teacher_width = {source.teacher_width} (estimate: 8 bytes x "
-            "(4 n d + 3 d m + n (3 m + 2 width + 3 classes)))",
-            "Lower source.n_points or source.ambient_dim.")
-    elif isinstance(source, PendulumSource):
-        require_memory(
-            datasets.pendulum_bytes(n_points=source.n_points, n_bins=source.n_bins,
-                                    steps=source.steps),
-            f"{where} pendulum with n_points = {source.n_points}, n_bins = {source.n_bins} "
-            "(estimate: 8 bytes x (15 n + 2 bins + n bins))",
-            "Lower source.n_points or source.n_bins.")
-    elif isinstance(source, NpzSource | ParquetSource):
-        n_classes = _file_class_count(source, spec_dir)
-        if n_classes is not None:
-            rows = task.n_train + task.n_test
-            require_memory(
-                8 * rows * n_classes,
-                f"{where}.path: its largest label {n_classes - 1} makes {n_classes} classes; "
-                f"one-hot targets of n_train + n_test = {rows} points (8 bytes x points x "
-                "classes)",
-                "Labels must be class indices 0, 1, ..., k - 1: renumber them (or keep a few "
-                "with preprocess.classes).")
+    """Refuse a task whose data cannot fit, before loading it, with its source's own check
+    (generators' sizes come from the spec, files' class counts from a look at their labels)."""
+    check = SOURCES.of(task.source).memory
+    if check is not None:
+        resolve(check)(task, spec_dir)
 
 
-def _file_class_count(source: NpzSource | ParquetSource, spec_dir: Path) -> int | None:
-    """1 + the largest label in an npz's y_train / y_test or a Parquet file's label column
-    (an npz's one-hot labels: their columns); None when the file cannot be read that way
-    (loading the task then says why)."""
-    path = resolve_source_path(source, spec_dir)
-    try:
-        if isinstance(source, ParquetSource):
-            import duckdb
-
-            with duckdb.connect() as con:
-                top = con.execute('SELECT max("label") FROM read_parquet(?)',
-                                  [str(path)]).fetchone()
-            value = top[0] if top else None
-            return int(value) + 1 if isinstance(value, int) and value >= 0 else None
-        with np.load(path, allow_pickle=False) as npz:
-            counts = []
-            for name in ("y_train", "y_test"):
-                labels = npz[name]
-                if labels.ndim == 2:
-                    counts.append(labels.shape[1])
-                elif labels.ndim == 1 and labels.size and np.issubdtype(labels.dtype,
-                                                                        np.integer):
-                    counts.append(int(labels.max()) + 1)
-            return max(counts) if counts else None
-    except Exception:  # noqa: BLE001 (any unreadable file: load_task reports it properly)
-        return None
-
-
-def hypothesis_bytes(spec: RunSpec, data: TaskData) -> tuple[int, str]:
-    """Rough bytes one hypothesis of ``spec``'s space takes while its chunk is sampled, and the
-    estimate's formula. n_train, n_test, k classes, d features (c x h x w for images):
-
-    - gp: its (n_test, k) normals and predictions (float32) and temporaries: 12 n_test k;
-      conditioned on a fit (``fit``): 16 (n_train + n_test) k more;
-    - mlp: P parameters (weights, gradients, two optimiser moments: 4 P) and activations for
-      train and test points, forward and backward (3 (n_train + n_test) (depth width + k));
-    - cnn: the same with the convolutions' parameters and feature maps (channels x h x w per
-      layer, halved by each pooling).
-    All times 8 bytes, except the gp's float32 arrays; the fixed matrices a gp holds for every
-    hypothesis (n_train^2 + n_train n_test + n_test^2 float64) are checked apart.
-    """
-    space = spec.space
-    n_train, n_test = len(data.x_train), len(data.x_test)
-    k = data.y_train.shape[1]
-    if space.kind == "gp":
-        per = 12 * n_test * k + 64
-        formula = "12 bytes x n_test x k"
-        if space.fit is not None:
-            per += 16 * (n_train + n_test) * k
-            formula += " + 16 bytes x (n_train + n_test) x k"
-        return per, formula
-    params, units = network_size(space, data)
-    return (8 * (4 * params + 3 * (n_train + n_test) * units),
-            f"8 bytes x (4 x {params} parameters + 3 x (n_train + n_test) x {units} units)")
-
-
-def network_size(space: MLPSpace | CNNSpace, data: TaskData) -> tuple[int, int]:
-    """(parameters, units) of one network of an mlp or cnn space on ``data``: its weights and
-    biases, and the activations per point (every hidden unit of every layer, plus the k
-    outputs; a cnn's feature maps are channels x h x w, halved by each pooling)."""
-    k, d = data.y_train.shape[1], data.x_train.shape[1]
-    if space.kind == "mlp":
-        w, depth = space.width, space.depth
-        if depth == 0:
-            return (d + 1) * k, k
-        return (d + 1) * w + (depth - 1) * (w + 1) * w + (w + 1) * k, depth * w + k
-    channels_in, height, width = data.image_shape or (1, 1, d)
-    c, ks = space.channels, space.kernel_size
-    params, units = 0, 0
-    for _ in range(space.layers):
-        params += channels_in * c * ks * ks + c
-        units += c * height * width
-        channels_in = c
-        if space.pooling != "none":
-            height, width = max(1, height // 2), max(1, width // 2)
-    return params + c * height * width * k + k, units + k
-
-
-def noise_dimension(space: GPSpace | MLPSpace | CNNSpace, data: TaskData) -> int:
-    """The length of one hypothesis's noise vector, what a splitting block moves (the runners'
-    ``noise_dim``, computed here without building a runner): a gp's n_test k normals (plus
-    n_train k + 1 when conditioned on a fit); a network's one per parameter, plus one per
-    training point and epoch for its data orders (none for full-batch training)."""
-    n_train, n_test = len(data.x_train), len(data.x_test)
-    k = data.y_train.shape[1]
-    if space.kind == "gp":
-        return n_test * k + (n_train * k + 1 if space.fit is not None else 0)
-    params, _ = network_size(space, data)
-    opt = space.optimizer
-    return params + (0 if opt.batch_size == "full" else opt.epochs * n_train)
+def space_sizes(spec: RunSpec, data: TaskData) -> Sizes | None:
+    """The space's memory estimates on ``data`` (its kind's ``sizes`` in
+    :data:`ibdb.spec.spaces.SPACES`), or None when its kind gives none."""
+    sizes = SPACES.of(spec.space).sizes
+    return None if sizes is None else resolve(sizes)(spec.space, data)
 
 
 def check_chunk_memory(spec: RunSpec, data: TaskData) -> None:
     """Refuse a run one of whose chunks (or a gp's fixed matrices) cannot fit in memory."""
-    n_train, n_test = len(data.x_train), len(data.x_test)
-    fixed = _fixed_bytes(spec, data)
+    sizes = space_sizes(spec, data)
+    if sizes is None:
+        return
+    fixed, per, formula = sizes.fixed, sizes.per_hypothesis, sizes.formula
     if fixed:
-        require_memory(
-            fixed,
-            f"{spec.label}: the gp space's kernel matrices for n_train = {n_train}, n_test = "
-            f"{n_test} (8 bytes x (n_train^2 + n_train n_test + n_test^2))",
-            "Lower the task's n_train or n_test.")
-    per, formula = hypothesis_bytes(spec, data)
+        require_memory(fixed, f"{spec.label}: {sizes.fixed_what}",
+                       "Lower the task's n_train or n_test.")
     chunk = min(spec.budget.chunk_size, spec.budget.n_hypotheses)
     _require_count(
         fixed, chunk, per + 16, least=1, field="budget.chunk_size",  # (+ the id and seed)
@@ -273,24 +137,16 @@ def check_splitting_memory(spec: RunSpec, data: TaskData) -> None:
     taken, each chain's fresh normals and proposal (at most one per particle): 4 x particles
     x noise_dim float64; each step evaluates up to one hypothesis per particle."""
     splitting = spec.budget.splitting
-    if splitting is None:
+    sizes = space_sizes(spec, data)
+    if splitting is None or sizes is None or sizes.noise_dim is None:
         return
-    dim = noise_dimension(spec.space, data)
-    per, formula = hypothesis_bytes(spec, data)
+    dim, per, formula = sizes.noise_dim, sizes.per_hypothesis, sizes.formula
     n = splitting.particles
     _require_count(
-        _fixed_bytes(spec, data), n, 32 * dim + per, least=2, field="budget.splitting.particles",
+        sizes.fixed, n, 32 * dim + per, least=2, field="budget.splitting.particles",
         what=f"{spec.label}: one splitting level of particles = {n} (estimate per particle: 32 "
              f"bytes x noise_dim = {dim}, + one hypothesis's evaluation, {formula})",
         too_big="Make the space or the task smaller (its noise vector is too long).")
-
-
-def _fixed_bytes(spec: RunSpec, data: TaskData) -> int:
-    """What a run holds whatever its chunk: a gp's kernel matrices (float64)."""
-    if spec.space.kind != "gp":
-        return 0
-    n_train, n_test = len(data.x_train), len(data.x_test)
-    return 8 * (n_train**2 + n_train * n_test + n_test**2)
 
 
 def _require_count(fixed: int, count: int, unit: int, *, least: int, field: str, what: str,

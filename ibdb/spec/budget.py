@@ -3,7 +3,7 @@ block (rare-event sampling deep in the tail) on the same run."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar
+from typing import Annotated, Any
 
 from pydantic import Field, model_validator
 
@@ -76,5 +76,8 @@ class Budget(_Spec):
         None, description="Rare-event sampling after the i.i.d. hypotheses, on the same run "
         "(no splitting when absent).")
 
-    DUMP_OMITS: ClassVar[dict[str, Any]] = {"splitting": None}  # as before splitting existed
+    def identity(self) -> dict[str, Any]:
+        """What of the budget defines hypotheses (its part of the run id): the seed. The count,
+        chunks and a splitting block add hypotheses to the same run."""
+        return {"seed": self.seed}
 

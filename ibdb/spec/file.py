@@ -19,7 +19,7 @@ from pydantic import ValidationError
 
 from ibdb.core.errors import VALUE_CHARS, SpecError, shorten
 from ibdb.spec.experiment import SPEC_VERSION, Experiment
-from ibdb.spec.spaces import SPACE_KINDS
+from ibdb.spec.spaces import OPTIMIZER_KINDS
 
 MAX_SPEC_BYTES = 1 << 20
 """The largest spec file read (1 MiB; a spec is a few KiB, a big generated sweep some 100)."""
@@ -127,7 +127,7 @@ def _describe_validation_error(path: Path, exc: ValidationError) -> str:
              f"{'s' if exc.error_count() != 1 else ''}):"]
     for err in exc.errors()[:10]:
         path, value = _field_path(err["loc"]), err["input"]
-        if err["type"] in {"space_kind", "union_tag_invalid"} and isinstance(value, dict):
+        if err["type"] == "union_tag_invalid" and isinstance(value, dict):
             path, value = [*path, "kind"], value.get("kind")  # name the tag, not the mapping
         loc = shorten(".".join(path), 120)
         # a mapping's own checks name their fields and values in the message already
@@ -140,10 +140,10 @@ def _describe_validation_error(path: Path, exc: ValidationError) -> str:
     return "\n".join(lines)
 
 
-# Tagged unions (spaces, optimizers, sources) put the chosen member's tag in an error's location.
-_UNION_SLOTS = {"space", "optimizer", "source"}
-_UNION_TAGS = {*SPACE_KINDS, "sgd", "adam", "digits", "npz", "mnist", "fashion-mnist",
-               "cifar10", "parquet", "synthetic", "pendulum", "omniglot", "mnist1d"}
+# pydantic's own tagged unions (the optimizer's) put the chosen member's tag in an error's
+# location; the registries' unions (spaces, kernels, sources: ibdb.spec.kinds) do not.
+_UNION_SLOTS = {"optimizer"}
+_UNION_TAGS = set(OPTIMIZER_KINDS)
 
 
 def _field_path(loc: tuple[Any, ...]) -> list[str]:
@@ -155,7 +155,7 @@ def _field_path(loc: tuple[Any, ...]) -> list[str]:
     parts: list[str] = []
     prev: Any = None
     for part in loc:
-        after_slot = prev in _UNION_SLOTS or (isinstance(prev, int) and parts[-2:-1] == ["spaces"])
+        after_slot = prev in _UNION_SLOTS
         skip = isinstance(part, str) and (
             "[" in part or part in {"float", "int", "str", "bool"}
             or part.startswith(("function-", "constrained-"))

@@ -1,26 +1,43 @@
 """Task sources in specs: where a task's arrays come from, and how they are preprocessed.
 
-One model per source kind (a discriminated union on ``kind``); :mod:`ibdb.data.task` turns each
-into arrays. Re-exported by :mod:`ibdb.spec.experiment`.
+One model per source kind, each registered in :data:`SOURCES` with the function that reads it
+(a tagged union on ``kind``, :mod:`ibdb.spec.kinds`: a source registered later is accepted by
+specs, ``ibdb validate`` and the JSON Schema with no other edit); :mod:`ibdb.data.task` turns a
+task into arrays.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from dataclasses import dataclass
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+from ibdb.core.references import Reference
 from ibdb.spec.base import Name, NonNegativeInt, PositiveFloat, PositiveInt
 from ibdb.spec.base import SpecModel as _Spec
+from ibdb.spec.kinds import KindRegistry
 
 
-class DigitsSource(_Spec):
+class SourceSpec(_Spec):
+    """The base of every task source: a ``kind`` that picks its model and reader
+    (:data:`SOURCES`)."""
+
+    kind: str
+
+    def identity(self) -> dict[str, Any]:
+        """The source's settings that name generated data (its fingerprint holds them): every
+        field but ``kind``. Sources read from files are named by their content instead."""
+        return self.model_dump(mode="json", exclude={"kind"})
+
+
+class DigitsSource(SourceSpec):
     """scikit-learn's bundled 8x8 digits (1797 images, 64 features scaled to [0, 1], 10 classes)."""
 
     kind: Literal["digits"] = "digits"
 
 
-class NpzSource(_Spec):
+class NpzSource(SourceSpec):
     """The user's own arrays in one ``.npz`` file: ``X_train, y_train, X_test, y_test``.
 
     Labels are integer class indices (1-D) or one-hot rows (2-D). A relative ``path`` is taken
@@ -31,7 +48,7 @@ class NpzSource(_Spec):
     path: Annotated[str, Field(min_length=1)]
 
 
-class IdxSource(_Spec):
+class IdxSource(SourceSpec):
     """MNIST or Fashion-MNIST in torchvision's layout under a local folder ``root``:
     ``<root>/MNIST/raw/`` (``<root>/FashionMNIST/raw/`` for fashion-mnist) holding
     ``train-images-idx3-ubyte``, ``train-labels-idx1-ubyte``, ``t10k-images-idx3-ubyte`` and
@@ -43,7 +60,7 @@ class IdxSource(_Spec):
     root: Annotated[str, Field(min_length=1)]
 
 
-class Cifar10Source(_Spec):
+class Cifar10Source(SourceSpec):
     """CIFAR-10's python batches under ``<root>/cifar-10-batches-py/`` (``data_batch_1`` ..
     ``data_batch_5``, ``test_batch``), as torchvision unpacks them. Pixels scaled to [0, 1];
     images are 3 x 32 x 32. Read from the local folder only."""
@@ -52,7 +69,7 @@ class Cifar10Source(_Spec):
     root: Annotated[str, Field(min_length=1)]
 
 
-class ParquetSource(_Spec):
+class ParquetSource(SourceSpec):
     """The user's table in one Parquet file: feature columns named ``x...`` or ``X...``, an
     integer ``label`` column and, optionally, a ``split`` column of ``train`` / ``test`` (without
     it the rows are one pool that ``split_seed`` splits)."""
@@ -61,7 +78,7 @@ class ParquetSource(_Spec):
     path: Annotated[str, Field(min_length=1)]
 
 
-class SyntheticSource(_Spec):
+class SyntheticSource(SourceSpec):
     """A teacher on an ``intrinsic_dim``-dimensional manifold embedded in ``ambient_dim``
     dimensions (see ``ibdb.data.datasets.synthetic_task``): latents ``z ~ U[-1, 1]^m``, points
     ``x = A z`` with ``A`` a random orthonormal d x m map (``nonlinearity: sin`` embeds
@@ -82,8 +99,12 @@ class SyntheticSource(_Spec):
     teacher_width: PositiveInt = 32
     teacher_scale: Literal["raw", "normalised"] = "raw"
     seed: NonNegativeInt = 0
-    # (the dump also names the data: its fingerprint)
-    DUMP_OMITS: ClassVar[dict[str, Any]] = {"teacher_scale": "raw"}
+
+    def identity(self) -> dict[str, Any]:
+        out = super().identity()
+        if self.teacher_scale == "raw":  # (as before teacher_scale existed)
+            del out["teacher_scale"]
+        return out
 
     @model_validator(mode="after")
     def _manifold_fits(self) -> SyntheticSource:
@@ -93,7 +114,7 @@ class SyntheticSource(_Spec):
         return self
 
 
-class PendulumSource(_Spec):
+class PendulumSource(SourceSpec):
     """Inverted-pendulum control as supervised learning, simulated in process (see
     ``ibdb.data.datasets.pendulum_task``): states (angle, angular rate) visited by an LQR expert
     with torque saturated at ``torque_max``, labelled by the expert's action's bin among
@@ -112,7 +133,7 @@ class PendulumSource(_Spec):
     seed: NonNegativeInt = 0
 
 
-class OmniglotSource(_Spec):
+class OmniglotSource(SourceSpec):
     """One N-way K-shot episode of Omniglot from torchvision's layout under ``root``:
     ``<root>/omniglot-py/images_background/<alphabet>/<character>/*.png``
     (``images_evaluation`` with ``background: false``). ``episode_seed`` draws ``n_way``
@@ -128,7 +149,7 @@ class OmniglotSource(_Spec):
     episode_seed: NonNegativeInt = 0
 
 
-class Mnist1dSource(_Spec):
+class Mnist1dSource(SourceSpec):
     """MNIST-1D (Greydanus 2020, "Scaling down deep learning"): ten 1-D templates, one per
     digit, padded, dilated, scaled, translated, sheared and noised into signals of
     ``final_seq_length`` points, generated in process from ``seed`` by the ``mnist1d`` package's
@@ -185,11 +206,48 @@ class Preprocess(_Spec):
         return value
 
 
-Source = Annotated[
-    DigitsSource | NpzSource | IdxSource | Cifar10Source | ParquetSource | SyntheticSource
-    | PendulumSource | OmniglotSource | Mnist1dSource,
-    Field(discriminator="kind"),
-]
+@dataclass(frozen=True)
+class SourceKind:
+    """One kind of task source: its model, the function that reads it into arrays (the data
+    stage's ``read(task, source, spec_dir) -> RawData``, see :mod:`ibdb.data.sources`), an
+    optional check that its data fit in memory before they are read (``memory(task,
+    spec_dir)``, raising SpecError), and the natural shape of one example it hands runners:
+    ``vectors`` (N, d), ``images`` (N, C, H, W), ``signals`` (N, C, L, today as 1-high
+    images), or ``as saved`` (the file's own)."""
+
+    kind: str
+    model: type[SourceSpec]
+    read: Reference
+    summary: str
+    shape: Literal["vectors", "images", "signals", "as saved"] = "vectors"
+    memory: Reference | None = None
+
+
+_READERS = "ibdb.data.sources"
+SOURCES: KindRegistry[SourceKind] = KindRegistry("task source", [
+    SourceKind("digits", DigitsSource, f"{_READERS}:read_digits",
+               "scikit-learn's bundled 8x8 digits", shape="images"),
+    SourceKind("npz", NpzSource, f"{_READERS}:read_npz", "your arrays in one .npz file",
+               shape="as saved", memory=f"{_READERS}:file_memory"),
+    SourceKind("mnist", IdxSource, f"{_READERS}:read_idx", "MNIST from a local folder",
+               shape="images"),
+    SourceKind("fashion-mnist", IdxSource, f"{_READERS}:read_idx",
+               "Fashion-MNIST from a local folder", shape="images"),
+    SourceKind("cifar10", Cifar10Source, f"{_READERS}:read_cifar10",
+               "CIFAR-10 from a local folder", shape="images"),
+    SourceKind("parquet", ParquetSource, f"{_READERS}:read_parquet",
+               "your table in one Parquet file", memory=f"{_READERS}:file_memory"),
+    SourceKind("synthetic", SyntheticSource, f"{_READERS}:read_synthetic",
+               "a teacher on a manifold of chosen dimension",
+               memory=f"{_READERS}:synthetic_memory"),
+    SourceKind("pendulum", PendulumSource, f"{_READERS}:read_pendulum",
+               "an LQR expert's torques on inverted-pendulum states",
+               memory=f"{_READERS}:pendulum_memory"),
+    SourceKind("omniglot", OmniglotSource, f"{_READERS}:read_omniglot",
+               "an N-way K-shot Omniglot episode from a local folder", shape="images"),
+    SourceKind("mnist1d", Mnist1dSource, f"{_READERS}:read_mnist1d",
+               "procedural MNIST-1D (the mnist1d package)", shape="signals"),
+])
 
 
 class Task(_Spec):
@@ -205,7 +263,7 @@ class Task(_Spec):
     """
 
     name: Name
-    source: Source
+    source: Annotated[SourceSpec, SOURCES.union()]
     n_train: PositiveInt
     n_test: PositiveInt
     split_seed: NonNegativeInt = 0
@@ -215,4 +273,15 @@ class Task(_Spec):
         "against one-hot targets); inductive bias is reported at each.",
     )
     preprocess: Preprocess = Preprocess()
-    DUMP_OMITS: ClassVar[dict[str, Any]] = {"test_set": "after_train"}
+
+    def identity(self, fingerprint: str) -> dict[str, Any]:
+        """What defines the task's points (its part of the run id), given the content
+        ``fingerprint`` of its data (the data stage's, which names the source's content and
+        the preprocessing): the source's kind, the split's sizes and seed, and which points
+        test (``test_set: shared`` only: tasks written before it existed keep their ids)."""
+        out: dict[str, Any] = {"source": self.source.kind, "data": fingerprint,
+                               "n_train": self.n_train, "n_test": self.n_test,
+                               "split_seed": self.split_seed}
+        if self.test_set != "after_train":
+            out["test_set"] = self.test_set
+        return out

@@ -7,12 +7,30 @@ Field names carry their units where they have one; every model is strict and fro
 
 from __future__ import annotations
 
-from typing import Annotated, Any, ClassVar, Literal
+from dataclasses import dataclass, field
+from typing import Annotated, Any, Literal
 
-from pydantic import Discriminator, Field, Tag, TypeAdapter, field_validator, model_validator
+from pydantic import Field, TypeAdapter, field_validator, model_validator
 
+from ibdb.core.columns import LOSS_COLUMNS, REQUIRED_LOSSES
+from ibdb.core.references import Reference
 from ibdb.spec.base import Name, NonNegativeInt, PositiveFloat, PositiveInt
 from ibdb.spec.base import SpecModel as _Spec
+from ibdb.spec.kernels import KERNELS, ArcCosKernel, KernelSpec
+from ibdb.spec.kinds import KindRegistry
+
+
+class SpaceSpec(_Spec):
+    """The base of every hypothesis space: a name (a label, not part of its identity) and a
+    ``kind`` that picks its model and runner (:data:`SPACES`)."""
+
+    name: Name
+    kind: str
+
+    def identity(self) -> dict[str, Any]:
+        """What defines the space's hypotheses (its part of the run id): every field but its
+        name. A space whose identity differs gets a new run id; nothing else does."""
+        return self.model_dump(mode="json", exclude={"name"})
 
 
 class GPFit(_Spec):
@@ -30,187 +48,82 @@ class GPFit(_Spec):
         "many proposals are accepted, not the law of the accepted ones.")
 
 
-class GPSpace(_Spec):
+class GPSpace(SpaceSpec):
     """Functions drawn from a Gaussian process that interpolates the training data.
 
-    Kernels, with ``l`` the bandwidth and ``r = |x - x'|``:
-
-    - ``rbf``: ``exp(-r^2 / (2 l^2))``
-    - ``laplace``: ``exp(-r / l)`` (equal to ``matern`` with ``nu: 0.5``)
-    - ``matern``: Rasmussen & Williams' form with ``s = sqrt(2 nu) r / l``; ``nu`` is 0.5, 1.5 or
-      2.5: ``exp(-s)``, ``(1 + s) exp(-s)``, ``(1 + s + s^2 / 3) exp(-s)``
-    - ``arccos``: the infinite-width ReLU network kernel (Cho & Saul, order 1) with a bias:
-      ``2 E[relu(w.x + b) relu(w.x' + b)]`` for ``w ~ N(0, I / l^2)``, ``b ~ N(0, bias_variance)``.
-    - ``nngp`` / ``ntk``: the infinite-width limits (Lee et al. 2018; Jacot et al. 2018) of the
-      ``mlp`` space with the same ``depth`` (hidden layers, >= 1), ``init_scale`` (default 1.0)
-      and ``activation`` (relu, the only one supported): the output's covariance over random
-      initialisations, and the tangent kernel in the NTK parametrisation (gradients with respect
-      to each parameter over its initial standard deviation). Every weight and bias has the
-      variance of ibdb's init, ``init_scale^2 / (3 fan_in)``; the first layer's fan_in is the
-      input dimension, the hidden and output layers' biases (fan_in = width) vanish in the
-      limit unless ``width`` is given: give the mlp's width to compare with it (at width 256,
-      depth 2 those biases nearly double the kernel). No ``bandwidth``. See
-      ``runners/kernels.py``.
-    - ``nngp`` / ``ntk`` with ``architecture: cnn``: the same limits (infinitely many channels)
-      of the ``cnn`` space with the same ``layers``, ``kernel_size`` (odd, default 3),
-      ``pooling`` (``none`` or ``avg``, required: ``max`` has no closed form and is refused),
-      ``init_scale`` and relu; ``channels`` keeps the hidden convolutions' and the readout's
-      bias variances, as ``width`` does for the mlp. The task's inputs must be images
-      (``TaskData.image_shape``). See ``runners/cnn_kernels.py``.
-
-    ``"median"`` takes the median pairwise distance between training points as ``l``. The prior
-    is ``amplitude * k``: it scales the posterior covariance, not the mean. ``marginal_likelihood``
-    chooses the amplitude (closed form), the bandwidth (a search from 1/32 to 32 times the median
-    distance) or both by the evidence of the one-hot training targets; the run's info records
-    them and the evidence (``runners/evidence.py``). ``jitter`` (times the amplitude) is added to
-    the diagonal of the training kernel matrix before its Cholesky factorisation.
+    ``kernel`` is one of the kernels of :mod:`ibdb.spec.kernels` (a mapping with its ``kind``
+    and its own fields, e.g. ``{kind: matern, nu: 1.5, bandwidth: median}``); the older flat
+    spelling, ``kernel: matern`` with ``nu`` and ``bandwidth`` beside it on the space, reads
+    the same. The prior is ``amplitude * k``: it scales the posterior covariance, not the mean.
+    ``marginal_likelihood`` chooses the amplitude (closed form), the kernel's bandwidth (a
+    search from 1/32 to 32 times the median distance) or both by the evidence of the one-hot
+    training targets; the run's info records them and the evidence (``runners/evidence.py``).
+    ``jitter`` (times the amplitude) is added to the diagonal of the training kernel matrix
+    before its Cholesky factorisation.
 
     Without ``fit`` a hypothesis interpolates the training data (the posterior given exact
     observations); ``fit`` (see :class:`GPFit`) conditions the prior on a training MSE at most
     ``train_mse_max`` instead, the event the networks' ``train_mse`` criterion keeps.
     """
 
-    # the parameters of the cnn that nngp and ntk with architecture cnn are the limit of
-    CNN_FIELDS: ClassVar[tuple[str, ...]] = ("layers", "kernel_size", "pooling", "channels")
-
     name: Name
     kind: Literal["gp"] = "gp"
-    kernel: Literal["rbf", "laplace", "matern", "arccos", "nngp", "ntk"] = "rbf"
-    bandwidth: PositiveFloat | Literal["median", "marginal_likelihood"] = Field(
-        1.0, description="The length scale l, 'median' or 'marginal_likelihood'; not for nngp "
-        "and ntk.")
+    kernel: Annotated[KernelSpec, KERNELS.union()] = Field(
+        description="The kernel: a mapping with its kind (" + ", ".join(KERNELS.kinds())
+        + ") and its own fields.")
     amplitude: PositiveFloat | Literal["marginal_likelihood"] = Field(
         1.0, description="The prior variance scale a: the kernel is a * k (or "
         "'marginal_likelihood').")
     jitter: Annotated[float, Field(ge=0, lt=1, allow_inf_nan=False)] = 1e-8
-    nu: Literal[0.5, 1.5, 2.5] | None = Field(
-        None, description="Smoothness of the matern kernel (required for it, only for it).")
-    bias_variance: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
-        None, description="Variance of the hidden units' bias in the arccos kernel "
-        "(default 0; only for arccos).")
     fit: GPFit | None = Field(
         None, description="Condition on train MSE <= train_mse_max instead of interpolating.")
-    depth: PositiveInt | None = Field(
-        None, description="Hidden layers of the network (required for nngp and ntk, only for "
-        "them).")
-    init_scale: PositiveFloat | None = Field(
-        None, description="The network's init scale: weights and biases of variance "
-        "init_scale^2 / (3 fan_in) (default 1.0, PyTorch's; only for nngp and ntk).")
-    width: PositiveInt | None = Field(
-        None, description="Keep the hidden and output layers' bias variance init_scale^2 / "
-        "(3 width) that the infinite width sends to 0 (only for nngp and ntk).")
-    activation: Literal["relu", "tanh", "gelu", "sigmoid"] | None = Field(
-        None, description="The network's activation: relu (the default), the only one nngp "
-        "and ntk support; only for them.")
-    architecture: Literal["mlp", "cnn"] | None = Field(
-        None, description="The network nngp and ntk are the limit of: mlp (the default) or "
-        "cnn (ibdb's cnn space, on image tasks); only for them.")
-    layers: PositiveInt | None = Field(
-        None, description="Convolutions of the cnn (required with architecture cnn, only "
-        "with it).")
-    kernel_size: PositiveInt | None = Field(
-        None, description="The cnn's odd filter size (default 3; only with architecture cnn).")
-    pooling: Literal["max", "avg", "none"] | None = Field(
-        None, description="The cnn's pooling after each convolution: none or avg (required "
-        "with architecture cnn, only with it; max has no closed-form kernel).")
-    channels: PositiveInt | None = Field(
-        None, description="Keep the cnn's hidden convolutions' and readout's bias variances "
-        "that infinitely many channels send to 0 (only with architecture cnn).")
 
     @model_validator(mode="before")
     @classmethod
-    def _network_defaults(cls, data: Any) -> Any:
-        # nngp and ntk always carry their network's init_scale, activation and architecture
-        # (and a cnn its kernel_size), so that leaving a default out and writing it give the
-        # same dump (and run id); an mlp's architecture is left out of the dump (_trim_dump)
-        if isinstance(data, dict) and data.get("kernel") in ("nngp", "ntk"):
-            data = dict(data)
-            defaults = [("init_scale", 1.0), ("activation", "relu"), ("architecture", "mlp")]
-            if data.get("architecture") == "cnn":
-                defaults.append(("kernel_size", 3))
-            for key, default in defaults:
-                if data.get(key) is None:
-                    data[key] = default
-        return data
+    def _kernel_fields_into_kernel(cls, data: Any) -> Any:
+        """The flat spelling (``kernel: <kind>`` or none, the kernel's fields on the space)
+        as the kernel mapping; a kernel field that belongs to another kernel is named."""
+        if not isinstance(data, dict) or isinstance(data.get("kernel"), dict | KernelSpec):
+            return data
+        kind = data.get("kernel", KERNELS.default)
+        if not isinstance(kind, str) or kind not in KERNELS:
+            return data  # (the kernel field's own error names it)
+        own = set(KERNELS.get(kind).model.model_fields) - {"kind"}
+        space = set(cls.model_fields)
+        elsewhere = {key: [k.kind for k in KERNELS if key in k.model.model_fields]
+                     for key in data if key not in space and key not in own}
+        for key, kinds in elsewhere.items():
+            if kinds:
+                names = [repr(k) for k in kinds]
+                which = f"kernel {names[0]}" if len(names) == 1 else \
+                    f"kernels {', '.join(names[:-1])} and {names[-1]}"
+                raise ValueError(f"{key} = {data[key]!r} applies to {which}, not to {kind!r}; "
+                                 "remove it")
+        kernel = {"kind": kind, **{k: v for k, v in data.items() if k in own}}
+        rest = {k: v for k, v in data.items() if k not in own and k != "kernel"}
+        return {**rest, "kernel": kernel}
 
     @model_validator(mode="after")
-    def _parameters_match_kernel(self) -> GPSpace:
-        network = self.kernel in ("nngp", "ntk")
-        cnn = network and self.architecture == "cnn"
-        for key in ("depth", "init_scale", "width", "activation", "architecture",
-                    *self.CNN_FIELDS):
-            if not network and getattr(self, key) is not None:
-                cnn_only = " with architecture cnn" if key in self.CNN_FIELDS else ""
-                raise ValueError(f"{key} = {getattr(self, key)} applies only to kernels 'nngp' "
-                                 f"and 'ntk'{cnn_only} (kernel is {self.kernel!r}); remove it")
-        if network and not cnn:
-            for key in self.CNN_FIELDS:
-                if getattr(self, key) is not None:
-                    raise ValueError(f"{key} = {getattr(self, key)} applies only to "
-                                     f"architecture cnn (kernel {self.kernel!r} is the limit of "
-                                     "an mlp here); remove it or add architecture: cnn")
-        if cnn:
-            self._check_cnn()
-        if network and not cnn and self.depth is None:
-            raise ValueError(f"kernel {self.kernel!r} needs depth: the hidden layers (>= 1) of "
-                             "the mlp it is the limit of")
-        if network and "bandwidth" in self.model_fields_set:
-            raise ValueError(f"bandwidth applies to rbf, laplace, matern and arccos, not to "
-                             f"{self.kernel!r}, whose scales are the network's (init_scale and "
-                             "the input dimension); remove it")
-        if network and self.activation != "relu":
-            raise ValueError(f"kernel {self.kernel!r} is implemented for activation relu only "
-                             f"(the arc-cosine recursion), not {self.activation!r}")
-        if self.kernel == "matern" and self.nu is None:
-            raise ValueError("kernel 'matern' needs nu: 0.5, 1.5 or 2.5")
-        if self.kernel != "matern" and self.nu is not None:
-            raise ValueError(f"nu = {self.nu} applies only to kernel 'matern' "
-                             f"(kernel is {self.kernel!r}); remove it")
-        if self.kernel != "arccos" and self.bias_variance is not None:
-            raise ValueError(f"bias_variance = {self.bias_variance} applies only to kernel "
-                             f"'arccos' (kernel is {self.kernel!r}); remove it")
-        if (self.kernel == "arccos" and not self.bias_variance
-                and self.bandwidth == self.amplitude == "marginal_likelihood"):
+    def _evidence_can_choose(self) -> GPSpace:
+        kernel = self.kernel
+        if (isinstance(kernel, ArcCosKernel) and not kernel.bias_variance
+                and kernel.bandwidth == self.amplitude == "marginal_likelihood"):
             raise ValueError("without bias_variance the arccos kernel's bandwidth only scales it "
                              "(k / l^2), so the evidence cannot choose it and the amplitude "
                              "together: give bias_variance > 0 or a numeric bandwidth")
         return self
 
-    def _check_cnn(self) -> None:
-        what = f"kernel {self.kernel!r} with architecture cnn"
-        if self.depth is not None:
-            raise ValueError(f"{what} takes layers (its convolutions), not depth = "
-                             f"{self.depth}; remove depth")
-        if self.width is not None:
-            raise ValueError(f"{what} takes channels (the cnn's filters per layer), not width = "
-                             f"{self.width}; remove width")
-        if self.layers is None:
-            raise ValueError(f"{what} needs layers: the convolutions (>= 1) of the cnn it is "
-                             "the limit of")
-        if self.pooling is None:
-            raise ValueError(f"{what} needs pooling: none or avg (the cnn space's default, "
-                             "max, has no closed-form kernel)")
-        if self.pooling == "max":
-            raise ValueError(f"{what}: pooling max has no closed-form infinite-width kernel "
-                             "(the covariance of maxima of correlated Gaussians); use pooling "
-                             "avg or none")
-        if self.kernel_size % 2 == 0:
-            raise ValueError(f"{what}: kernel_size must be odd (as the cnn space's, so that "
-                             f"zero padding keeps the image size); got {self.kernel_size}")
-
-    # parameters a kernel does not use (None) and the default amplitude are left out, so the
-    # dump of an rbf space (and its run id) is what it was before other kernels existed
-    DUMP_OMITS: ClassVar[dict[str, Any]] = {
-        **dict.fromkeys(("nu", "bias_variance", "depth", "init_scale", "width", "activation",
-                         "architecture", *CNN_FIELDS, "fit")),
-        "amplitude": 1.0}
-
-    def _trim_dump(self, data: dict[str, Any]) -> dict[str, Any]:
-        if self.kernel in ("nngp", "ntk"):
-            data.pop("bandwidth", None)  # not a parameter of theirs
-            if data.get("architecture") == "mlp":
-                del data["architecture"]  # as before the cnn architecture existed
-        return data
+    def identity(self) -> dict[str, Any]:
+        """What defines the space's hypotheses: every field but its name, the kernel's written
+        flat beside the others (as before kernels had their own models), the amplitude and
+        fit only when set (as before they existed)."""
+        out: dict[str, Any] = {"kind": self.kind, "jitter": self.jitter,
+                               **self.kernel.identity()}
+        if self.amplitude != 1.0:
+            out["amplitude"] = self.amplitude
+        if self.fit is not None:
+            out["fit"] = self.fit.model_dump(mode="json")
+        return out
 
 
 Activation = Literal["relu", "tanh", "gelu", "sigmoid"]
@@ -245,6 +158,7 @@ class Adam(_OptimizerBase):
 
 
 Optimizer = Annotated[SGD | Adam, Field(discriminator="kind")]
+OPTIMIZER_KINDS = ("sgd", "adam")
 
 
 class FitCriterion(_Spec):
@@ -271,9 +185,7 @@ class FitCriterion(_Spec):
         return self
 
 
-class _NetworkSpace(_Spec):
-    name: Name
-    kind: str  # narrowed to its literal by each space
+class _NetworkSpace(SpaceSpec):
     activation: Activation = "relu"
     init_scale: PositiveFloat = Field(
         1.0, description="Weights and biases start uniform on +-init_scale/sqrt(fan_in) "
@@ -317,25 +229,70 @@ class CNNSpace(_NetworkSpace):
         return value
 
 
-def _space_kind(value: Any) -> str | None:
-    # A space without `kind` is a gp space, as it was before networks existed.
-    if isinstance(value, dict):
-        return value.get("kind", "gp")
-    return getattr(value, "kind", None)
+@dataclass(frozen=True)
+class SpaceKind:
+    """One kind of hypothesis space: its model and the runner that samples it.
+
+    ``runner`` names the runner class (``runners/``, the run stage, which resolves it). Bump
+    ``version`` when a change alters any hypothesis's losses: it enters the run id. The other
+    fields: tiny "sane" parameters that the runner contract test runs on CPU; the loss columns
+    the runner's ``sample`` returns (names in ``ibdb.core.columns.LOSS_COLUMNS``); a torch-free
+    check of a space against a loaded task (``check(space, data)`` raising SpecError) and its
+    memory estimates (``sizes``, see ``runners/sizes.py``), which the plan calls before
+    anything runs; whether a budget's splitting block may run on it (a
+    hypothesis is a fixed transform of a standard-normal noise row: ``noise_dim`` and
+    ``evaluate(noise)``, see ``runners/base.py``), and the version of that transform (level
+    shards record it; a resume refuses other values)."""
+
+    kind: str
+    model: type[SpaceSpec]
+    runner: Reference
+    version: str
+    sane_space: dict[str, Any] = field(default_factory=dict)
+    loss_columns: tuple[str, ...] = REQUIRED_LOSSES
+    check: Reference | None = None
+    sizes: Reference | None = None  # sizes(space, data) -> runners.sizes.Sizes
+    splitting: bool = False
+    noise_version: str = "1"
 
 
-SPACE_KINDS = ("gp", "mlp", "cnn")
+# Tiny, but some networks fit before the last epoch, so that the contract test covers
+# networks leaving a batch early.
+_SANE_OPTIMIZER = {"kind": "adam", "lr": 0.01, "epochs": 4, "batch_size": 8}
+_NETWORK_COLUMNS = tuple(LOSS_COLUMNS)  # trained networks record every loss column
 
-HypothesisSpace = Annotated[
-    Annotated[GPSpace, Tag("gp")] | Annotated[MLPSpace, Tag("mlp")]
-    | Annotated[CNNSpace, Tag("cnn")],
-    Discriminator(_space_kind, custom_error_type="space_kind",
-                  custom_error_message=f"Input should be one of {', '.join(SPACE_KINDS)}"),
-]
+# A space without `kind` is a gp space, as it was before networks existed.
+SPACES: KindRegistry[SpaceKind] = KindRegistry("hypothesis space", [
+    SpaceKind(
+        kind="gp", model=GPSpace, runner="ibdb.runners.gp:GPRunner", version="1",
+        sane_space={"name": "sane-gp", "kind": "gp", "kernel": {"kind": "rbf",
+                                                                  "bandwidth": 1.0},
+                    "jitter": 1e-8},
+        # train_mse and fitted only when the space conditions on a train MSE (fit)
+        loss_columns=(*REQUIRED_LOSSES, "train_mse", "fitted"),
+        check="ibdb.runners.compatibility:check_gp",  # a cnn kernel needs image data
+        sizes="ibdb.runners.sizes:gp_sizes", splitting=True),
+    SpaceKind(
+        kind="mlp", model=MLPSpace, runner="ibdb.runners.mlp:MLPRunner", version="1",
+        sane_space={"name": "sane-mlp", "kind": "mlp", "width": 8, "depth": 2,
+                    "optimizer": _SANE_OPTIMIZER},
+        loss_columns=_NETWORK_COLUMNS, check="ibdb.runners.compatibility:check_network",
+        sizes="ibdb.runners.sizes:network_sizes", splitting=True,
+        noise_version="2"),  # 2: the data orders are in the noise (1: held by a seed)
+    SpaceKind(
+        kind="cnn", model=CNNSpace, runner="ibdb.runners.cnn:CNNRunner", version="1",
+        sane_space={"name": "sane-cnn", "kind": "cnn", "channels": 3, "layers": 2,
+                    "kernel_size": 3, "pooling": "max",
+                    "optimizer": {**_SANE_OPTIMIZER, "lr": 0.03, "epochs": 5}},
+        loss_columns=_NETWORK_COLUMNS, check="ibdb.runners.compatibility:check_network",
+        sizes="ibdb.runners.sizes:network_sizes", splitting=True,
+        noise_version="2"),  # 2: the data orders are in the noise (1: held by a seed)
+], default="gp")
+
+HypothesisSpace = Annotated[SpaceSpec, SPACES.union()]
 _SPACE_ADAPTER: TypeAdapter[Any] = TypeAdapter(HypothesisSpace)
 
 
-def parse_space(data: dict[str, Any]) -> GPSpace | MLPSpace | CNNSpace:
+def parse_space(data: dict[str, Any]) -> SpaceSpec:
     """Validate one hypothesis space given as a mapping (as in a spec's ``spaces`` list)."""
     return _SPACE_ADAPTER.validate_python(data)
-

@@ -24,7 +24,7 @@ import duckdb
 from ibdb.core.columns import LOSS_NAMES
 from ibdb.core.errors import IbdbError, StoreError, StoreLockedError, shorten
 from ibdb.core.estimate import ESTIMATE_COLUMNS
-from ibdb.core.methods import SOURCES
+from ibdb.core.methods import INPUTS
 from ibdb.store.catalog import schema_files, verify_catalog
 from ibdb.store.files import (
     TEMPORARY_STORE_PREFIX,
@@ -330,7 +330,7 @@ class Store:
         if source not in _SOURCE_READERS:
             raise StoreError(f"the store cannot read a source named {source!r}; known sources: "
                              f"{', '.join(_SOURCE_READERS)}.")
-        if loss not in SOURCES[source].losses:
+        if loss not in INPUTS[source].losses:
             return None
         return _SOURCE_READERS[source](self, run_id, loss, facts or self.run_facts(run_id))
 
