@@ -7,7 +7,6 @@ as a call needs it, so sampling (which can take hours) never holds the store's l
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -15,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 from ibdb.core.columns import LOSS_NAMES
 from ibdb.core.errors import EstimateError, IbdbError, ShardError, StoreError
+from ibdb.core.estimate import check_eps
 from ibdb.core.methods import METHODS
 
 # Each command imports what it needs when it runs, so that `ibdb --help`, `sql`, `check`,
-# `validate` and `plan` never load torch or scipy.stats (see docs/decisions.md).
+# `validate` and `plan` never load torch or scipy.stats (see docs/decisions/0088-lazy-imports.md).
 if TYPE_CHECKING:
     from ibdb.progress import Progress
     from ibdb.report.model import Report
@@ -203,9 +203,7 @@ class Ibdb:
             raise EstimateError(f"unknown method(s) {', '.join(unknown)}; choose from "
                                 f"{', '.join(METHODS.names())}.")
         if eps is not None:
-            bad = [e for e in eps if not _positive_number(e)]
-            if bad or not eps:
-                raise EstimateError(f"eps must be positive numbers; got {bad or eps}.")
+            eps = check_eps(eps)
         run_ids = run_ids or store.run_ids()
         with store.transaction():  # (reads every loss of these runs, as estimating does)
             # so that edits outside ibdb are seen; not again for runs whose digests the
@@ -439,14 +437,6 @@ class Ibdb:
 
         return Store.open(self.db, read_only=read_only, functions=functions, create=create,
                           retry_seconds=READ_RETRY_SECONDS if read_only else 0.0)
-
-
-def _positive_number(value: Any) -> bool:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return False
-    return math.isfinite(number) and number > 0
 
 
 def _relabel(progress: Progress | None, label: str) -> Progress | None:

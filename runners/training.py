@@ -33,7 +33,7 @@ training points; E n = 0 for full-batch training, which has no order).
   swaps a few neighbouring ranks, so a rare-event sampler moves the data order gradually, as it
   moves the weights. (Holding each network's order fixed at its level-0 ancestor's, as ibdb
   did before, leaves the sampler unable to mix over orders: deep levels held copies of a few
-  ancestors' orders; docs/decisions.md.)
+  ancestors' orders; docs/decisions/0035-network-noise-moves-all-of-it.md.)
 So (noise(seeds)) rows are hypotheses of ``sample``'s law, but a seed does not give the
 hypothesis ``sample`` gives for it (there the seed's torch generator draws weights and orders).
 These networks have no dropout; were it added, its masks would need normals of their own in z.
@@ -67,7 +67,7 @@ OrderSource = Callable[[np.ndarray, int], torch.Tensor]
 # network's loss jump when a move changes the epoch it stops at, and with equal steps the order
 # moves doubled those jumps (digits MLP: acceptance fell from 5-17 % to 1-20 % and two of three
 # repeats stalled); at 1 % an order move swaps a few neighbouring ranks per epoch at the usual
-# steps. docs/decisions.md.
+# steps. docs/decisions/0035-network-noise-moves-all-of-it.md.
 ORDER_STEP_SCALE = 0.01
 
 PAD = 64  # elements; a multiple of every SIMD width and of a 64-byte cache line

@@ -149,7 +149,7 @@ def test_estimate_with_other_eps_and_method(tmp_path, toy_spec):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["estimate", "--method", "magic"], "Invalid value for '--method': 'magic' is not one of"),
-    (["estimate", "--eps", "0"], "eps must be positive"),
+    (["estimate", "--eps", "0"], "eps must be finite and > 0 (a target test MSE), got 0.0"),
     (["estimate", "--run", "deadbeef"], "run 'deadbeef' is not in"),
     (["sql", "SELECT * FROM nowhere"], "SQL error: Catalog Error"),
     (["sql", "DELETE FROM losses"], "SQL error"),

@@ -50,22 +50,27 @@ def _eps_at(bits: float, law: GenChi2 = EXACT) -> float:
 @pytest.mark.parametrize(
     ("kwargs", "fragment"),
     [
-        ({"p0": 1.0}, "p0 = 1.0"),
-        ({"p0": 0.0}, "p0 = 0.0"),
-        ({"p0": -0.2}, "(0, 1)"),
-        ({"n_particles": 0}, "n_particles = 0"),
+        ({"p0": 1.0}, "p0 = 1.0: Input should be less than 1"),
+        ({"p0": 0.0}, "p0 = 0.0: Input should be greater than 0"),
+        ({"p0": -0.2}, "p0 = -0.2: Input should be greater than 0"),
+        ({"n_particles": 0}, "n_particles = 0: Input should be greater than 0"),
         ({"n_particles": 5, "p0": 0.01}, "rounds to 0 seeds"),
-        ({"rho": 1.0}, "rho = 1.0"),
+        ({"rho": 1.0}, "rho = 1.0: Input should be less than 1"),
         ({"target_acceptance": 0.0}, "target_acceptance = 0.0"),
-        ({"target_bits": None}, "neither target_eps nor target_bits"),
-        ({"target_bits": -3.0}, "target_bits = -3.0"),
+        ({"target_bits": None}, "needs target_bits (a depth in bits, e.g. 40) or target_eps"),
+        ({"target_bits": -3.0}, "target_bits = -3.0: Input should be greater than 0"),
         ({"target_eps": math.nan, "target_bits": None}, "target_eps = nan"),
-        ({"max_evaluations": 10}, "max_evaluations = 10"),
+        ({"max_evaluations": 10}, "max_evaluations = 10 is below particles = 100"),
+        ({"n_particles": np.int64(100), "p0": np.float64(0.5)}, None),  # numpy numbers pass
         ({"seed": -1}, "seed = -1"),
     ],
 )
 def test_settings_validation_says_what_is_wrong(kwargs, fragment):
+    """The rules are the spec's splitting block's, with the sampler's names."""
     base = {"n_particles": 100, "target_bits": 10.0}
+    if fragment is None:
+        assert SplittingSettings(**{**base, **kwargs}).n_seeds == 50
+        return
     with pytest.raises(SpecError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
         SplittingSettings(**{**base, **kwargs})
 

@@ -9,8 +9,12 @@ against ``DESCRIBE estimates`` of the table ``schemas/`` creates).
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
+
+from ibdb.core.errors import EstimateError
 
 
 @dataclass(frozen=True)
@@ -53,3 +57,27 @@ def estimate_row(est: Estimate, *, run_id: str, loss: str, loss_set: str | None,
     return {"run_id": run_id, "loss": loss,
             **{name: getattr(est, name) for name in ESTIMATE_FIELDS},
             "loss_set_hash": loss_set_hash, "loss_set": loss_set}
+
+
+def check_eps(eps: Sequence[float] | float) -> list[float]:
+    """``eps`` as a list of floats: one number or a non-empty list of them, each finite and > 0
+    (a target error). The one check of eps, at every way in: the CLI and the Python API (through
+    the facade), the estimators and the SQL functions."""
+    import numpy as np  # (not at import: `ibdb sql` reads this module's columns)
+
+    try:
+        values = np.atleast_1d(np.asarray(eps, dtype=np.float64))
+    except (TypeError, ValueError):
+        values = np.empty((0, 0))
+    if values.ndim != 1 or values.size == 0:
+        raise EstimateError(
+            f"eps must be one number or a non-empty list of numbers, got {eps!r}; e.g. "
+            "eps=[0.01, 0.05, 0.1] (target test MSEs)."
+        )
+    bad = [float(v) for v in values if not (math.isfinite(v) and v > 0)]
+    if bad:
+        raise EstimateError(
+            f"eps must be finite and > 0 (a target test MSE), got {bad[0]!r}; pass positive "
+            "targets such as eps=[0.01, 0.05]."
+        )
+    return [float(v) for v in values]

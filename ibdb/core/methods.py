@@ -55,7 +55,7 @@ INPUTS: dict[str, MethodInput] = {
                      "no splitting levels stored for this {kind} run (give its budget a "
                      "splitting block)"),
     # The 2023 bound's eps is a target error rate in the paper (--loss test_error); read with a
-    # test MSE it is the same formula at another loss, which ibdb also shows (docs/decisions.md)
+    # test MSE it is the same formula at another loss, which ibdb also shows (docs/decisions/0059)
     "task_statistics": MethodInput("task_statistics", LOSS_NAMES, None,
                               "the 2023 bound needs the run's task statistics, which are not "
                               "stored for this run"),

@@ -28,15 +28,13 @@ import logging
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import ValidationError
 
 from ibdb.core.errors import EstimateError, SpecError
+from ibdb.spec.budget import SplittingSpec
 from ibdb.stats.levels import LevelRecord
-
-if TYPE_CHECKING:
-    from ibdb.spec.budget import SplittingSpec
 
 __all__ = [
     "SAMPLER_VERSION",
@@ -58,6 +56,11 @@ Evaluator = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray]]
 
 
 # ----------------------------------------------------------------------------------- settings
+def _plain(value: object) -> object:
+    """numpy scalars as Python numbers (the spec's models are strict)."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
 @dataclass(frozen=True)
 class SplittingSettings:
     """How to run the levels. Each level has ``n_particles`` particles; ``round(p0 * N)`` seeds
@@ -78,37 +81,20 @@ class SplittingSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        n = self.n_particles
-        if isinstance(n, bool) or not isinstance(n, int | np.integer) or n < 2:
-            raise SpecError(f"n_particles = {n!r}; it must be an integer >= 2 (e.g. 1000).")
-        p0 = self.p0
-        if not isinstance(p0, float | int) or not (0.0 < p0 < 1.0):
-            raise SpecError(f"p0 = {p0!r}; the level probability must lie in (0, 1), e.g. 0.1.")
-        if not 1 <= round(p0 * n) <= n - 1:
-            raise SpecError(
-                f"p0 * n_particles = {p0} * {n} rounds to {round(p0 * n)} seeds; it must be "
-                f"between 1 and n_particles - 1: raise n_particles or change p0."
-            )
-        if not (0.0 <= self.rho < 1.0):
-            raise SpecError(f"rho = {self.rho!r}; the pCN correlation must lie in [0, 1).")
-        if not (0.0 < self.target_acceptance < 1.0):
-            raise SpecError(
-                f"target_acceptance = {self.target_acceptance!r}; it must lie in (0, 1), "
-                "e.g. 0.4."
-            )
-        if self.target_eps is None and self.target_bits is None:
-            raise SpecError("neither target_eps nor target_bits is set; give at least one.")
-        if self.target_eps is not None and not math.isfinite(self.target_eps):
-            raise SpecError(f"target_eps = {self.target_eps!r}; it must be a finite loss.")
-        if self.target_bits is not None and not (0.0 < self.target_bits < math.inf):
-            raise SpecError(f"target_bits = {self.target_bits!r}; it must be finite and > 0.")
-        if self.max_evaluations < n:
-            raise SpecError(
-                f"max_evaluations = {self.max_evaluations!r} is below n_particles = {n}; "
-                "level 0 alone needs n_particles evaluations: raise the cap."
-            )
-        if self.max_levels < 1:
-            raise SpecError(f"max_levels = {self.max_levels!r}; it must be >= 1.")
+        # The rules are the spec's (SplittingSpec, ibdb.spec.budget): one definition, whether
+        # the settings come from a spec or are made by hand (tests, benchmarks, notebooks).
+        fields = {"particles": self.n_particles, "p0": self.p0, "rho": self.rho,
+                  "target_acceptance": self.target_acceptance, "target_eps": self.target_eps,
+                  "target_bits": self.target_bits, "max_evaluations": self.max_evaluations,
+                  "max_levels": self.max_levels}
+        try:
+            SplittingSpec.model_validate({k: _plain(v) for k, v in fields.items()})
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            field = str(error["loc"][0]) if error["loc"] else ""
+            name = "n_particles" if field == "particles" else field
+            value = f"{name} = {fields[field]!r}: " if field in fields else ""
+            raise SpecError(f"splitting settings: {value}{error['msg']}.") from None
         if isinstance(self.seed, bool) or not isinstance(self.seed, int | np.integer) or (
             self.seed < 0
         ):

@@ -31,7 +31,7 @@ import numpy as np
 from scipy import special, stats
 
 from ibdb.core.errors import EstimateError, shorten
-from ibdb.core.estimate import Estimate
+from ibdb.core.estimate import Estimate, check_eps
 from ibdb.core.methods import METHODS
 from ibdb.stats.bootstrap import ncx2_bits_interval
 from ibdb.stats.bound import TaskStatistics, bound_bits
@@ -60,22 +60,6 @@ _Z95 = 1.959963984540054
 def _bits(log_p: float) -> float:
     """-log2 of a probability given as a natural log; +0.0 rather than -0.0 at P = 1."""
     return 0.0 - log_p / _LN2
-
-
-def _check_eps(eps: Sequence[float] | float) -> list[float]:
-    values = np.atleast_1d(np.asarray(eps, dtype=np.float64))
-    if values.ndim != 1 or values.size == 0:
-        raise EstimateError(
-            f"eps must be one number or a non-empty list of numbers, got {eps!r}; e.g. "
-            "eps=[0.01, 0.05, 0.1] (target test MSEs)."
-        )
-    bad = [float(v) for v in values if not (math.isfinite(v) and v > 0)]
-    if bad:
-        raise EstimateError(
-            f"eps must be finite and > 0 (a target test MSE), got {bad[0]!r}; pass positive "
-            "targets such as eps=[0.01, 0.05]."
-        )
-    return [float(v) for v in values]
 
 
 def _sorted_finite(losses: Sequence[float] | np.ndarray) -> tuple[np.ndarray, int]:
@@ -143,7 +127,7 @@ def estimate_losses(
             f" the methods that estimate from losses are "
             f"{', '.join(m.name for m in METHODS.reading('losses'))}."
         )
-    return chosen.estimate(losses, _check_eps(eps), confidence=confidence, interval=interval,
+    return chosen.estimate(losses, check_eps(eps), confidence=confidence, interval=interval,
                            seed=seed)
 
 
@@ -151,7 +135,7 @@ def ncx2_estimates(losses: Sequence[float] | np.ndarray, eps: Sequence[float] | 
                    confidence: float = 0.95, interval: bool = True, seed: int = 0
                    ) -> list[Estimate]:
     """The ``ncx2`` method: a maximum-likelihood scaled ncx2 read at each eps."""
-    eps_list, confidence = _check_eps(eps), _check_confidence(confidence)
+    eps_list, confidence = check_eps(eps), _check_confidence(confidence)
     x, n_excluded = _fittable(losses, "ncx2")
     return _estimate_ncx2(x, eps_list, n_excluded, confidence, interval, seed)
 
@@ -159,7 +143,7 @@ def ncx2_estimates(losses: Sequence[float] | np.ndarray, eps: Sequence[float] | 
 def paper_estimates(losses: Sequence[float] | np.ndarray, eps: Sequence[float] | float
                     ) -> list[Estimate]:
     """The ``paper`` method: the published procedure (scipy's fit), in bits."""
-    eps_list = _check_eps(eps)
+    eps_list = check_eps(eps)
     x, n_excluded = _fittable(losses, "paper")
     return _estimate_paper(x, eps_list, n_excluded)
 
@@ -167,7 +151,7 @@ def paper_estimates(losses: Sequence[float] | np.ndarray, eps: Sequence[float] |
 def empirical_estimates(losses: Sequence[float] | np.ndarray, eps: Sequence[float] | float, *,
                         confidence: float = 0.95) -> list[Estimate]:
     """The ``empirical`` method: the sample fraction with a Clopper-Pearson interval."""
-    eps_list, confidence = _check_eps(eps), _check_confidence(confidence)
+    eps_list, confidence = check_eps(eps), _check_confidence(confidence)
     x, n_excluded = _sorted_finite(losses)
     return _estimate_empirical(x, eps_list, n_excluded, confidence)
 
@@ -293,7 +277,7 @@ def exact_estimates(source: GenChi2 | Mapping[str, Any], eps: Sequence[float] | 
     importance-sampling estimate +- 1.96 standard errors.
     """
     dist = _as_genchi2(source)
-    eps_list = _check_eps(eps)
+    eps_list = check_eps(eps)
     params = {
         "n_components": dist.n_components,
         "total_dof": dist.total_dof,
@@ -352,7 +336,7 @@ def bound_estimates(task: TaskStatistics | Mapping[str, Any], eps: Sequence[floa
                 f"task statistics {shorten(repr(dict(task)), 200)} cannot be read ({exc}); run "
                 "the spec again into a new store to measure them.") from None
     rows = []
-    for e in _check_eps(eps):
+    for e in check_eps(eps):
         bits, parts = bound_bits(task, e)
         rows.append(Estimate(
             method="bound", method_version="", eps=e, bits=bits,
@@ -373,7 +357,7 @@ def splitting_estimates(repeats: Sequence[Sequence[Any]], eps: Sequence[float] |
     no particle reaches eps, only a lower bound."""
     from ibdb.stats.subset_simulation import repeats_estimate, splitting_estimate
 
-    eps_list, confidence = _check_eps(eps), _check_confidence(confidence)
+    eps_list, confidence = check_eps(eps), _check_confidence(confidence)
     runs = [list(r) for r in repeats]
     if not runs or not all(runs):
         raise EstimateError("splitting: no stored levels to estimate from; run the spec's "
@@ -416,13 +400,13 @@ def estimate_exact(dist: GenChi2, eps: Sequence[float] | float, *, check: bool =
             f"estimate_exact needs a GenChi2 distribution, got {type(dist).__name__}; build one "
             "with GenChi2.from_arrays(weights, dofs, noncentralities, offset)."
         )
-    return METHODS.get("exact").estimate(dist, _check_eps(eps), check=check,
+    return METHODS.get("exact").estimate(dist, check_eps(eps), check=check,
                                          check_samples=check_samples, seed=seed)
 
 
 def estimate_bound(task: TaskStatistics, eps: Sequence[float] | float) -> list[Estimate]:
     """The registered ``bound`` method's rows for task statistics (see bound_estimates)."""
-    return METHODS.get("bound").estimate(task, _check_eps(eps))
+    return METHODS.get("bound").estimate(task, check_eps(eps))
 
 
 def _jsonable(value: Any) -> bool:

@@ -3,8 +3,9 @@
 A collaborator of :class:`ibdb.store.database.Store`, which calls it inside a transaction on its
 connection (so any failure stores nothing) and then refreshes the loss-set digests. Every
 shard is checked against the sha256 in its name, its metadata, schema, run and hypothesis
-range (read from the footers of all of a run's shards at once, :mod:`ibdb.store.footers`) before any
-row goes in; any failure aborts the whole call, naming the file (docs/decisions.md says why).
+range (read from the footers of all of a run's shards at once, :mod:`ibdb.store.footers`)
+before any row goes in; any failure aborts the whole call, naming the file
+(docs/decisions/0065-ingest-all-or-nothing.md says why).
 A ledger of shard hashes (the ``shards`` table) makes re-ingesting a no-op.
 """
 
