@@ -269,3 +269,48 @@ def test_gpu_evaluate_matches_gpu_sample_and_cpu(data):
         np.testing.assert_array_equal(got[name], sampled[name], err_msg=name)
     cpu = GPRunner(space, data, device=CPU).evaluate(noise)
     np.testing.assert_allclose(got["test_mse"], cpu["test_mse"], rtol=1e-9)
+
+
+def test_the_runner_steps_alone(data):
+    """GPRunner's steps, each against its oracle: the bandwidth rule, the unit-amplitude
+    posterior (NumPy's solve, K^-1 Y and the evidence's terms), and the spectrum at an
+    amplitude (a times the covariance's eigenvalues, the same eigenvectors)."""
+    from ibdb.runners.gp import _bandwidth, _median_distance, _posterior, _spectrum
+    from ibdb.runners.kernels import kernel_matrix
+
+    x_train, x_test, y_train = (torch.as_tensor(a) for a in (data.x_train, data.x_test,
+                                                            data.y_train))
+    median = GPSpace(name="g", kernel={"kind": "rbf", "bandwidth": "median"})
+    bandwidth, search = _bandwidth(median, x_train, y_train, None, None)
+    d = np.sqrt(((data.x_train[:, None] - data.x_train[None]) ** 2).sum(-1))
+    assert search is None and bandwidth == pytest.approx(np.median(d[np.triu_indices(40, 1)]))
+    assert bandwidth == _median_distance(x_train)
+    assert _bandwidth(GPSpace(name="g", kernel="ntk", depth=1), x_train, y_train, None,
+                      None) == (None, None)
+
+    space = GPSpace(name="g", kernel={"kind": "rbf", "bandwidth": 1.3}, jitter=1e-6)
+    bandwidth, _ = _bandwidth(space, x_train, y_train, None, None)
+    posterior = _posterior(space, lambda a, b: kernel_matrix(a, b, kernel=space.kernel,
+                                                             bandwidth=1.3),
+                           x_train, x_test, y_train, bandwidth)
+    mean, cov = _numpy_posterior(data, 1.3, 1e-6)
+    np.testing.assert_allclose(posterior.mean.numpy(), mean, atol=1e-9)
+    np.testing.assert_allclose(posterior.cov.numpy(), cov, atol=1e-9)
+    gram = _numpy_gram(data.x_train, 1.3) + 1e-6 * np.eye(40)
+    np.testing.assert_allclose(posterior.alpha.numpy(), np.linalg.solve(gram, data.y_train),
+                               rtol=1e-6)
+    quad, logdet = posterior.terms
+    assert quad == pytest.approx(float(np.sum(data.y_train * np.linalg.solve(gram,
+                                                                             data.y_train))))
+    assert logdet == pytest.approx(np.linalg.slogdet(gram)[1])
+    unit = np.linalg.eigvalsh(cov)
+    eigenvalues, eigenvectors = _spectrum(space, posterior, 2.5, 40, bandwidth)
+    np.testing.assert_allclose(eigenvalues.numpy(), 2.5 * unit, atol=1e-9)
+    np.testing.assert_allclose(posterior.cov.numpy(), 2.5 * cov, atol=1e-9)  # scaled in place
+    q = eigenvectors.numpy()
+    np.testing.assert_allclose(q.T @ q, np.eye(25), atol=1e-9)
+
+
+def _numpy_gram(x, bandwidth):
+    d2 = ((x[:, None, :] - x[None, :, :]) ** 2).sum(-1)
+    return np.exp(-d2 / (2 * bandwidth**2))

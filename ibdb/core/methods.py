@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ibdb.core.columns import LOSS_NAMES
 from ibdb.core.errors import EstimateError
 from ibdb.core.references import Reference, resolve
+from ibdb.core.registry import Registry
 
 if TYPE_CHECKING:
     from ibdb.core.estimate import Estimate
@@ -117,46 +117,14 @@ class Method:
                 for r in rows]
 
 
-class MethodRegistry:
+class MethodRegistry(Registry[Method]):
     """Methods by name, in the order reports list them."""
 
     def __init__(self, methods: list[Method]) -> None:
-        self._methods: dict[str, Method] = {}
-        for method in methods:
-            self.register(method)
-
-    def register(self, method: Method) -> None:
-        if method.name in self._methods:
-            raise ValueError(f"method {method.name!r} is registered already")
-        self._methods[method.name] = method
-
-    def unregister(self, name: str) -> None:
-        del self._methods[name]
-
-    @contextmanager
-    def added(self, method: Method) -> Iterator[Method]:
-        """Register ``method`` for the duration of a ``with`` block (tests, experiments)."""
-        self.register(method)
-        try:
-            yield method
-        finally:
-            self.unregister(method.name)
-
-    def __iter__(self) -> Iterator[Method]:
-        return iter(list(self._methods.values()))
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._methods
+        super().__init__(methods, key=lambda m: m.name, unknown=_unknown_method)
 
     def names(self) -> tuple[str, ...]:
-        return tuple(self._methods)
-
-    def get(self, name: str) -> Method:
-        try:
-            return self._methods[name]
-        except KeyError:
-            raise EstimateError(f"unknown estimation method {name!r}; the known methods are "
-                                f"{', '.join(self._methods)}.") from None
+        return self.keys()
 
     def defaults(self) -> list[Method]:
         return [m for m in self if m.default]
@@ -176,6 +144,11 @@ class MethodRegistry:
         """The methods others are compared with: references first, then the yardsticks."""
         return sorted((m for m in self if m.role == "reference" or m.yardstick),
                       key=lambda m: m.role != "reference")
+
+
+def _unknown_method(name: str, known: tuple[str, ...]) -> EstimateError:
+    return EstimateError(f"unknown estimation method {name!r}; the known methods are "
+                         f"{', '.join(known)}.")
 
 
 METHODS = MethodRegistry([

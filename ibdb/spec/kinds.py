@@ -10,14 +10,13 @@ source) is accepted by specs, ``ibdb validate`` and ``ibdb schema`` with no othe
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from pydantic import GetCoreSchemaHandler, GetJsonSchemaHandler, ValidationInfo
 from pydantic_core import PydanticCustomError, core_schema
 
 from ibdb.core.errors import SpecError
+from ibdb.core.registry import Registry
 from ibdb.spec.base import SpecModel
 
 
@@ -32,7 +31,7 @@ class KindEntry(Protocol):
 E = TypeVar("E", bound=KindEntry)
 
 
-class KindRegistry(Generic[E]):
+class KindRegistry(Registry[E]):
     """Entries by kind, in the order they were registered (the order help and schemas list).
 
     ``what`` names the things for messages ("kernel", "task source"); ``default`` is the kind a
@@ -41,46 +40,20 @@ class KindRegistry(Generic[E]):
     def __init__(self, what: str, entries: list[E], *, default: str | None = None) -> None:
         self.what = what
         self.default = default
-        self._entries: dict[str, E] = {}
-        for entry in entries:
-            self.register(entry)
+        super().__init__(entries, key=lambda e: e.kind, unknown=self._unknown)
 
-    def register(self, entry: E) -> None:
-        if entry.kind in self._entries:
-            raise ValueError(f"{self.what} kind {entry.kind!r} is registered already")
+    def _unknown(self, kind: str, known: tuple[str, ...]) -> SpecError:
+        return SpecError(f"no {self.what} of kind {kind!r}; the known kinds are "
+                         f"{', '.join(known)}.")
+
+    def _check(self, entry: E) -> None:
         kinds = entry.model.model_fields.get("kind")
         if kinds is None or entry.kind not in _literal_values(kinds.annotation):
             raise ValueError(f"{self.what} kind {entry.kind!r}: its model "
                              f"{entry.model.__name__} needs a field kind: Literal[{entry.kind!r}]")
-        self._entries[entry.kind] = entry
-
-    def unregister(self, kind: str) -> None:
-        del self._entries[kind]
-
-    @contextmanager
-    def added(self, entry: E) -> Iterator[E]:
-        """Register ``entry`` for the duration of a ``with`` block (tests, experiments)."""
-        self.register(entry)
-        try:
-            yield entry
-        finally:
-            self.unregister(entry.kind)
-
-    def __iter__(self) -> Iterator[E]:
-        return iter(list(self._entries.values()))
-
-    def __contains__(self, kind: object) -> bool:
-        return kind in self._entries
 
     def kinds(self) -> tuple[str, ...]:
-        return tuple(self._entries)
-
-    def get(self, kind: str) -> E:
-        try:
-            return self._entries[kind]
-        except KeyError:
-            raise SpecError(f"no {self.what} of kind {kind!r}; the known kinds are "
-                            f"{', '.join(self._entries)}.") from None
+        return self.keys()
 
     def of(self, model: SpecModel) -> E:
         """The entry of a validated model (by its ``kind``)."""
@@ -91,7 +64,7 @@ class KindRegistry(Generic[E]):
         return _KindUnion(self)
 
     def models(self) -> tuple[type[SpecModel], ...]:
-        return tuple(dict.fromkeys(e.model for e in self._entries.values()))
+        return tuple(dict.fromkeys(e.model for e in self))
 
 
 def _literal_values(annotation: Any) -> tuple[Any, ...]:
