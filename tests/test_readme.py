@@ -19,7 +19,7 @@ fails when a block appears that no claim matches, or a claim names a block or te
 - The SQL block: each statement runs through `ibdb sql` against a copy of the quickstart's store
   (a gp run) and must equal the value `ibdb estimate` stored, also after some hypotheses are
   marked as not fitting the training data.
-- The Python block: tests/test_notebook_api.py runs it as written (and the example script), and
+- The Python block: tests/store/test_notebook_api.py runs it as written (and the example script), and
   tests/test_packaging.py runs it in the fresh venv against the quickstart's store.
 - The YAML block (a budget's `splitting` block): validated inside a spec by `ibdb validate`.
 """
@@ -71,7 +71,7 @@ CLAIMS = {
     TOUR: ["tests/test_readme.py::test_tour_line",
            "tests/test_readme.py::test_executor_lines_options_and_extras"],
     SQL: ["tests/test_readme.py::test_sql_block_equals_ibdb_estimate"],
-    PYTHON: ["tests/test_notebook_api.py::test_readme_notebook_section_runs",
+    PYTHON: ["tests/store/test_notebook_api.py::test_readme_notebook_section_runs",
              "tests/test_packaging.py::test_readme_notebook_block_runs_in_the_fresh_venv"],
     SPLITTING: ["tests/test_readme.py::test_splitting_block_is_a_valid_budget"],
 }
@@ -368,7 +368,7 @@ def _slurm(work: Path, line: str) -> None:
     pytest.importorskip("submitit", reason="the slurm extra is not installed (ibdb[slurm])")
     if shutil.which("sbatch") or shutil.which("srun"):
         pytest.skip("a Slurm cluster is reachable from here; the suite does not submit jobs "
-                    "(tests/test_executors.py runs the executor through submitit's local mode)")
+                    "(tests/run/test_executors.py runs the executor through submitit's local mode)")
     toy_spec(work)
     result = sh(line, work)
     # without a Slurm cluster: an expected failure (exit 2) that names Slurm, nothing stored

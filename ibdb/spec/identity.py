@@ -10,7 +10,7 @@ chunk sizes do not enter it: hypothesis ``i`` is the same whatever ``N`` is, so 
 hypotheses extends a run instead of starting anew.
 
 ``IDENTITY_VERSION`` names this layout. Run ids of every example spec are pinned by a test
-(tests/data/example_run_ids.json): a change that moves one needs a new version and a migration
+(tests/fixtures/example_run_ids.json): a change that moves one needs a new version and a migration
 of stored runs, or a decision record saying why the old id was wrong.
 """
 

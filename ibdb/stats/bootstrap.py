@@ -21,7 +21,7 @@ checked against the direct evaluation. No linearisation: one or two Newton steps
 were tried and missed the replicate optima by up to 2.5 replicate spreads, because df is often
 poorly determined (for near-normal losses the replicates' optima spread over df in [0, 1000], in
 two clumps). Against replicates refitted by the main fit's optimiser the refits agree to 1e-6
-nats in log-likelihood, i.e. to ~1e-3 replicate standard deviations (tests/test_bootstrap.py).
+nats in log-likelihood, i.e. to ~1e-3 replicate standard deviations (tests/stats/test_bootstrap.py).
 """
 
 from __future__ import annotations
@@ -325,7 +325,7 @@ def ncx2_bits_interval(
     the point estimate. 50-120 ms for 10^4 losses and 10 eps; peak memory does not grow with
     n_boot x n (see :func:`resampled_stats`). Measured coverage of the true I(eps) by 95%
     intervals on 0.01 chi2'(3, 20) losses (n = 2000 and 10^4, from the 10% quantile to P =
-    1e-15, far below the sample minimum): 0.92-0.96 (tests/test_bootstrap.py).
+    1e-15, far below the sample minimum): 0.92-0.96 (tests/stats/test_bootstrap.py).
     """
     e = _check_args(eps, confidence, n_boot)
     if not isinstance(fit, Ncx2Fit):

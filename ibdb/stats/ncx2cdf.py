@@ -216,7 +216,7 @@ def ncx2_logcdf_saddlepoint(x: np.ndarray, df: np.ndarray, nc: np.ndarray,
     For one component the saddlepoint equation is a quadratic, so the root is closed-form:
     r = 1 / (1 - 2 s scale) = 2y / (df + sqrt(df^2 + 4 nc y)), y = x / scale (formed in logs,
     so that it never underflows), and sig = 1 - r. Against an mpmath oracle
-    (tests/test_bootstrap.py) its error is 0.014 bits at df = 2.5 (0.005 beyond 20 bits),
+    (tests/stats/test_bootstrap.py) its error is 0.014 bits at df = 2.5 (0.005 beyond 20 bits),
     <= 0.001 bits at df >= 7, 0.04 bits at df = 1, at any depth; it fails for df << 1 near
     y = 0 (a near point mass), where :func:`ncx2_logcdf_small_argument` takes over.
     """
@@ -252,7 +252,7 @@ def ncx2_logcdf(x: float, df: float, nc: float, scale: float) -> tuple[float, st
     scipy.stats.ncx2.logcdf where it is finite and above -700 nats (it is reliable there);
     beyond, where it underflows to -inf or loses accuracy, the exact Poisson mixture
     (:func:`ncx2_logcdf_poisson`, within 1e-9 bits of an mpmath oracle at 10 to 10^5 bits,
-    tests/test_ncx2fit.py), or for nc/2 > 1e5 the saddlepoint (the law is then near normal).
+    tests/stats/test_ncx2fit.py), or for nc/2 > 1e5 the saddlepoint (the law is then near normal).
     The label of that path stays 'saddlepoint', as stored in earlier diagnostics.
     """
     if df + nc >= HUGE_DF:

@@ -186,7 +186,7 @@ class Ncx2Fit:
         beyond, where it underflows to -inf or loses accuracy, the exact Poisson mixture in log
         space, never underflowing (the saddlepoint for nc/2 > 1e5): see
         :func:`ibdb.stats.ncx2cdf.ncx2_logcdf`. Against an mpmath oracle at 10 to 10^5 bits
-        (tests/test_ncx2fit.py) that path is within 1e-9 bits. (The label is kept as
+        (tests/stats/test_ncx2fit.py) that path is within 1e-9 bits. (The label is kept as
         'saddlepoint' for the stored diagnostics.)
         """
         x = float(x)

@@ -10,7 +10,7 @@ positive once -z > 1/sqrt(2 pi), so z^2/2 is below -log Phi(z). Worse, Sankaran'
 a finite limit as eps -> 0 ((eps/scale)^h -> 0 with h in [1/3, 1/2]), so where the fallback
 is used (beyond ~709 nats, by construction) z^2/2 is a few tens of nats while the true value
 is hundreds to tens of thousands: an underestimate by orders of magnitude, hardly moving
-with eps (measured in tests/test_paper.py against the exact value).
+with eps (measured in tests/stats/test_paper.py against the exact value).
 
 Nothing here is tuned: the fit is scipy's default (Nelder-Mead from scipy's own start), so
 this module is slow (seconds per 10^4 losses) and reproduces the published numbers, warts

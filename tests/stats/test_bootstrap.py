@@ -2,7 +2,7 @@
 
 Oracles: an mpmath Poisson mixture of regularised incomplete gammas (40 digits) for the
 vectorised log-CDFs; scipy's ncx2.logcdf; replicates refitted to convergence by the main
-fit's own optimiser (whose surrogate is checked against scipy in tests/test_ncx2fit.py); and,
+fit's own optimiser (whose surrogate is checked against scipy in tests/stats/test_ncx2fit.py); and,
 for coverage, the true I(eps) of the law the losses are drawn from.
 """
 

@@ -412,7 +412,7 @@ def test_space_identities():
 
 
 def _image_task(folder, *, flat: bool = False, n_train: int = 20, n_test: int = 15):
-    """tests/test_runners_contract.py's tiny task: two-channel 4x4 images (or flat)."""
+    """tests/run/test_runners_contract.py's tiny task: two-channel 4x4 images (or flat)."""
     make_npz(folder / "flat.npz", n_train=n_train, n_test=n_test, n_classes=3, n_features=32)
     with np.load(folder / "flat.npz") as saved:
         arrays = {k: saved[k] for k in saved.files}

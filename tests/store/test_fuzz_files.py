@@ -12,7 +12,7 @@ task: run A stored and estimated, run B's shard folder not yet ingested):
    columns, types and the ``ibdb`` footer metadata rewritten; files removed, renamed, added,
    replaced by folders or links): `ibdb ingest` into the store holding run A, then `ibdb
    estimate` of run B where the ingest succeeds.
-3. run B's run.json (its JSON tree mutated as tests/test_fuzz_specs.py mutates specs; its bytes
+3. run B's run.json (its JSON tree mutated as tests/spec/test_fuzz_specs.py mutates specs; its bytes
    damaged): `ibdb ingest`.
 4. the store file (truncated, bits flipped, byte ranges overwritten, junk appended, a junk WAL
    beside it): `ibdb sql` (a count and the run_summary view), `ibdb estimate`, `ibdb check`.
@@ -197,7 +197,7 @@ def _slots(tree: Any, path: tuple = ()) -> list[tuple]:
 
 def mutate_tree(tree: Any, mutations: list[tuple]) -> Any:
     """``tree`` with keys dropped, values replaced and keys added at the places ``mutations``
-    pick (as tests/test_fuzz_specs.py mutates specs)."""
+    pick (as tests/spec/test_fuzz_specs.py mutates specs)."""
     tree = copy.deepcopy(tree)
     for kind, pick, value, new_key in mutations:
         value = copy.deepcopy(value)

@@ -210,7 +210,7 @@ def test_the_splitting_example_reads_40_bits_beside_exact(tmp_path):
     bits deep, estimated by splitting within 1.5 bits of the exact law, inside its interval."""
     from pathlib import Path
 
-    example = Path(__file__).resolve().parents[1] / "examples" / "splitting_digits.yaml"
+    example = Path(__file__).resolve().parents[2] / "examples" / "splitting_digits.yaml"
     got = CliRunner().invoke(main, ["--db", str(tmp_path / "e.duckdb"), "--shards",
                                     str(tmp_path / "e.shards"), "--device", "cpu", "run",
                                     str(example)])

@@ -3,7 +3,7 @@
 The oracle is independent of the sampler: a synthetic loss L(z) = sum_j w_j (z_j + b_j)^2 over
 z ~ N(0, I) is a generalised chi-squared with one dof per coordinate and noncentrality b_j^2,
 whose log-CDF ibdb.stats.genchi2 computes by a saddlepoint (accurate to ~1e-6 bits here, checked in
-tests/test_genchi2.py). Where fit depends on a coordinate inside L, the oracle is a 1-D
+tests/stats/test_genchi2.py). Where fit depends on a coordinate inside L, the oracle is a 1-D
 quadrature of that coordinate against the saddlepoint CDF of the rest.
 """
 

@@ -261,7 +261,7 @@ def test_splitting_leaves_the_run_id_unchanged(toy_spec):
 
 
 @pytest.mark.parametrize("example", sorted(
-    (Path(__file__).resolve().parents[1] / "examples").glob("*.yaml")), ids=lambda p: p.stem)
+    (Path(__file__).resolve().parents[2] / "examples").glob("*.yaml")), ids=lambda p: p.stem)
 def test_every_example_spec_validates(example):
     """The specs the README and docs/findings.md point to parse, load their data and plan."""
     from ibdb.api import Ibdb
@@ -273,7 +273,7 @@ def test_every_example_spec_validates(example):
     text = example.read_text(encoding="utf-8")
     stated = re.search(r"#[^\n]*?(\d[\w +.]*?) on 2 CPU cores, measured", text)
     assert stated, f"{example.name}: state its run time as '# <time> on 2 CPU cores, measured'"
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
     row = next((line for line in readme.splitlines() if line.startswith(f"| `{example.stem}`")),
                None)
     assert row is not None, f"README's examples table has no row for {example.stem}"

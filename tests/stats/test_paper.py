@@ -2,7 +2,7 @@
 
 Oracles: scipy.stats.ncx2 called directly (the paper's own code path), the exact ncx2 CDF
 (scipy where it is finite, GenChi2's exact one-component Poisson mixture deeper, itself
-checked against mpmath in tests/test_ncx2fit.py), and the normal CDF.
+checked against mpmath in tests/stats/test_ncx2fit.py), and the normal CDF.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """A store written by an earlier ibdb opens, checks clean and estimates with this one.
 
-tests/data/legacy_store/e68e8bb.duckdb.gz was written by ibdb at main e68e8bb (store version 4)
+tests/fixtures/legacy_store/e68e8bb.duckdb.gz was written by ibdb at main e68e8bb (store version 4)
 from the two specs beside it: gp spaces (rbf, matern with a median bandwidth and an amplitude,
 ntk), an mlp space, and a splitting block with two repeats. The test copies it, re-plans the
 specs (their run ids must be the stored ones: nothing to sample), recomputes every stored
@@ -19,7 +19,7 @@ from click.testing import CliRunner
 
 from ibdb.cli import main
 
-DATA = Path(__file__).resolve().parent / "data" / "legacy_store"
+DATA = Path(__file__).resolve().parents[1] / "fixtures" / "legacy_store"
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from ibdb.core.errors import IbdbError, StoreError
 from conftest import make_npz, spec_dict, write_spec
 
 pa = pytest.importorskip("pyarrow")
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """Run ids are pinned: every example spec's runs keep the ids they had when the ids were first
-recorded (tests/data/example_run_ids.json, written by ibdb at main e68e8bb; the six runs of
+recorded (tests/fixtures/example_run_ids.json, written by ibdb at main e68e8bb; the six runs of
 sweep_n_train_shared.yaml re-recorded when test_set entered the identity). A change to a spec
 model, a task source's fingerprint or the identity rule that moves any of them fails here; a
 deliberate change needs a migration of stored runs or a decision record (docs/decisions/).
@@ -17,8 +17,8 @@ from ibdb.api import Ibdb
 
 from conftest import write_spec
 
-ROOT = Path(__file__).resolve().parents[1]
-GOLDEN = json.loads((ROOT / "tests" / "data" / "example_run_ids.json").read_text())
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = json.loads((ROOT / "tests" / "fixtures" / "example_run_ids.json").read_text())
 NEEDS = {"mnist1d_kernels.yaml": "mnist1d", "mnist1d_spaces.yaml": "mnist1d"}
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from bench_splitting_gp import eps_at, gp_space  # noqa: E402
 
 from ibdb.run.splitting import SplittingSettings, run_levels  # noqa: E402

@@ -110,7 +110,7 @@ def test_huge_unknown_key_is_truncated(tmp_path: Path) -> None:
 
 
 def test_legit_aliases_still_work(tmp_path: Path) -> None:
-    examples = Path(__file__).resolve().parent.parent / "examples"
+    examples = Path(__file__).resolve().parents[2] / "examples"
     for name in ("sweep_n_train_shared.yaml", "matched_cnn_kernels.yaml"):
         code, output, _ = run_cli(tmp_path, "validate", str(examples / name))
         assert code == 0, output
