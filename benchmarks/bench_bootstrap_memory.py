@@ -13,7 +13,9 @@ naive / ibdb. A second table runs ibdb at 10^5 losses with B = 50, 200 and 800: 
 should not follow B * n * 8 bytes (what one (B, n) array of doubles takes).
 
 Usage: python benchmarks/bench_bootstrap_memory.py [--repeats 3] [--sizes 100000 1000000]
-       [--n-boot 200]
+       [--n-boot 200] [--boots 50 200 800]
+Smallest settings (what tests/test_benchmarks.py runs, a few seconds):
+       python benchmarks/bench_bootstrap_memory.py --repeats 1 --sizes 1000 --n-boot 20 --boots 20
 """
 
 from __future__ import annotations
@@ -80,6 +82,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--sizes", type=int, nargs="+", default=[100_000, 1_000_000])
     ap.add_argument("--n-boot", type=int, default=200)
+    ap.add_argument("--boots", type=int, nargs="+", default=[50, 200, 800],
+                    help="the second table's replicate counts")
     ap.add_argument("--child", nargs=3, metavar=("METHOD", "N", "N_BOOT"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
@@ -106,9 +110,10 @@ def main() -> None:
         ]))
 
     n = min(args.sizes)
-    print(f"\n# ibdb peak against B at n = {n:.0e}: B*n*8 grows 16x, the peak should not")
+    print(f"\n# ibdb peak against B at n = {n:.0e}: B*n*8 grows "
+          f"{max(args.boots) / min(args.boots):g}x, the peak should not")
     print(" | ".join(("B", "B*n*8 MB", "ibdb peak MB", "peak / (B*n*8)")))
-    for boot in (50, 200, 800):
+    for boot in args.boots:
         ours = in_fresh_process("ibdb", n, boot, args.repeats)
         print(" | ".join([str(boot), f"{boot * n * 8 / _MB:.0f}", f"{ours['traced'] / _MB:.1f}",
                           f"{ours['traced'] / (boot * n * 8):.3f}"]))

@@ -9,7 +9,11 @@ exist: none here), reading the losses from DuckDB and writing 3,000 estimate row
 Baseline in the same run: the published procedure (`paper`: scipy's ncx2.fit with loc 0, then
 its log-CDF) on a few runs, extrapolated to all 100.
 
-Usage: python benchmarks/bench_estimate_recompute.py [--runs 100] [--paper-runs 3]
+Usage: python benchmarks/bench_estimate_recompute.py [--runs 100] [--paper-runs 3] [--repeats 3]
+       [--losses 10000]
+Smallest settings (what tests/test_benchmarks.py runs, a few seconds):
+       python benchmarks/bench_estimate_recompute.py --runs 2 --paper-runs 1 --repeats 1 \
+           --losses 1000
 """
 
 from __future__ import annotations
@@ -24,13 +28,12 @@ import time
 
 import numpy as np
 
-N_LOSSES = 10_000
 N_COMPONENTS = 60
 DOF = 10
 EPS_QUANTILES = np.geomspace(0.3, 1e-4, 10)
 
 
-def fill_store(path: str, n_runs: int) -> list[str]:
+def fill_store(path: str, n_runs: int, n_losses: int) -> list[str]:
     from ibdb.store.database import Store
 
     rng = np.random.default_rng(0)
@@ -38,25 +41,25 @@ def fill_store(path: str, n_runs: int) -> list[str]:
     con = store.con
     run_ids = []
     for r in range(n_runs):
-        run_id = f"bench{r:04d}"
+        run_id = f"{r:016x}"  # a run id: 16 lowercase hex digits
         lam = rng.uniform(0.05, 1.0, N_COMPONENTS)
         rsq = rng.uniform(0.0, 2.0, N_COMPONENTS) * lam
         weights = lam / (N_COMPONENTS * DOF)
-        chi = rng.noncentral_chisquare(DOF, rsq / lam, size=(N_LOSSES, N_COMPONENTS))
+        chi = rng.noncentral_chisquare(DOF, rsq / lam, size=(n_losses, N_COMPONENTS))
         losses = chi @ weights
         eps = [float(np.quantile(losses, q)) if q >= 1e-3 else
                float(np.quantile(losses, 1e-3)) * q / 1e-3 for q in EPS_QUANTILES]
         con.execute("INSERT INTO specs (run_id, experiment, task_name, space_name, "
                     "budget_name, space_kind, runner, n_hypotheses, eps, spec, identity) VALUES "
                     "(?, 'bench', 'synthetic', 'gp', 'b', 'gp', 'gp/1', ?, ?, '{}', '{}')",
-                    [run_id, N_LOSSES, eps])
+                    [run_id, n_losses, eps])
         con.execute("INSERT INTO runs VALUES (?, 0, ?, ?, 'synthetic', NULL, '{}', '0', '0', "
                     "'0', 'cpu', 'bench', now(), now(), 0)", [run_id, N_COMPONENTS, DOF])
         residual_rows = [[float(np.sqrt(v))] + [0.0] * (DOF - 1) for v in rsq]
         con.executemany("INSERT INTO spectra VALUES (?, ?, ?, ?)",
                         [[run_id, j, float(lam[j]), residual_rows[j]]
                          for j in range(N_COMPONENTS)])
-        cols = {"hid": np.arange(N_LOSSES, dtype=np.int64), "mse": losses}  # noqa: F841
+        cols = {"hid": np.arange(n_losses, dtype=np.int64), "mse": losses}  # noqa: F841
         con.execute(f"INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
                     f"shard_sha256) SELECT '{run_id}', hid, hid, mse, NULL, 'bench' FROM cols")
         run_ids.append(run_id)
@@ -69,6 +72,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=100)
     parser.add_argument("--paper-runs", type=int, default=3)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--losses", type=int, default=10_000, help="stored losses per run")
     args = parser.parse_args()
     from ibdb.api import Ibdb
 
@@ -77,8 +81,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         db = os.path.join(tmp, "bench.duckdb")
         t0 = time.perf_counter()
-        run_ids = fill_store(db, args.runs)
-        print(f"filled {args.runs} runs x {N_LOSSES} losses in {time.perf_counter() - t0:.1f} s")
+        run_ids = fill_store(db, args.runs, args.losses)
+        print(f"filled {args.runs} runs x {args.losses} losses in "
+              f"{time.perf_counter() - t0:.1f} s")
         api = Ibdb(db)
         walls = []
         for _ in range(args.repeats):

@@ -12,6 +12,10 @@ then times, interleaved, REPEATS times each:
 and prints each median and the API's ratio to its plain baseline (both connect and close).
 
     python benchmarks/bench_frames.py [N] [REPEATS]
+
+Smallest settings (what tests/test_benchmarks.py runs, about a second):
+
+    python benchmarks/bench_frames.py 1000 1
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import duckdb
 from ibdb.api import Ibdb
 from ibdb.store.database import Store
 
-RUN = "bench000000000000"
+RUN = "0123456789abcdef"  # a run id: 16 lowercase hex digits
 QUERY = f"SELECT * FROM losses WHERE run_id = '{RUN}' ORDER BY run_id, hypothesis_id"
 
 

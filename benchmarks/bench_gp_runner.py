@@ -46,10 +46,20 @@ Modes (one per run of the script):
   columns, 10^4 epochs each at lr 1e-3), timed for a few epochs per phase and extrapolated
   linearly (its posterior and sampling are not counted, which favours it).
 
+- ``--smoke`` (with any mode): the same code at the smallest sizes, to check that the script
+  runs (tests/test_benchmarks.py): digits n_train 100, n_test 50, 200 hypotheses in chunks of
+  100; ``--large`` at n_train 200, n_test 100; ``--max-n-train`` from sizes 200,400. Its
+  timings mean nothing.
+
 Usage: python benchmarks/bench_gp_runner.py [--repeats 5] [--threads 1,2]
        python benchmarks/bench_gp_runner.py --large
        python benchmarks/bench_gp_runner.py --max-n-train [--sizes 8000,16000] [--resolution 1000]
        python benchmarks/bench_gp_runner.py --paper [--repeats 3] [--epochs 3]
+Smallest settings (what tests/test_benchmarks.py runs):
+       python benchmarks/bench_gp_runner.py --smoke --repeats 1 --threads 1
+       python benchmarks/bench_gp_runner.py --smoke --large
+       python benchmarks/bench_gp_runner.py --smoke --max-n-train
+       python benchmarks/bench_gp_runner.py --smoke --paper --repeats 1 --epochs 1
 """
 
 from __future__ import annotations
@@ -78,6 +88,18 @@ SEED = 0
 IMPLEMENTATIONS = ("ibdb", "numpy", "sklearn")
 MEMORY_LIMIT_GIB = 8.0
 TIME_LIMIT_S = 300.0
+LARGE_N_TRAIN, LARGE_N_TEST = 8000, 2000
+MAX_N_TRAIN_SIZES = "8000,16000,24000,28000,32000"
+SMOKE = False
+
+
+def use_smoke_sizes() -> None:
+    """--smoke: every mode's sizes at their smallest (the code paths stay the same)."""
+    global SMOKE, N_HYPOTHESES, CHUNK, LARGE_N_TRAIN, LARGE_N_TEST, MAX_N_TRAIN_SIZES
+    SMOKE = True
+    DIGITS_TASK.update({"name": "digits-100", "n_train": 100, "n_test": 50})
+    N_HYPOTHESES, CHUNK = 200, 100
+    LARGE_N_TRAIN, LARGE_N_TEST, MAX_N_TRAIN_SIZES = 200, 100, "200,400"
 
 
 def synthetic_task(n_train: int, n_test: int) -> dict[str, Any]:
@@ -121,7 +143,8 @@ def ibdb_losses(data: Any, jitter: float, n: int) -> dict[str, np.ndarray]:
 
 def torch_normals(seeds: np.ndarray, m: int, k: int) -> np.ndarray:
     """(m, B, k) float32: hypothesis b's (m, k) standard normals from a torch generator seeded
-    with seeds[b], the convention ibdb's gp runner follows (docs/decisions.md, Sampling)."""
+    with seeds[b], the convention ibdb's gp runner follows
+    (docs/decisions/0028-normals-float32-on-cpu.md)."""
     import torch
 
     out = np.empty((m, len(seeds), k), dtype=np.float32)
@@ -244,6 +267,7 @@ def _child_run(task: dict[str, Any], jitter: float, n: int, out_dir: str) -> dic
 
 
 def _spawn(payload: dict[str, Any], threads: int) -> dict[str, Any]:
+    payload = {**payload, "smoke": SMOKE}  # the child's sizes, as ours
     env = dict(os.environ)
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         env[name] = str(threads)
@@ -256,6 +280,9 @@ def _spawn(payload: dict[str, Any], threads: int) -> dict[str, Any]:
 
 def _child(payload: dict[str, Any]) -> None:
     import torch
+
+    if payload.get("smoke"):
+        use_smoke_sizes()
 
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", os.cpu_count() or 1)))
     if payload["mode"] == "compare":
@@ -334,7 +361,8 @@ def check_agreement(folder: Path, n: int) -> list[str]:
 
 def compare(repeats: int, thread_counts: list[int]) -> None:
     n, jitter = N_HYPOTHESES, 1e-8
-    print(f"implementation comparison: digits n_train 1000, n_test 797, RBF {BANDWIDTH}, "
+    print(f"implementation comparison: digits n_train {DIGITS_TASK['n_train']}, n_test "
+          f"{DIGITS_TASK['n_test']}, RBF {BANDWIDTH}, "
           f"jitter {jitter:g}, {n} hypotheses (chunks of {CHUNK}); {repeats} alternating "
           "rounds per thread count, each implementation in a fresh process")
     for threads in thread_counts:
@@ -363,21 +391,23 @@ def compare(repeats: int, thread_counts: list[int]) -> None:
 
 def _run_at(n_train: int, threads: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        return _spawn({"mode": "run", "task": synthetic_task(n_train, 2000), "jitter": 1e-6,
+        return _spawn({"mode": "run", "task": synthetic_task(n_train, LARGE_N_TEST),
+                       "jitter": 1e-6,
                        "n": N_HYPOTHESES, "out_dir": tmp}, threads)
 
 
 def _describe(n_train: int, r: dict[str, Any]) -> str:
-    return (f"n_train {n_train}, n_test 2000, {N_HYPOTHESES} hypotheses: CPU {r['cpu_s']:.1f} s, "
+    return (f"n_train {n_train}, n_test {LARGE_N_TEST}, {N_HYPOTHESES} hypotheses: CPU "
+            f"{r['cpu_s']:.1f} s, "
             f"wall {r['wall_s']:.1f} s, peak RSS {r['peak_mib'] / 1024:.2f} GiB, task statistics "
             f"{r['task_statistics_cpu_s']:.2f} s CPU ({r['threads']} threads)")
 
 
 def large(threads: int) -> None:
-    r = _run_at(8000, threads)
+    r = _run_at(LARGE_N_TRAIN, threads)
     print("whole Ibdb.run, synthetic (8-dim manifold in 64 dims, 10 classes), RBF 1.0, "
           "jitter 1e-6:")
-    print("  " + _describe(8000, r) + " (target: under 60 s CPU)")
+    print("  " + _describe(LARGE_N_TRAIN, r) + " (target: under 60 s CPU)")
 
 
 def max_n_train(sizes: list[int], threads: int, resolution: int) -> None:
@@ -417,7 +447,7 @@ def time_ibdb_whole_run() -> dict:
         "t1 = time.perf_counter()\n"
         "report = Ibdb(sys.argv[1] + '/b.duckdb', device='cpu').run(sys.argv[2], estimate=False)\n"
         "t2 = time.perf_counter()\n"
-        "assert report.ingest.hypotheses_inserted == 10000, report.ingest\n"
+        "assert report.ingest.hypotheses_inserted == int(sys.argv[3]), report.ingest\n"
         "print(json.dumps({'run_s': t2 - t1, 'imports_s': t1 - t0, 'peak_mib': "
         "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "
         "'threads': torch.get_num_threads()}))\n")
@@ -425,8 +455,8 @@ def time_ibdb_whole_run() -> dict:
         spec = Path(tmp) / "bench.yaml"
         spec.write_text(RUN_CHILD_SPEC.format(task=json.dumps(DIGITS_TASK), bandwidth=BANDWIDTH,
                                               jitter=1e-8, n=N_HYPOTHESES, chunk=CHUNK))
-        out = subprocess.run([sys.executable, "-c", child, tmp, str(spec)], check=True,
-                             capture_output=True, text=True)
+        out = subprocess.run([sys.executable, "-c", child, tmp, str(spec), str(N_HYPOTHESES)],
+                             check=True, capture_output=True, text=True)
         return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -473,7 +503,7 @@ def paper(repeats: int, epochs: int) -> None:
     run_s = statistics.median(r["run_s"] for r in ours)
     base_s = statistics.median(b["extrapolated_s"] for b in base)
     each = ", ".join(f"{r['run_s']:.2f}" for r in ours)
-    print(f"ibdb whole run (posterior, spectrum, 10^4 hypotheses, shards, store): median "
+    print(f"ibdb whole run (posterior, spectrum, {N_HYPOTHESES} hypotheses, shards, store): median "
           f"{run_s:.2f} s wall over {repeats} ({each}); imports "
           f"{statistics.median(r['imports_s'] for r in ours):.2f} s; peak memory "
           f"{max(r['peak_mib'] for r in ours):.0f} MiB; torch threads {ours[0]['threads']}")
@@ -495,18 +525,23 @@ def main() -> None:
                       help="algorithm comparison against the paper's Adam procedure")
     mode.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true",
+                        help="smallest sizes, to check that the script runs (timings mean nothing)")
     parser.add_argument("--epochs", type=int, default=3, help="--paper: epochs per phase")
     parser.add_argument("--threads", default=None,
                         help="thread counts, comma-separated (compare: default 1 and the "
                         "machine's cores; the others: the machine's cores)")
-    parser.add_argument("--sizes", default="8000,16000,24000,28000,32000",
-                        help="--max-n-train: n_train values to try, in order, before bisecting")
+    parser.add_argument("--sizes", default=None,
+                        help="--max-n-train: n_train values to try, in order, before bisecting "
+                        f"(default {MAX_N_TRAIN_SIZES}; 200,400 with --smoke)")
     parser.add_argument("--resolution", type=int, default=1000,
                         help="--max-n-train: bisect until the bracket is this narrow")
     args = parser.parse_args()
     if args.child:
         _child(json.loads(args.child))
         return
+    if args.smoke:
+        use_smoke_sizes()
     import torch
 
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, python "
@@ -516,7 +551,8 @@ def main() -> None:
     if args.large:
         large(threads[0] if threads else cores)
     elif args.max_n_train:
-        max_n_train([int(s) for s in args.sizes.split(",")], threads[0] if threads else cores,
+        max_n_train([int(s) for s in (args.sizes or MAX_N_TRAIN_SIZES).split(",")],
+                    threads[0] if threads else cores,
                     args.resolution)
     elif args.paper:
         paper(args.repeats, args.epochs)

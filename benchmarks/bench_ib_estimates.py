@@ -10,7 +10,9 @@ Two stores with the same runs and estimates (10 runs, 5 methods x 10 eps each) a
 - what storing costs instead: recomputing the stored digests of every run
   (`Store.refresh_loss_sets`, run once per ingest for the runs it touched).
 
-Usage: python benchmarks/bench_ib_estimates.py [--runs 10] [--repeats 7]
+Usage: python benchmarks/bench_ib_estimates.py [--runs 10] [--repeats 7] [--sizes 10000 1000000]
+Smallest settings (what tests/test_benchmarks.py runs, a few seconds):
+       python benchmarks/bench_ib_estimates.py --runs 2 --repeats 1 --sizes 100 1000
 """
 
 from __future__ import annotations
@@ -43,11 +45,11 @@ def fill(path: str, n_runs: int, per_run: int) -> None:
     with Store.open(path) as store, store.transaction() as con:
         con.execute("INSERT INTO specs (run_id, experiment, task_name, space_name, budget_name, "
                     "space_kind, runner, n_hypotheses, eps, spec, identity) SELECT "
-                    "'run' || r, 'bench', 'synthetic', 'gp', 'b', 'gp', 'gp/1', $n, "
+                    "printf('%016x', r), 'bench', 'synthetic', 'gp', 'b', 'gp', 'gp/1', $n, "
                     "[0.1, 0.2], '{}', '{}' FROM range($runs) t(r)",
                     {"n": per_run, "runs": n_runs})
         con.execute("INSERT INTO losses (run_id, hypothesis_id, seed, test_mse, test_error, "
-                    "shard_sha256) SELECT 'run' || (i // $n), i % $n, i, random(), "
+                    "shard_sha256) SELECT printf('%016x', i // $n), i % $n, i, random(), "
                     "round(random() * 100) / 100, 'bench' FROM range($total) t(i)",
                     {"n": per_run, "total": n_runs * per_run})
         store.refresh_loss_sets(None)
@@ -73,6 +75,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--sizes", type=int, nargs=2, default=[10_000, 1_000_000],
+                        metavar=("SMALL", "LARGE"), help="losses per run of the two stores")
     args = parser.parse_args()
     from ibdb.store.database import Store
 
@@ -83,7 +87,7 @@ def main() -> None:
           f"{'v2 / now':>9s} {'refresh all':>12s}")
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
-        for per_run in (10_000, 1_000_000):
+        for per_run in args.sizes:
             db = os.path.join(tmp, f"s{per_run}.duckdb")
             fill(db, args.runs, per_run)
             with Store.open(db, read_only=True) as store:
@@ -99,10 +103,10 @@ def main() -> None:
             total = args.runs * per_run
             results[total] = now
             print(f"{total:10.0e} {now * 1e3:10.1f} ms {stale * 1e3:8.1f} ms {old:9.2f} s "
-                  f"{old / now:8.0f}x {refresh:10.2f} s")
-    small, large = results.values()
-    print(f"ib_estimates at 10^7 losses / at 10^5: {large / small:.2f}x (does not grow with the "
-          f"losses when ~1)")
+                  f"{old / now:8.1f}x {refresh:10.2f} s")
+    (small, t_small), (large, t_large) = results.items()
+    print(f"ib_estimates at {large:.0e} losses / at {small:.0e}: {t_large / t_small:.2f}x (does "
+          f"not grow with the losses when ~1)")
 
 
 if __name__ == "__main__":

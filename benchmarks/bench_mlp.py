@@ -51,6 +51,10 @@ Usage: python benchmarks/bench_mlp.py [--hypotheses 256] [--baseline-networks 64
 About a minute on an idle 2-core VM by default, ~20 s with --quick (several times that while
 other processes contend for the cores: two torch threads then slow down badly).
 Prints rates, CPU time per hypothesis and the ratios as JSON; paste it into BENCHMARKS.md.
+Smallest settings (what tests/test_benchmarks.py runs, about 8 s; one thread, since two torch
+threads on a busy 2-core machine run several times slower):
+       python benchmarks/bench_mlp.py --quick --hypotheses 8 --baseline-networks 2 \
+           --check-networks 2 --repeats 1 --threads 1
 """
 
 from __future__ import annotations

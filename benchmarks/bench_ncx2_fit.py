@@ -11,6 +11,8 @@ log-likelihoods are scipy's ncx2.logpdf summed at each fit's parameters. The rat
 to compare across machines. Also timed: the bootstrap interval at 10 eps (ibdb.stats.bootstrap).
 
 Usage: python benchmarks/bench_ncx2_fit.py [--repeats 7] [--scipy-repeats 3] [--n 10000]
+Smallest settings (what tests/test_benchmarks.py runs, a few seconds):
+       python benchmarks/bench_ncx2_fit.py --repeats 1 --scipy-repeats 1 --n 1000
 """
 
 from __future__ import annotations

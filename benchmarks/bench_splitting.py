@@ -9,6 +9,9 @@ independent runs (seeds 0..R-1) stop at the eps of that depth; reported per dept
 - evaluations per run against plain Monte Carlo's ~1/p for ~1 hit (and ~100/p for 10 % CV).
 
 Usage: python benchmarks/bench_splitting.py [--repeats 100] [--n 1000] [--depths 10 20 40 60]
+       [--p0 0.1] [--dim 100]
+Smallest settings (what tests/test_benchmarks.py runs, about a second; one group of 5 runs):
+       python benchmarks/bench_splitting.py --repeats 5 --n 100 --dim 10 --depths 5
 """
 
 from __future__ import annotations

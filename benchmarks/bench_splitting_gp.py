@@ -10,7 +10,10 @@ Au-Beck interval's coverage; the runs in groups of ``--group`` (what a budget wi
 the loss evaluations per run against plain Monte Carlo's 1/p.
 
 Usage: python benchmarks/bench_splitting_gp.py [--n-train 100 300 1000] [--repeats 100]
-       [--group 5]
+       [--group 5] [--n-test 300] [--depths 10 20 40 60] [--particles 1000] [--p0 0.1]
+Smallest settings (what tests/test_benchmarks.py runs, a few seconds; one group of 5 runs):
+       python benchmarks/bench_splitting_gp.py --n-train 50 --n-test 50 --depths 5 --repeats 5 \
+           --particles 100
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ levels and networks trained, and the splitting estimate beside ncx2's extrapolat
 empirical fraction at three of the levels' thresholds.
 
 Usage: python benchmarks/bench_splitting_mlp.py [--bits 30] [--particles 1000] [--repeats 1]
+       [--iid 2000]
+Smallest settings (what tests/test_benchmarks.py runs, about 10 s on one torch thread; --bits must
+reach below the i.i.d. block's first level, log2(1 / p0) = 3.3 bits, for the splitting to have
+levels):
+       OMP_NUM_THREADS=1 python benchmarks/bench_splitting_mlp.py --bits 6 --particles 100 --iid 100
 """
 
 from __future__ import annotations
@@ -56,6 +61,9 @@ def main() -> None:
         _, thresholds = api.sql("SELECT threshold FROM splitting_levels WHERE repeat = 0 AND "
                                 "level > 0 ORDER BY level")
         grid = [t for (t,) in thresholds]
+        if not grid:
+            raise SystemExit(f"the splitting stopped before its first level: ask for more than "
+                             f"{args.bits:g} --bits")
         _, per_level = api.sql("SELECT level, any_value(threshold), any_value(rho), "
                                "avg(accepted::INTEGER) FILTER (step > 0), count(DISTINCT loss) "
                                "FROM splitting_particles WHERE repeat = 0 GROUP BY level "

@@ -7,6 +7,8 @@ finished child) is what counts, since wall time on a shared 2-core machine mostl
 neighbours. Medians of --repeats rounds, the commands interleaved in each round.
 
 Usage: python benchmarks/bench_startup.py [--repeats 15]
+Smallest settings (what tests/test_benchmarks.py runs, a few seconds):
+       python benchmarks/bench_startup.py --repeats 1
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ fails when a block appears that no claim matches, or a claim names a block or te
 - The SQL block: each statement runs through `ibdb sql` against a copy of the quickstart's store
   (a gp run) and must equal the value `ibdb estimate` stored, also after some hypotheses are
   marked as not fitting the training data.
-- The Python block: tests/store/test_notebook_api.py runs it as written (and the example script), and
-  tests/test_packaging.py runs it in the fresh venv against the quickstart's store.
+- The Python block: tests/store/test_notebook_api.py runs it as written (and the example
+  script), and tests/test_packaging.py runs it in the fresh venv against the quickstart's store.
 - The YAML block (a budget's `splitting` block): validated inside a spec by `ibdb validate`.
 """
 

@@ -38,7 +38,6 @@ from ibdb.stats.levels import LevelRecord
 
 __all__ = [
     "SAMPLER_VERSION",
-    "LevelRecord",
     "SplittingRun",
     "SplittingSettings",
     "regenerate_noise",

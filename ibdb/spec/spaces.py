@@ -69,8 +69,8 @@ class GPSpace(SpaceSpec):
     name: Name
     kind: Literal["gp"] = "gp"
     kernel: Annotated[KernelSpec, KERNELS.union()] = Field(
-        description="The kernel: a mapping with its kind (" + ", ".join(KERNELS.kinds())
-        + ") and its own fields.")
+        description="The kernel: a mapping with its kind and that kernel's own fields, e.g. "
+        "{kind: matern, nu: 1.5, bandwidth: median}.")
     amplitude: PositiveFloat | Literal["marginal_likelihood"] = Field(
         1.0, description="The prior variance scale a: the kernel is a * k (or "
         "'marginal_likelihood').")
