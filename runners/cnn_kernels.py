@@ -54,7 +54,7 @@ off-diagonal expectations are those of a Gaussian approximation (the diagonal is
 symmetric law); later layers are Gaussian in the limit whatever the weights' law. Measured at
 one layer against 20000 random networks: on digits and on 4-channel random images within the
 Monte Carlo error (0.2-0.4 %), on one-channel random normal 6x6 images 1.4 % off
-(tests/test_kernels_cnn.py). And ibdb trains in the standard parametrisation, whose tangent
+(tests/run/test_kernels_cnn.py). And ibdb trains in the standard parametrisation, whose tangent
 kernel does not converge to this one without rescaling (see kernels.py on the mlp's).
 
 Max pooling has no closed form (the covariance of maxima of correlated Gaussians over windows is

@@ -33,7 +33,7 @@ Conventions (``l`` the bandwidth, ``r = |x - x'|`` the Euclidean distance):
   else of the finite width). It matters at practical widths: each layer scales the signal by
   ``s2 / 2`` (1/6 at init_scale 1) but adds ``beta``, so on digits the width-256 networks'
   output covariance is the limit's x1.8 at depth 2 and x5.6 at depth 3; with ``width`` the two
-  agree to Monte Carlo error (tests/test_kernels_nn.py). Two caveats. ibdb trains in the
+  agree to Monte Carlo error (tests/run/test_kernels_nn.py). Two caveats. ibdb trains in the
   standard parametrisation (gradients with respect to ``p`` itself), whose tangent kernel grows
   like width: times ``s2 / width`` it tends to ``ntk`` less the first layer's term ``S_1 D_2 ...
   D_{depth+1}``, slowly (that term's share falls like d / width; the biases' terms vanish too).
