@@ -1,10 +1,12 @@
 """The README's install, as written, in a fresh virtual environment (issue 14): its install block
-(`python3 -m venv .venv && . .venv/bin/activate && pip install "torch==2.13.0" . && ibdb
-quickstart`) runs through bash in a copy of the source tree, so the package is built and installed
-(not editable) the way a user gets it. In that one environment (a module-scoped fixture, built
-once): the installed copy carries runners/, schemas/, queries/ and the bundled spec and runs the
-quickstart away from the source tree; the README's notebook block runs as written; `ibdb report`
-writes its figures and report.md. pip may use its cache; nothing else is fetched."""
+(`python3 -m venv .venv && . .venv/bin/activate && pip install "torch==2.13.0" -e . && ibdb
+quickstart`) runs through bash in a copy of the source tree, an editable install the way a user
+of a clone gets it. In that one environment (a module-scoped fixture, built once): the quickstart
+runs in the clone and away from it; the README's notebook block runs as written, also from the
+clone's root; `ibdb report` writes its figures and report.md. The wheel (`pip install .`, for use
+away from a clone) is built from the same copy and carries runners/, schemas/, queries/ and the
+bundled spec inside the package, and runs the quickstart from them. pip may use its cache;
+nothing else is fetched."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -20,10 +23,18 @@ import pytest
 from conftest import quickstart_table, readme_blocks
 
 ROOT = Path(__file__).resolve().parents[1]
-# what a clone does not have, or what the README's commands make in it
-NOT_IN_A_CLONE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info",
-                                        "__pycache__", ".pytest_cache", ".hypothesis",
-                                        ".ruff_cache", "ibdb.duckdb*", "ibdb.shards", "report")
+# what a clone does not have, or what the README's commands make in it (`ibdb report`'s folder
+# at the root only: ibdb/report/ is the package)
+_IGNORED = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
+                                  ".pytest_cache", ".hypothesis", ".ruff_cache", "ibdb.duckdb*",
+                                  "ibdb.shards")
+
+
+def _not_in_a_clone(folder: str, names: list[str]) -> set[str]:
+    ignored = set(_IGNORED(folder, names))
+    if Path(folder) == ROOT and "report" in names:
+        ignored.add("report")
+    return ignored
 
 
 def _block(lang: str, start: str) -> str:
@@ -31,7 +42,7 @@ def _block(lang: str, start: str) -> str:
     return block.text
 
 
-INSTALL = 'python3 -m venv .venv && . .venv/bin/activate && pip install "torch==2.13.0" . '
+INSTALL = 'python3 -m venv .venv && . .venv/bin/activate && pip install "torch==2.13.0" -e . '
 
 
 def _env() -> dict[str, str]:
@@ -52,7 +63,7 @@ def _env() -> dict[str, str]:
 def clone(tmp_path_factory):
     """A copy of the source tree after the README's install block ran in it, as written."""
     folder = tmp_path_factory.mktemp("clone") / "ibdb"
-    shutil.copytree(ROOT, folder, ignore=NOT_IN_A_CLONE)
+    shutil.copytree(ROOT, folder, ignore=_not_in_a_clone)
     line = _block("bash", INSTALL).strip()
     result = subprocess.run(["bash", "-c", line], cwd=folder, env=_env(), capture_output=True,
                             text=True, timeout=1800)
@@ -60,9 +71,10 @@ def clone(tmp_path_factory):
     return folder, result.stdout
 
 
-def _venv(clone, *args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+def _venv(clone, *args: str, cwd: Path, timeout: float = 300,
+          env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     folder, _ = clone
-    env = _env()
+    env = {**_env(), **(env or {})}
     env["PATH"] = f"{folder / '.venv' / 'bin'}{os.pathsep}{env['PATH']}"  # as if activated
     return subprocess.run(list(args), cwd=cwd, env=env, capture_output=True, text=True,
                           timeout=timeout)
@@ -76,21 +88,48 @@ def _table() -> str:
 def test_readme_install_block_makes_a_working_venv(clone, tmp_path):
     folder, out = clone
     assert quickstart_table(out, _table().splitlines()[0]) == _table()
-    code = "import ibdb, ibdb.runners.gp; print(ibdb.__file__); print(ibdb.runners.gp.__file__)"
+    # away from the clone, ibdb and its mapped folders are the clone's (the editable install)
+    code = ("import ibdb, ibdb.runners.gp, ibdb.schemas, ibdb.queries; print(ibdb.__file__); "
+            "print(ibdb.runners.gp.__file__)")
     where = _venv(clone, "python", "-c", code, cwd=tmp_path)
     assert where.returncode == 0, where.stderr
-    package, runner = where.stdout.splitlines()
-    site = folder / ".venv" / "lib"
-    assert Path(package).is_relative_to(site) and Path(runner).is_relative_to(site)
-    installed = Path(package).parent  # the installed copy, not the source tree, carries:
-    for needed in ("runners/gp.py", "schemas/001_core.sql", "schemas/experiment.schema.json",
-                   "queries/run_summary.sql", "queries/checks/incomplete_runs.sql",
-                   "examples/quickstart.yaml"):
-        assert (installed / needed).is_file(), needed
+    package, runner = (Path(p) for p in where.stdout.splitlines())
+    assert package == folder / "ibdb" / "__init__.py" and runner == folder / "runners" / "gp.py"
     away = _venv(clone, "ibdb", "quickstart", cwd=tmp_path, timeout=600)
     assert away.returncode == 0, away.stderr
     assert "wrote examples/quickstart.yaml" in away.stdout  # the spec bundled in the package
     assert quickstart_table(away.stdout, _table().splitlines()[0]) == _table()
+
+
+@pytest.mark.slow
+def test_the_wheel_carries_the_mapped_folders_and_runs_the_quickstart(clone, tmp_path):
+    """`pip install .`'s wheel, built from the clone: every stage package, runners/, schemas/,
+    queries/ and the bundled spec inside ibdb/; unpacked alone on the path (no clone in sight),
+    it runs the quickstart to the README's table."""
+    folder, _ = clone
+    built = _venv(clone, "pip", "wheel", "--no-deps", "--no-build-isolation", "-w",
+                  str(tmp_path / "dist"), str(folder), cwd=tmp_path, timeout=600)
+    assert built.returncode == 0, built.stdout + built.stderr
+    (wheel,) = (tmp_path / "dist").glob("ibdb-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        archive.extractall(tmp_path / "site")
+    stages = ("core", "stats", "spec", "data", "run", "store", "estimate", "report", "cli")
+    for needed in ("ibdb/runners/gp.py", "ibdb/schemas/001_core.sql",
+                   "ibdb/schemas/experiment.schema.json", "ibdb/queries/run_summary.sql",
+                   "ibdb/queries/checks/incomplete_runs.sql", "ibdb/examples/quickstart.yaml",
+                   *(f"ibdb/{stage}/__init__.py" for stage in stages)):
+        assert needed in names, needed
+    assert not any(n.startswith(("runners/", "schemas/", "queries/")) for n in names)
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {"PYTHONPATH": str(tmp_path / "site")}
+    code = ("import ibdb.runners, sys; assert ibdb.runners.__file__.startswith(sys.argv[1]); "
+            "from ibdb.cli import main; main(['quickstart'])")
+    run = _venv(clone, "python", "-c", code, str(tmp_path / "site"), cwd=work, timeout=600,
+                env=env)
+    assert run.returncode == 0, run.stderr
+    assert quickstart_table(run.stdout, _table().splitlines()[0]) == _table()
 
 
 def _notebook_check(block: str) -> str:

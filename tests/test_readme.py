@@ -53,8 +53,8 @@ from conftest import (
 ROOT = Path(__file__).resolve().parents[1]
 
 VENV = 'python3 -m venv .venv && . .venv/bin/activate && pip install "torch==2.13.0"'
-INSTALL = ("bash", f"{VENV} . ")
-TESTS = ("bash", f"{VENV} -e")
+INSTALL = ("bash", f"{VENV} -e . ")
+TESTS = ("bash", f'{VENV} -e ".[test]"')
 TOUR = ("bash", "ibdb validate examples/quickstart.yaml")
 OUTPUT = ("text", "run ")
 SQL = ("sql", "-- the paper's fit")

@@ -24,7 +24,7 @@ from ibdb.store.database import Store
 from ibdb.store.files import leftover_temporary_stores, store_failure
 
 ORDER = ("incomplete_runs", "orphaned_shards", "stale_estimates", "changed_loss_sets",
-         "duplicate_rows")
+         "duplicate_rows", "outdated_run_ids")
 
 
 @dataclass

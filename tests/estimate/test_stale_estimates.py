@@ -120,7 +120,7 @@ def test_estimate_run_refreshes_every_stored_eps_so_that_check_passes(tmp_path):
     assert "*" not in refreshed.output
     check = invoke(tmp_path, "check")
     assert check.exit_code == 0, check.output
-    assert "0 of 5 check(s) found problems" in check.output
+    assert "0 of 6 check(s) found problems" in check.output
     rows = _sql(tmp_path, "SELECT loss, method, eps, n FROM estimates WHERE method = "
                 "'empirical' ORDER BY loss, eps")
     assert [(r["loss"], r["eps"], r["n"]) for r in rows] == [

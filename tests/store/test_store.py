@@ -236,7 +236,8 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
     assert clean.output.splitlines() == ["ok       incomplete_runs", "ok       orphaned_shards",
                                          "ok       stale_estimates", "ok       changed_loss_sets",
                                          "ok       duplicate_rows",
-                                         "0 of 5 check(s) found problems"]
+                                         "ok       outdated_run_ids",
+                                         "0 of 6 check(s) found problems"]
 
     # every kind of problem at once
     (run_id,) = [p.name for p in shards.iterdir()]
@@ -255,6 +256,9 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
                           "hypothesis_id = 1) WHERE hypothesis_id = 2")
         # no key stops a row inserted by hand (ingest never repeats one): id 3 and its seed
         store.con.execute("INSERT INTO losses SELECT * FROM losses WHERE hypothesis_id = 3")
+        # a shared test set stored under the id it had before test_set entered the identity
+        store.con.execute("""UPDATE specs SET spec = json_merge_patch(spec, '{"task": """
+                          """{"test_set": "shared"}}')""")
     got = CliRunner().invoke(main, [*base, "check"])
     assert got.exit_code == 1, got.output
     out = got.output
@@ -269,9 +273,10 @@ def test_check_is_clean_then_names_each_kind_of_problem(tmp_path, toy_spec):
     assert f"{run_id}  test_error  200              201" in out
     assert "PROBLEM  duplicate_rows: 3 row(s)." in out and f"seed           {run_id}" in out
     assert f"hypothesis_id  {run_id}  3 " in out
-    assert out.splitlines()[-1] == ("5 of 5 check(s) found problems: incomplete_runs, "
+    assert "PROBLEM  outdated_run_ids: 1 row(s)." in out
+    assert out.splitlines()[-1] == ("6 of 6 check(s) found problems: incomplete_runs, "
                                     "orphaned_shards, stale_estimates, changed_loss_sets, "
-                                    "duplicate_rows")
+                                    "duplicate_rows, outdated_run_ids")
 
     # estimating again digests the run's losses first: no changed sets, no stale estimates
     api.estimate(methods=["empirical"])

@@ -417,7 +417,7 @@ def test_check_reports_leftover_temporary_stores_and_fix_removes_them(copy):
     assert fixed.exit_code == 0, fixed.output
     assert f"fixed    removed {left}" in fixed.output and f"process {dead}" in fixed.output
     assert not left.exists() and not wal.exists() and alive.exists()
-    assert "0 of 5 check(s) found problems" in fixed.output
+    assert "0 of 6 check(s) found problems" in fixed.output
     alive.unlink()
 
 
