@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,7 +53,8 @@ class BatchedCNN(BatchedNetwork):
                    ParamShape((1, self.n_outputs), c * h * w)]
         return shapes
 
-    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor,
+                rows: np.ndarray | None = None) -> torch.Tensor:
         nets, n = x.shape[:2]
         maps = x.reshape(nets * n, *self.input_shape)
         for layer in range(self.layers):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import numpy as np
 import torch
 
 from ibdb.data.task import TaskData
@@ -31,7 +32,8 @@ class BatchedMLP(BatchedNetwork):
             shapes += [ParamShape((fan_in, fan_out), fan_in), ParamShape((1, fan_out), fan_in)]
         return shapes
 
-    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor,
+                rows: np.ndarray | None = None) -> torch.Tensor:
         h = x
         n_layers = len(self.sizes) - 1
         for layer in range(n_layers):

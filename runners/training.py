@@ -47,6 +47,7 @@ weights by any other implementation to rounding.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -89,9 +90,45 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
 
 
 @dataclass(frozen=True)
+class ParamLaw:
+    """The law of a parameter's initial values as a transform of standard normals z:
+    ``uniform`` scale * erf(z / sqrt 2) (uniform on +-scale), ``normal`` mean + scale * z,
+    ``constant`` every element ``mean`` (or the tensor ``values``), using no normals."""
+
+    kind: str  # "uniform", "normal" or "constant"
+    scale: float = 0.0
+    mean: float = 0.0
+    values: torch.Tensor | None = None
+
+    @property
+    def normals(self) -> bool:
+        return self.kind != "constant"
+
+    def describe(self) -> str:
+        if self.kind == "uniform":
+            return f"uniform +-{self.scale!r}"
+        if self.kind == "normal":
+            return f"normal mean {self.mean!r} std {self.scale!r}"
+        if self.values is None:
+            return f"constant {self.mean!r}"
+        digest = hashlib.sha256(self.values.double().cpu().numpy().tobytes()).hexdigest()
+        return f"constant as built sha256:{digest[:16]}"
+
+    def transform(self, z: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        """Float64 values of B parameters (B, prod(shape)) from their normals z (B, prod(shape)),
+        or from none (z is None) for a constant."""
+        if self.kind == "uniform":
+            return torch.special.erf(z / math.sqrt(2.0)).mul_(self.scale)
+        if self.kind == "normal":
+            return z * self.scale + self.mean
+        raise ValueError("a constant takes no normals")
+
+
+@dataclass(frozen=True)
 class ParamShape:
     shape: tuple[int, ...]  # of one network's tensor; the stacked tensor is (B, *shape)
-    fan_in: int  # initialisation bound is init_scale / sqrt(fan_in)
+    fan_in: int  # initialisation bound is init_scale / sqrt(fan_in), unless `law` is given
+    law: ParamLaw | None = None
 
 
 class BatchedNetwork:
@@ -102,13 +139,25 @@ class BatchedNetwork:
     def parameter_shapes(self) -> list[ParamShape]:
         raise NotImplementedError
 
-    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-        """Outputs (B, n, k) of B networks on their inputs x of shape (B, n, *input_shape)."""
+    def forward(self, params: Sequence[torch.Tensor], x: torch.Tensor,
+                rows: np.ndarray | None = None) -> torch.Tensor:
+        """Outputs (B, n, k) of B networks on their inputs x of shape (B, n, *input_shape);
+        ``rows``: the networks' positions in the training under way (see ``start``)."""
         raise NotImplementedError
 
     def elements_per_example(self) -> int:
         """Activation elements one example needs in the largest layer (to size evaluation)."""
         raise NotImplementedError
+
+    def start(self, total: int) -> None:
+        """A training of ``total`` networks begins (a network with state of its own, such as
+        batch-norm statistics, sets it up; ``forward``'s ``rows`` index it)."""
+
+    def forward_eval(self, params: Sequence[torch.Tensor], x: torch.Tensor,
+                     rows: np.ndarray) -> torch.Tensor:
+        """``forward`` when evaluating (no training-time behaviour); ``rows``: the networks'
+        positions in the training that made them."""
+        return self.forward(params, x)
 
 
 @dataclass
@@ -148,6 +197,9 @@ class NetworkRunner:
         sizes = [math.prod(p.shape) for p in self._shapes]
         self._offsets = np.concatenate([[0], np.cumsum(sizes)]).tolist()
         self._row = -(-self._offsets[-1] // PAD) * PAD  # P: parameters per row, padded
+        # normals the initial parameters take (a constant takes none)
+        self._param_normals = sum(size for size, p in zip(sizes, self._shapes, strict=True)
+                                  if p.law is None or p.law.normals)
         shape = (-1, *self.net.input_shape)
         f32 = {"dtype": torch.float32, "device": device}
         self._x_train = torch.as_tensor(data.x_train.reshape(shape), **f32)
@@ -218,7 +270,7 @@ class NetworkRunner:
     def noise_dim(self) -> int:
         """One standard normal per parameter, then one per training point and epoch (the data
         orders; none for full-batch training)."""
-        return int(self._offsets[-1]) + self._order_dim
+        return self._param_normals + self._order_dim
 
     @property
     def _order_dim(self) -> int:
@@ -228,8 +280,8 @@ class NetworkRunner:
     @property
     def step_scale(self) -> np.ndarray:
         """1 for the weight normals, ORDER_STEP_SCALE for the data-order normals."""
-        p = int(self._offsets[-1])
-        return np.concatenate([np.ones(p), np.full(self._order_dim, ORDER_STEP_SCALE)])
+        return np.concatenate([np.ones(self._param_normals),
+                               np.full(self._order_dim, ORDER_STEP_SCALE)])
 
     def noise(self, seeds: np.ndarray) -> np.ndarray:
         """(B, noise_dim) float64 standard normals, row i from SeedSequence([seeds[i],
@@ -246,16 +298,20 @@ class NetworkRunner:
         """Losses of the networks that the noise rows make (initial weights from the first P
         normals, data orders from the rest; see the module docstring): the columns ``sample``
         returns."""
+        return self._record(self.train_from_noise(noise))
+
+    def train_from_noise(self, noise: np.ndarray) -> TrainedNetworks:
+        """Train the networks that the noise rows make (B, noise_dim)."""
         flat = self.parameters_from_noise(noise)
         if self._order_dim == 0:
-            return self._record(self._train(flat, None))
-        n, p = len(self._x_train), int(self._offsets[-1])
+            return self._train(flat, None)
+        n, p = len(self._x_train), self._param_normals
         u = torch.as_tensor(np.asarray(noise, dtype=np.float64)[:, p:]).view(len(flat), -1, n)
         orders = torch.argsort(u, dim=2, stable=True).to(self._device)  # (B, E, n)
 
         def order(live: np.ndarray, epoch: int) -> torch.Tensor:
             return orders[self._index(live), epoch - 1]
-        return self._record(self._train(flat, order))
+        return self._train(flat, order)
 
     def parameters_from_noise(self, noise: np.ndarray) -> torch.Tensor:
         """Float32 rows (B, P) of initial parameters w = init_scale / sqrt(fan_in) *
@@ -266,13 +322,28 @@ class NetworkRunner:
             raise IbdbError(f"{self.kind} evaluate: noise must be (B, {self.noise_dim}) (one "
                             "standard normal per parameter, then one per training point and "
                             f"epoch = noise_dim), not {noise.shape}.")
-        noise = noise[:, :int(self._offsets[-1])]
-        bounds = torch.cat([torch.full((math.prod(p.shape),),
-                                       self.space.init_scale / math.sqrt(p.fan_in),
-                                       dtype=torch.float64) for p in self._shapes])
-        weights = torch.special.erf(torch.as_tensor(noise) / math.sqrt(2.0)).mul_(bounds)
+        if all(p.law is None for p in self._shapes):  # the built-in networks: one transform
+            noise = noise[:, :self._param_normals]
+            bounds = torch.cat([torch.full((math.prod(p.shape),),
+                                           self.space.init_scale / math.sqrt(p.fan_in),
+                                           dtype=torch.float64) for p in self._shapes])
+            weights = torch.special.erf(torch.as_tensor(noise) / math.sqrt(2.0)).mul_(bounds)
+            flat = torch.zeros((len(noise), self._row), dtype=torch.float32)
+            flat[:, :weights.shape[1]] = weights
+            return flat.to(self._device)
         flat = torch.zeros((len(noise), self._row), dtype=torch.float32)
-        flat[:, :weights.shape[1]] = weights
+        z = torch.as_tensor(noise)
+        used = 0
+        for start, stop, p in zip(self._offsets[:-1], self._offsets[1:], self._shapes,
+                                  strict=True):
+            law = p.law or ParamLaw("uniform", scale=self.space.init_scale / math.sqrt(p.fan_in))
+            if law.normals:
+                flat[:, start:stop] = law.transform(z[:, used:used + stop - start], p.shape)
+                used += stop - start
+            elif law.values is not None:
+                flat[:, start:stop] = law.values.reshape(1, -1).to(torch.float32)
+            else:
+                flat[:, start:stop] = law.mean
         return flat.to(self._device)
 
     def generators(self, seeds: np.ndarray) -> list[torch.Generator]:
@@ -311,6 +382,7 @@ class NetworkRunner:
         still training in that epoch (1-based); None for full-batch training."""
         opt_spec, fit = self.space.optimizer, self.space.fit
         live_nets = self._start(flat)
+        self.net.start(len(flat))
         n = len(self._x_train)
         batch = n if opt_spec.batch_size == "full" else opt_spec.batch_size
         total = len(flat)
@@ -322,7 +394,7 @@ class NetworkRunner:
                      if order_of is None else order_of(live, epoch))
             for start in range(0, n, batch):
                 idx = order[:, start:start + batch]
-                out = self.net.forward(live_nets.leaves, self._x_train[idx])
+                out = self.net.forward(live_nets.leaves, self._x_train[idx], rows=live)
                 # Sum of the networks' own MSEs: each network's gradient is that of its own
                 # loss, exactly what torch.nn.MSELoss gives it alone.
                 loss = (out - self._y_train[idx]).square().mean(dim=(1, 2)).sum()
@@ -332,7 +404,7 @@ class NetworkRunner:
                 live_nets.optimizer.step()
             if not fit.stop_when_fit or epoch == opt_spec.epochs:
                 continue
-            done = self._meets_criterion(self.views(live_nets.flat))
+            done = self._meets_criterion(self.views(live_nets.flat), live)
             if done.any():
                 epochs[live[done]] = epoch
                 final[self._index(live[done])] = live_nets.flat[self._index(np.flatnonzero(done))]
@@ -362,17 +434,20 @@ class NetworkRunner:
                 kept = residuals
         return out, kept
 
-    def predict(self, params: Sequence[torch.Tensor], x: torch.Tensor) -> torch.Tensor:
+    def predict(self, params: Sequence[torch.Tensor], x: torch.Tensor,
+                rows: np.ndarray | None = None) -> torch.Tensor:
         """Outputs (B, n, k) of B networks on the same inputs x (n, *input_shape), walking
-        through the networks in groups so that activations stay within EVAL_ELEMENTS."""
+        through the networks in groups so that activations stay within EVAL_ELEMENTS; ``rows``:
+        their positions in the training that made them (default: 0 .. B - 1)."""
         total, n = params[0].shape[0], x.shape[0]
+        rows = np.arange(total) if rows is None else rows
         group = max(1, EVAL_ELEMENTS // max(1, n * self.net.elements_per_example()))
         outs = []
         with torch.no_grad():
             for start in range(0, total, group):
                 part = [p[start:start + group] for p in params]
                 inputs = x.unsqueeze(0).expand(part[0].shape[0], *x.shape)
-                outs.append(self.net.forward(part, inputs))
+                outs.append(self.net.forward_eval(part, inputs, rows[start:start + group]))
         return torch.cat(outs)
 
     # -- internals -----------------------------------------------------------------------------
@@ -383,9 +458,9 @@ class NetworkRunner:
         n = len(self._x_train)
         return torch.stack([torch.randperm(n, generator=g) for g in gens]).to(self._device)
 
-    def _meets_criterion(self, params: Sequence[torch.Tensor]) -> np.ndarray:
+    def _meets_criterion(self, params: Sequence[torch.Tensor], rows: np.ndarray) -> np.ndarray:
         """The fit criterion on the training set after an epoch (float32), per live network."""
-        preds = self.predict(params, self._x_train)
+        preds = self.predict(params, self._x_train, rows)
         fit = self.space.fit
         if fit.criterion == "train_mse":
             mse = (preds.to(torch.float64) - self._y_train.to(torch.float64)).square()

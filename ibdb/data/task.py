@@ -38,6 +38,9 @@ class TaskData:
     # (channels, height, width) of one example when the features are an image, else None;
     # x_*[i].reshape(image_shape) is example i as an image.
     image_shape: tuple[int, ...] | None = None
+    # The examples are signals (a source of shape "signals"): image_shape is (channels, 1,
+    # length), and a model that takes the natural shape sees (channels, length).
+    signals: bool = False
     # A fixed sample of the source's points (ibdb.stats.bound.statistics_rows of its pool, or of
     # both
     # of its splits: at most STATISTICS_MAX_POINTS, drawn with a fixed seed), preprocessed like
@@ -51,6 +54,17 @@ class TaskData:
     @property
     def n_outputs(self) -> int:
         return self.y_train.shape[1]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One example's natural shape, as a user's model receives it: (d,) for vectors,
+        (channels, height, width) for images, (channels, length) for signals."""
+        if self.image_shape is None:
+            return (int(self.x_train.shape[1]),)
+        if self.signals:
+            channels, height, width = self.image_shape
+            return (int(channels), int(height * width))
+        return tuple(int(s) for s in self.image_shape)
 
 
 @dataclass(frozen=True)
@@ -107,6 +121,7 @@ def _finish(task: Task, raw: RawData) -> TaskData:
         labels_test=labels_test,
         fingerprint=fingerprint,
         image_shape=image_shape,
+        signals=image_shape is not None and SOURCES.of(task.source).shape == "signals",
         x_pool_sample=x_pool,
         labels_pool_sample=labels_pool.astype(np.int64),
         pool_size=pool_size,

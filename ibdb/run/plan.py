@@ -71,7 +71,9 @@ def load_runs(specs: list[RunSpec], *, spec_dir: Path) -> list[tuple[RunSpec, st
             check_splitting(spec.space)
         check_chunk_memory(spec, data)
         check_splitting_memory(spec, data)
-        identity = run_identity(spec, data.fingerprint)
+        facts = SPACES.of(spec.space).facts
+        identity = run_identity(spec, data.fingerprint,
+                                None if facts is None else resolve(facts)(spec.space, data))
         out.append((spec, run_id_of(identity), identity, data))
     return out
 

@@ -29,12 +29,14 @@ IDENTITY_VERSION = 1
 RUN_ID_LENGTH = 16  # hex digits of sha256: 64 bits, ample for one store's runs
 
 
-def run_identity(spec: RunSpec, fingerprint: str) -> dict[str, Any]:
-    """The identity of ``spec``'s run, its task's data having content ``fingerprint``."""
+def run_identity(spec: RunSpec, fingerprint: str,
+                 space_facts: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The identity of ``spec``'s run, its task's data having content ``fingerprint``;
+    ``space_facts``: what the built model adds to the space's (its kind's ``facts``)."""
     kind = SPACES.of(spec.space)
     return {
         "task": spec.task.identity(fingerprint),
-        "space": spec.space.identity(),
+        "space": {**spec.space.identity(), **(space_facts or {})},
         "runner": kind.kind,
         "runner_version": kind.version,
         **spec.budget.identity(),

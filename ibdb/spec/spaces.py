@@ -1,5 +1,6 @@
-"""Hypothesis spaces in specs: the gp space (kernels, fit), network spaces (mlp, cnn) with
-their optimisers and fit criteria, and the tagged union a spec's ``spaces`` list holds.
+"""Hypothesis spaces in specs: the gp space (kernels, fit), network spaces (mlp, cnn, and any
+PyTorch model: torch) with their optimisers and fit criteria, and the tagged union a spec's
+``spaces`` list holds.
 
 Field names carry their units where they have one; every model is strict and frozen
 (:class:`ibdb.spec.base.SpecModel`).
@@ -18,6 +19,7 @@ from ibdb.spec.base import Name, NonNegativeInt, PositiveFloat, PositiveInt
 from ibdb.spec.base import SpecModel as _Spec
 from ibdb.spec.kernels import KERNELS, ArcCosKernel, KernelSpec
 from ibdb.spec.kinds import KindRegistry
+from ibdb.spec.models import ModelSpec
 
 
 class SpaceSpec(_Spec):
@@ -185,13 +187,16 @@ class FitCriterion(_Spec):
         return self
 
 
-class _NetworkSpace(SpaceSpec):
+class _TrainedSpace(SpaceSpec):
+    optimizer: Optimizer
+    fit: FitCriterion = FitCriterion()
+
+
+class _NetworkSpace(_TrainedSpace):
     activation: Activation = "relu"
     init_scale: PositiveFloat = Field(
         1.0, description="Weights and biases start uniform on +-init_scale/sqrt(fan_in) "
         "(PyTorch's default initialisation at 1.0).")
-    optimizer: Optimizer
-    fit: FitCriterion = FitCriterion()
 
 
 class MLPSpace(_NetworkSpace):
@@ -229,6 +234,32 @@ class CNNSpace(_NetworkSpace):
         return value
 
 
+class TorchSpace(ModelSpec, _TrainedSpace):
+    """Any PyTorch model, trained like :class:`MLPSpace` from random initialisations.
+
+    ``model`` names a factory (``"package.module:callable"``) called with ``model_args`` as
+    keyword arguments; it returns a ``torch.nn.Module`` that maps a batch of the task's examples
+    in their natural shape (vectors (N, d), images (N, C, H, W), signals (N, C, L); see each
+    source's ``shape`` in ``ibdb sources``) to (N, k) outputs, one per class. Training and
+    recording are those of every network space: the MSE against one-hot targets with the
+    space's optimiser, test and train MSE and 0-1 error. ``init`` overrides the laws of initial
+    parameters by name pattern (:mod:`ibdb.spec.models`); a hypothesis is its standard-normal
+    noise row (initial parameters, then data orders), see ``runners/torch_space.py``.
+
+    The run id covers the factory's name and ``model_args``, ``init``, and the built module's
+    fingerprint: its parameter names, shapes and laws, and the source of the factory and of
+    every module class in it that is not torch's own. A changed model gets a new run id; a new
+    label does not.
+    """
+
+    kind: Literal["torch"]
+
+    def identity(self) -> dict[str, Any]:
+        return {"kind": self.kind, **self.model_identity(),
+                "optimizer": self.optimizer.model_dump(mode="json"),
+                "fit": self.fit.model_dump(mode="json")}
+
+
 @dataclass(frozen=True)
 class SpaceKind:
     """One kind of hypothesis space: its model and the runner that samples it.
@@ -254,6 +285,9 @@ class SpaceKind:
     sizes: Reference | None = None  # sizes(space, data) -> runners.sizes.Sizes
     splitting: bool = False
     noise_version: str = "1"
+    # facts(space, data) -> dict: what defines the hypotheses that only the built model can
+    # tell (a torch model's parameters and sources); they join the space's part of the run id
+    facts: Reference | None = None
 
 
 # Tiny, but some networks fit before the last epoch, so that the contract test covers
@@ -287,6 +321,16 @@ SPACES: KindRegistry[SpaceKind] = KindRegistry("hypothesis space", [
         loss_columns=_NETWORK_COLUMNS, check="ibdb.runners.compatibility:check_network",
         sizes="ibdb.runners.sizes:network_sizes", splitting=True,
         noise_version="2"),  # 2: the data orders are in the noise (1: held by a seed)
+    SpaceKind(
+        kind="torch", model=TorchSpace, runner="ibdb.runners.torch_space:TorchRunner",
+        version="1",
+        sane_space={"name": "sane-torch", "kind": "torch",
+                    "model": "ibdb.runners.torch_model:mlp",
+                    "model_args": {"width": 8, "depth": 2, "n_outputs": 3},
+                    "optimizer": _SANE_OPTIMIZER},
+        loss_columns=_NETWORK_COLUMNS, check="ibdb.runners.torch_model:check_space",
+        sizes="ibdb.runners.torch_model:space_sizes", splitting=True,
+        facts="ibdb.runners.torch_model:space_facts"),
 ], default="gp")
 
 HypothesisSpace = Annotated[SpaceSpec, SPACES.union()]

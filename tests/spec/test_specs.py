@@ -60,7 +60,7 @@ def _set_space(spec, space):
         (lambda s: _set_space(s, _net("cnn", kernel_size=4)), "spaces.0.kernel_size: Value "
                                                               "error, kernel_size must be odd"),
         (lambda s: _set_space(s, _net(kind="svm")), "spaces.0.kind: Input should be one of gp, "
-                                                    "mlp, cnn (got 'svm')"),
+                                                    "mlp, cnn, torch (got 'svm')"),
         (lambda s: _set_space(s, _net(fit={"criterion": "train_mse"})),
          "spaces.0.fit: Value error, criterion 'train_mse' needs train_mse_max"),
         (lambda s: _set_space(s, _net(fit={"train_mse_max": 0.1})),
