@@ -102,17 +102,17 @@ class ModuleNetwork(BatchedNetwork):
                   for _, p in self.module.named_parameters()]
         x = torch.randn((2, 3, *self.input_shape), generator=torch.Generator().manual_seed(0))
         x = x.to(params[0].device if params else "cpu")
-        before = {n: b.clone() for n, b in self.module.named_buffers()}
+        before = {n: b.clone() for n, b in self._buffers.items()}
         self.mode = VMAP
         try:
             out = self.forward(params, x)
             out.square().sum().backward()
+            moved = [n for n, b in self._buffers.items() if not torch.equal(b, before[n])]
         except Exception as exc:  # whatever vmap refuses: the slower path runs any module
             return ONE_AT_A_TIME, f"vmap failed: {type(exc).__name__}: {str(exc)[:200]}"
-        finally:
-            for name, b in self.module.named_buffers():
+        finally:  # (the probe must leave the factory's buffers as they were)
+            for name, b in self._buffers.items():
                 b.copy_(before[name])
-        moved = [n for n, b in self._buffers.items() if not torch.equal(b, before[n])]
         if moved:
             return ONE_AT_A_TIME, f"training updates buffers {moved}"
         return VMAP, "the module runs under torch.func.vmap"
