@@ -60,6 +60,7 @@ OUTPUT = ("text", "run ")
 SQL = ("sql", "-- the paper's fit")
 PYTHON = ("python", "from ibdb import Ibdb")
 SPLITTING = ("yaml", "budgets:")
+TORCH = ("yaml", "spaces:")
 
 # (language, first line's start) -> the tests that run or check that block. A new README block
 # needs an entry here and a test that runs it (or checks it, saying why it cannot run).
@@ -74,6 +75,7 @@ CLAIMS = {
     PYTHON: ["tests/store/test_notebook_api.py::test_readme_notebook_section_runs",
              "tests/test_packaging.py::test_readme_notebook_block_runs_in_the_fresh_venv"],
     SPLITTING: ["tests/test_readme.py::test_splitting_block_is_a_valid_budget"],
+    TORCH: ["tests/test_readme.py::test_torch_block_runs_a_users_model"],
 }
 
 # The tour's placeholders and what a test puts in their place.
@@ -530,3 +532,30 @@ def test_splitting_block_is_a_valid_budget(tmp_path):
     spec["budgets"][0]["splitting"]["p0"] = 1.5  # and a wrong one is refused
     write_spec(tmp_path, spec)
     assert sh("ibdb validate spec.yaml", tmp_path).returncode == 2
+
+
+USER_MODEL = """
+from torch import nn
+
+
+def make(width, n_outputs):
+    return nn.Sequential(nn.Flatten(), nn.LazyLinear(width), nn.ReLU(),
+                         nn.Linear(width, n_outputs))
+"""
+
+
+def test_torch_block_runs_a_users_model(tmp_path):
+    """The block's space, with the mymodels.py its comment describes, in a folder of its own
+    on PYTHONPATH, runs on a small digits task."""
+    spaces = yaml.safe_load(the_block(TORCH).text)["spaces"]
+    code = tmp_path / "code"
+    code.mkdir()
+    (code / "mymodels.py").write_text(USER_MODEL)
+    spec = {"name": "mine", "tasks": [{"name": "digits-50", "source": {"kind": "digits"},
+                                       "n_train": 50, "n_test": 100, "eps": [0.1]}],
+            "spaces": spaces, "budgets": [{"name": "b", "n_hypotheses": 8, "seed": 0}]}
+    write_spec(tmp_path, spec)
+    out = ok(f"PYTHONPATH={shlex.quote(str(code))} ibdb --device cpu run spec.yaml", tmp_path)
+    assert "mine/digits-50/my-net" in out
+    rows = sql(tmp_path, "select count(*) as n, min(test_mse) as low from losses")
+    assert rows[0]["n"] == 8 and 0 < rows[0]["low"] < 1
