@@ -39,6 +39,7 @@ import numpy as np
 import torch
 
 from ibdb.core.errors import IbdbError
+from ibdb.core.references import resolve
 from ibdb.data.task import TaskData
 from ibdb.runners.blocks import one_thread, row_blocks
 from ibdb.runners.compatibility import check_gp
@@ -52,7 +53,7 @@ from ibdb.runners.evidence import (
     search_bandwidth,
 )
 from ibdb.runners.kernels import kernel_matrix
-from ibdb.spec.kernels import ArcCosKernel, MaternKernel, NetworkKernel, has_bandwidth
+from ibdb.spec.kernels import KERNELS, ArcCosKernel, MaternKernel, NetworkKernel, has_bandwidth
 from ibdb.spec.spaces import GPSpace
 
 log = logging.getLogger(__name__)
@@ -94,10 +95,11 @@ class GPRunner:
         n_train, n_outputs = y_train.shape
         fixed_amplitude = None if space.amplitude == ML else float(space.amplitude)
         image_shape = None if data.image_shape is None else tuple(data.image_shape)
+        input_shape = tuple(data.input_shape)
 
         def kernel_at(a: torch.Tensor, b: torch.Tensor, bandwidth: float | None) -> torch.Tensor:
             return kernel_matrix(a, b, kernel=space.kernel, bandwidth=bandwidth,
-                                 image_shape=image_shape)
+                                 image_shape=image_shape, input_shape=input_shape)
 
         bandwidth, search = _bandwidth(space, x_train, y_train, kernel_at, fixed_amplitude)
         posterior = _posterior(space, lambda a, b: kernel_at(a, b, bandwidth), x_train, x_test,
@@ -179,6 +181,10 @@ class GPRunner:
         elif isinstance(kernel, NetworkKernel):  # (the input dimension sets layer 1's scale)
             scale = {"depth": kernel.depth, "init_scale": kernel.init_scale,
                      "width": kernel.width, "input_dim": int(data.x_train.shape[1])}
+        elif KERNELS.of(kernel).run_info is not None:  # the kernel's own record (its entry's)
+            x_train = torch.as_tensor(data.x_train, dtype=torch.float64, device=self._device)
+            scale = resolve(KERNELS.of(kernel).run_info)(
+                kernel, x_train, input_shape=tuple(data.input_shape))
         else:
             rule = kernel.bandwidth  # type: ignore[attr-defined]
             scale = {"bandwidth": float(bandwidth),

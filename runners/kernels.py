@@ -44,6 +44,8 @@ Conventions (``l`` the bandwidth, ``r = |x - x'|`` the Euclidean distance):
   diagonal is exact either way.
 - ``nngp`` and ``ntk`` with ``architecture="cnn"``: the same limits (infinitely many channels)
   of ibdb's ``cnn`` space, on images; their recursion and conventions are in ``cnn_kernels.py``.
+- ``empirical_nngp`` and ``empirical_ntk``: a user's PyTorch model's own kernels at
+  initialisation, by Monte Carlo; in ``empirical_kernels.py``.
 
 Every kernel here is positive semi-definite for any bandwidth. The module never imports the
 store; it holds pure functions of its arguments.
@@ -75,7 +77,7 @@ from ibdb.spec.kernels import (
 
 def kernel_matrix(a: torch.Tensor, b: torch.Tensor, *, kernel: str | KernelSpec,
                   bandwidth: float | None = None, image_shape: tuple[int, ...] | None = None,
-                  **fields: Any) -> torch.Tensor:
+                  input_shape: tuple[int, ...] | None = None, **fields: Any) -> torch.Tensor:
     """The (len(a), len(b)) kernel matrix between the rows of ``a`` and ``b``, by the
     registered kernel's function (:data:`ibdb.spec.kernels.KERNELS`).
 
@@ -83,7 +85,9 @@ def kernel_matrix(a: torch.Tensor, b: torch.Tensor, *, kernel: str | KernelSpec,
     (``kernel_matrix(a, b, kernel="matern", nu=1.5, bandwidth=0.8)``). ``bandwidth`` is the
     length scale as a number, required by the kernels that have one (the runner resolves
     ``median`` and ``marginal_likelihood`` first); ``image_shape`` (channels, height, width;
-    row i of ``a`` reshaped to it is image i) by the cnn's limits."""
+    row i of ``a`` reshaped to it is image i) by the cnn's limits; ``input_shape`` (one
+    example's natural shape, ``TaskData.input_shape``) by the kernels whose entry says
+    ``input_shape=True`` (a model's own kernels; the others never see it)."""
     spec = kernel if isinstance(kernel, KernelSpec) else \
         KERNELS.get(kernel).model.model_validate({"kind": kernel, **fields})
     if has_bandwidth(spec) and bandwidth is None:
@@ -91,8 +95,10 @@ def kernel_matrix(a: torch.Tensor, b: torch.Tensor, *, kernel: str | KernelSpec,
     if not has_bandwidth(spec) and bandwidth is not None:
         raise ValueError(f"kernel {spec.kind!r} takes no bandwidth (its scales are the "
                          "network's: init_scale and the input dimension)")
-    function = resolve(KERNELS.of(spec).matrix)
-    return function(spec, a, b, bandwidth=bandwidth, image_shape=image_shape)
+    entry = KERNELS.of(spec)
+    extra = {"input_shape": input_shape} if entry.input_shape else {}
+    return resolve(entry.matrix)(spec, a, b, bandwidth=bandwidth, image_shape=image_shape,
+                                 **extra)
 
 
 def rbf(kernel: RBFKernel, a: torch.Tensor, b: torch.Tensor, *, bandwidth: float,

@@ -295,8 +295,8 @@ def _source(obj: Any) -> str:
 def space_sizes(space: Any, data: TaskData) -> Sizes:
     """Memory per hypothesis as for the built-in networks (parameters with gradients and
     optimiser moments; every module's outputs for train and test points, forward and
-    backward), and the noise length: one normal per random parameter element, one per
-    training point and epoch."""
+    backward; its noise row and data orders), and the noise length: one normal per random
+    parameter element, one per training point and epoch."""
     module = build_module(space, data.input_shape, data.n_outputs)
     laws = parameter_laws(space, module, data.input_shape, data.n_outputs)
     params = sum(p.numel() for _, p, _ in laws)
@@ -304,10 +304,14 @@ def space_sizes(space: Any, data: TaskData) -> Sizes:
     units = activations_per_example(module, data.input_shape)
     n_train, n_test = len(data.x_train), len(data.x_test)
     opt = space.optimizer
+    orders = 0 if opt.batch_size == "full" else opt.epochs * n_train
+    # (a hypothesis is trained from its noise row, normals and orders: 8 + 8 bytes per order
+    # element, the normals and their ranks)
     return Sizes(
-        8 * (4 * params + 3 * (n_train + n_test) * units),
-        f"8 bytes x (4 x {params} parameters + 3 x (n_train + n_test) x {units} activations)",
-        noise_dim=normals + (0 if opt.batch_size == "full" else opt.epochs * n_train))
+        8 * (4 * params + 3 * (n_train + n_test) * units + normals + 2 * orders),
+        f"8 bytes x (4 x {params} parameters + 3 x (n_train + n_test) x {units} activations "
+        f"+ {normals} normals + 2 x {orders} data-order normals and ranks)",
+        noise_dim=normals + orders)
 
 
 def activations_per_example(module: nn.Module, input_shape: tuple[int, ...]) -> int:

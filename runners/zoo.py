@@ -7,6 +7,8 @@ and has no dropout (a hypothesis is its noise alone).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -37,28 +39,52 @@ def conv1d(channels: int, layers: int, n_outputs: int, kernel_size: int = 5,
 
 
 class AttentionBlock(nn.Module):
-    """One pre-norm transformer block over the points of a signal (N, C, L): each of the L
-    points is a token, embedded linearly from its C values plus a learned position embedding;
-    self-attention and a two-layer gelu MLP, each with a residual; the mean over tokens, then a
-    linear readout."""
+    """One pre-norm transformer block over a signal (N, C, L) cut into L / patch tokens of
+    ``patch`` consecutive points (ViT's patches in 1-D; patch 1: every point a token), each
+    embedded linearly from its C x patch values plus a learned position embedding;
+    multi-head self-attention and a two-layer gelu MLP, each with a residual; the mean over
+    tokens, then a linear readout.
 
-    def __init__(self, dim: int, heads: int, length: int, n_outputs: int) -> None:
+    The attention is written with matrix products (as nn.MultiheadAttention computes it, with
+    separate q, k, v and output projections) because torch.func.vmap has no batching rule for
+    the fused attention kernel on the CPU and would run it one example at a time."""
+
+    def __init__(self, dim: int, heads: int, length: int, n_outputs: int,
+                 patch: int = 1) -> None:
         super().__init__()
+        if dim % heads:
+            raise ValueError(f"dim = {dim} must be a multiple of heads = {heads}")
+        if length % patch:
+            raise ValueError(f"length = {length} must be a multiple of patch = {patch}")
+        self.heads, self.patch = heads, patch
         self.embed = nn.LazyLinear(dim)
-        self.position = nn.Embedding(length, dim)
+        self.position = nn.Embedding(length // patch, dim)
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.attention = nn.MultiheadAttention(dim, heads, dropout=0.0, batch_first=True)
+        self.query, self.key, self.value = (nn.Linear(dim, dim) for _ in range(3))
+        self.out = nn.Linear(dim, dim)
         self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
         self.readout = nn.Linear(dim, n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        tokens = self.embed(x.transpose(1, 2)) + self.position.weight  # (N, L, dim)
-        h = self.norm1(tokens)
-        tokens = tokens + self.attention(h, h, h, need_weights=False)[0]
+        n, channels, length = x.shape
+        patches = x.reshape(n, channels, length // self.patch, self.patch).permute(0, 2, 1, 3)
+        tokens = self.embed(patches.reshape(n, length // self.patch, channels * self.patch))
+        tokens = tokens + self.position.weight  # (N, tokens, dim)
+        tokens = tokens + self._attend(self.norm1(tokens))
         tokens = tokens + self.mlp(self.norm2(tokens))
         return self.readout(tokens.mean(dim=1))
 
+    def _attend(self, h: torch.Tensor) -> torch.Tensor:
+        n, length, dim = h.shape
 
-def attention(dim: int, heads: int, length: int, n_outputs: int) -> nn.Module:
-    """:class:`AttentionBlock`: one transformer block over a signal of ``length`` points."""
-    return AttentionBlock(dim, heads, length, n_outputs)
+        def split(t: torch.Tensor) -> torch.Tensor:  # (N, L, dim) -> (N, heads, L, dim / heads)
+            return t.reshape(n, length, self.heads, dim // self.heads).transpose(1, 2)
+        q, k, v = split(self.query(h)), split(self.key(h)), split(self.value(h))
+        weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(dim // self.heads), dim=-1)
+        return self.out((weights @ v).transpose(1, 2).reshape(n, length, dim))
+
+
+def attention(dim: int, heads: int, length: int, n_outputs: int, patch: int = 1) -> nn.Module:
+    """:class:`AttentionBlock`: one transformer block over a signal of ``length`` points, in
+    tokens of ``patch`` points."""
+    return AttentionBlock(dim, heads, length, n_outputs, patch)

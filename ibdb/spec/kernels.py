@@ -5,9 +5,10 @@ A gp space's ``kernel`` is a mapping whose ``kind`` picks the model (a tagged un
 :class:`KernelKind` entry names the function that computes the kernel matrix (in the run stage:
 ``runners/kernels.py``, ``runners/cnn_kernels.py``), called as
 ``matrix(kernel, a, b, bandwidth=..., image_shape=...)`` with ``bandwidth`` resolved by the
-runner (a number, or None for a kernel without one) and ``image_shape`` the task's (or None). A
-new kernel is one model and one entry here (or ``KERNELS.register`` from anywhere) plus its
-function.
+runner (a number, or None for a kernel without one) and ``image_shape`` the task's (or None);
+an entry with ``input_shape=True`` also gets ``input_shape=``, one example's natural shape
+(``TaskData.input_shape``). A new kernel is one model and one entry here (or
+``KERNELS.register`` from anywhere) plus its function.
 
 Conventions (``l`` the bandwidth, ``r = |x - x'|``):
 
@@ -33,6 +34,19 @@ Conventions (``l`` the bandwidth, ``r = |x - x'|``):
   ``width`` does for the mlp. The task's inputs must be images (``TaskData.image_shape``). See
   ``runners/cnn_kernels.py``.
 
+- ``empirical_nngp`` / ``empirical_ntk``: a user's own PyTorch model's kernels at
+  initialisation, by Monte Carlo over ``samples`` random initialisations (seeded by ``seed``)
+  of the module that ``model`` and ``model_args`` build, each parameter drawn from its
+  initial law (PyTorch's default for its layer, or ``init``'s; :mod:`ibdb.spec.models`).
+  ``empirical_nngp``: the covariance of the outputs, ``mean_s mean_j f_sj(x) f_sj(x')`` over
+  initialisations s and outputs j. ``empirical_ntk``: the tangent kernel ``mean_s mean_j
+  sum_p v_p df_sj(x)/dp df_sj(x')/dp`` with ``v_p`` the variance of parameter p's initial law
+  (the NTK parametrisation: gradients with respect to each parameter over its initial
+  standard deviation; constants, which have none, add nothing), or ``v_p = 1`` with
+  ``parametrisation: standard``. Both are positive semi-definite (every matrix uses the same
+  initialisations). No ``bandwidth``. The built module's fingerprint (its parameters' names,
+  shapes and laws, and its sources) joins the run id. See ``runners/empirical_kernels.py``.
+
 ``bandwidth: median`` takes the median pairwise distance between training points as ``l``;
 ``marginal_likelihood`` chooses it by the evidence (``runners/evidence.py``).
 
@@ -49,8 +63,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from ibdb.core.references import Reference
-from ibdb.spec.base import PositiveFloat, PositiveInt, SpecModel
+from ibdb.spec.base import NonNegativeInt, PositiveFloat, PositiveInt, SpecModel
 from ibdb.spec.kinds import KindRegistry
+from ibdb.spec.models import ModelSpec
 
 Bandwidth = PositiveFloat | Literal["median", "marginal_likelihood"]
 _BANDWIDTH = Field(1.0, description="The length scale l (a number), 'median' (the median "
@@ -191,6 +206,43 @@ class NetworkKernel(KernelSpec):
         return out
 
 
+class EmpiricalKernel(ModelSpec, KernelSpec):
+    """A user's PyTorch model's own kernel at initialisation, by Monte Carlo (see the module
+    doc and ``runners/empirical_kernels.py``): ``model``, ``model_args`` and ``init`` as the
+    torch space's (:mod:`ibdb.spec.models`); ``samples`` initialisations drawn from ``seed``.
+    The model maps (N, *input_shape) to (N, k) for any k >= 1: the kernel averages the k
+    outputs."""
+
+    seed: NonNegativeInt = Field(
+        0, description="Seed of the initialisations (initialisation s draws its normals from "
+        "SeedSequence([seed, s])).")
+
+
+class EmpiricalNNGPKernel(EmpiricalKernel):
+    """The model's NNGP: the covariance of its outputs over random initialisations,
+    ``mean_s mean_j f_sj(x) f_sj(x')`` over ``samples`` initialisations s and the outputs j."""
+
+    kind: Literal["empirical_nngp"]
+    samples: PositiveInt = Field(256, description="Initialisations averaged.")
+
+
+class EmpiricalNTKKernel(EmpiricalKernel):
+    """The model's empirical neural tangent kernel at initialisation, averaged over
+    ``samples`` initialisations s and the outputs j: ``mean_s mean_j sum_p v_p df_sj(x)/dp
+    df_sj(x')/dp``. ``parametrisation: ntk`` (the default) weights parameter p by the variance
+    ``v_p`` of its initial law (uniform on +-b: b^2 / 3; normal of std s: s^2; a constant: 0,
+    so parameters that start constant, such as a norm layer's, add nothing), the NTK
+    parametrisation of the closed-form ``ntk``; ``standard`` weights every parameter, constants
+    included, by 1: the tangent kernel of the raw parameters, as gradient descent on them
+    (ibdb's training) sees it."""
+
+    kind: Literal["empirical_ntk"]
+    samples: PositiveInt = Field(32, description="Initialisations averaged.")
+    parametrisation: Literal["ntk", "standard"] = Field(
+        "ntk", description="ntk: each parameter's gradient over its initial standard deviation "
+        "(constants add nothing); standard: the raw parameters' gradients.")
+
+
 @dataclass(frozen=True)
 class KernelKind:
     """One kernel: its model, and the function computing its matrix (see the module doc)."""
@@ -202,6 +254,11 @@ class KernelKind:
     # a limit of a network space (nngp, ntk): runs record the network's parameters instead of
     # a bandwidth
     network: bool = False
+    # the matrix function takes ``input_shape=`` (one example's natural shape) too
+    input_shape: bool = False
+    # run_info(kernel, x_train, input_shape=...) -> dict: what a gp run records about the
+    # kernel (runs.runner_info) in place of a bandwidth; None: the runner's own fields
+    run_info: Reference | None = None
 
 
 KERNELS: KindRegistry[KernelKind] = KindRegistry("kernel", [
@@ -215,6 +272,12 @@ KERNELS: KindRegistry[KernelKind] = KindRegistry("kernel", [
                "the NNGP of the mlp (or cnn) space", network=True),
     KernelKind("ntk", NetworkKernel, "ibdb.runners.kernels:network",
                "the NTK of the mlp (or cnn) space", network=True),
+    KernelKind("empirical_nngp", EmpiricalNNGPKernel, "ibdb.runners.empirical_kernels:nngp",
+               "a PyTorch model's output covariance over random initialisations",
+               input_shape=True, run_info="ibdb.runners.empirical_kernels:run_info"),
+    KernelKind("empirical_ntk", EmpiricalNTKKernel, "ibdb.runners.empirical_kernels:ntk",
+               "a PyTorch model's tangent kernel at initialisation, averaged over them",
+               input_shape=True, run_info="ibdb.runners.empirical_kernels:run_info"),
 ], default="rbf")
 
 

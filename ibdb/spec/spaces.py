@@ -239,8 +239,10 @@ class TorchSpace(ModelSpec, _TrainedSpace):
 
     ``model`` names a factory (``"package.module:callable"``) called with ``model_args`` as
     keyword arguments; it returns a ``torch.nn.Module`` that maps a batch of the task's examples
-    in their natural shape (vectors (N, d), images (N, C, H, W), signals (N, C, L); see each
-    source's ``shape`` in ``ibdb sources``) to (N, k) outputs, one per class. Training and
+    in their natural shape (vectors (N, d), images (N, C, H, W), signals (N, C, L): each
+    source's ``shape`` in :data:`ibdb.spec.sources.SOURCES`; digits, mnist, fashion-mnist,
+    cifar10 and omniglot give images, mnist1d signals, npz its arrays' own shape, the others
+    vectors) to (N, k) outputs, one per class. Training and
     recording are those of every network space: the MSE against one-hot targets with the
     space's optimiser, test and train MSE and 0-1 error. ``init`` overrides the laws of initial
     parameters by name pattern (:mod:`ibdb.spec.models`); a hypothesis is its standard-normal
@@ -305,7 +307,8 @@ SPACES: KindRegistry[SpaceKind] = KindRegistry("hypothesis space", [
         # train_mse and fitted only when the space conditions on a train MSE (fit)
         loss_columns=(*REQUIRED_LOSSES, "train_mse", "fitted"),
         check="ibdb.runners.compatibility:check_gp",  # a cnn kernel needs image data
-        sizes="ibdb.runners.sizes:gp_sizes", splitting=True),
+        sizes="ibdb.runners.sizes:gp_sizes", splitting=True,
+        facts="ibdb.runners.empirical_kernels:gp_facts"),  # ({} but for a model's own kernel)
     SpaceKind(
         kind="mlp", model=MLPSpace, runner="ibdb.runners.mlp:MLPRunner", version="1",
         sane_space={"name": "sane-mlp", "kind": "mlp", "width": 8, "depth": 2,

@@ -102,11 +102,11 @@ def _set_space(spec, space):
         (lambda s: s["spaces"][0].update(bias_variance=1.0),
          "spaces.0: Value error, bias_variance = 1.0 applies to kernel 'arccos', not to 'rbf'"),
         (lambda s: s["spaces"][0].update(kernel="poly"),
-         "spaces.0.kernel: Input should be one of rbf, laplace, matern, arccos, nngp, ntk "
-         "(got 'poly')"),
+         "spaces.0.kernel: Input should be one of rbf, laplace, matern, arccos, nngp, ntk, "
+         "empirical_nngp, empirical_ntk (got 'poly')"),
         (lambda s: s["spaces"][0].update(kernel={"kind": "poly"}),
-         "spaces.0.kernel.kind: Input should be one of rbf, laplace, matern, arccos, nngp, ntk "
-         "(got 'poly')"),
+         "spaces.0.kernel.kind: Input should be one of rbf, laplace, matern, arccos, nngp, "
+         "ntk, empirical_nngp, empirical_ntk (got 'poly')"),
     ],
 )
 def test_bad_fields_are_named_with_their_value(tmp_path, mutate, expected):
