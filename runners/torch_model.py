@@ -333,16 +333,3 @@ def activations_per_example(module: nn.Module, input_shape: tuple[int, ...]) -> 
             h.remove()
         module.train(training)
     return max(1, total)
-
-
-# -- ready-made factories (for `kind: torch` specs and the tests) ---------------------------
-
-def mlp(width: int, depth: int, n_outputs: int, activation: str = "relu") -> nn.Module:
-    """The network of ``kind: mlp`` as a module: flatten, ``depth`` hidden layers of ``width``
-    units with the activation, a linear output layer (input size from the first batch)."""
-    act = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU, "sigmoid": nn.Sigmoid}[activation]
-    layers: list[nn.Module] = [nn.Flatten()]
-    for _ in range(depth):
-        layers += [nn.LazyLinear(width), act()]
-    layers.append(nn.LazyLinear(n_outputs))
-    return nn.Sequential(*layers)

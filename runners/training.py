@@ -149,6 +149,17 @@ class BatchedNetwork:
         """Activation elements one example needs in the largest layer (to size evaluation)."""
         raise NotImplementedError
 
+    def gradients(self, params: Sequence[torch.Tensor], x: torch.Tensor, y: torch.Tensor,
+                  rows: np.ndarray) -> Sequence[torch.Tensor]:
+        """Each network's gradient of its own training MSE (mean over its batch's points and
+        outputs, against its targets y (B, n, k)), stacked like ``params`` (B, *shape).
+
+        Autograd on the sum of the networks' MSEs: each network's gradient is that of its own
+        loss, exactly what torch.nn.MSELoss gives it alone."""
+        out = self.forward(params, x, rows=rows)
+        loss = (out - y).square().mean(dim=(1, 2)).sum()
+        return torch.autograd.grad(loss, params)
+
     def start(self, total: int) -> None:
         """A training of ``total`` networks begins (a network with state of its own, such as
         batch-norm statistics, sets it up; ``forward``'s ``rows`` index it)."""
@@ -394,11 +405,8 @@ class NetworkRunner:
                      if order_of is None else order_of(live, epoch))
             for start in range(0, n, batch):
                 idx = order[:, start:start + batch]
-                out = self.net.forward(live_nets.leaves, self._x_train[idx], rows=live)
-                # Sum of the networks' own MSEs: each network's gradient is that of its own
-                # loss, exactly what torch.nn.MSELoss gives it alone.
-                loss = (out - self._y_train[idx]).square().mean(dim=(1, 2)).sum()
-                grads = torch.autograd.grad(loss, live_nets.leaves)
+                grads = self.net.gradients(live_nets.leaves, self._x_train[idx],
+                                           self._y_train[idx], live)
                 for view, grad in zip(live_nets.grad_views, grads, strict=True):
                     view.copy_(grad)
                 live_nets.optimizer.step()

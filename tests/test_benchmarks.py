@@ -123,6 +123,24 @@ SMALLEST: dict[str, list[Case]] = {
         _ratio_lines(*(rf"^{re.escape(name)} +{{N}} +{{N}} +{{N}}x$" for name in
                        ('python -c "import duckdb"', "ibdb --help", 'ibdb sql "select 1"',
                         "ibdb check"))))],
+    "bench_torch_space.py": [Case(
+        ("--networks", "8", "--repeats", "1", "--epochs", "2", "--n-train", "100",
+         "--check-networks", "2"),
+        _ratio_lines(*(rf"^{name} +\({letter}\) .*: {{N}} networks/s, {{N}} ms CPU per network"
+                       for name, letter in (("torch", "a"), ("mlp", "b"), ("func", "c"),
+                                            ("bmm", "d"))),
+                     *(rf"^ratio {pair}: {{N}} \(rate, wall\); {{N}} \(CPU time "
+                       for pair in ("torch/func", "torch/bmm", "mlp/bmm")),
+                     r"^requirement \(a\) torch >= 1\.0x \(c\) func and \(d\) bmm: "
+                     r"(?:met|NOT met) \(wall rate\), (?:met|NOT met) \(CPU time\)$"))],
+    "gpu_check.py": [Case(
+        ("--smoke",),
+        # without CUDA (the test machines): the CPU half's rows (hypotheses, sampling seconds,
+        # hypotheses per second), nothing compared
+        _ratio_lines(r"^no CUDA device: ",
+                     *(rf"^{name} +\| +{{N}} \| +[\d.]+ \| +{{N}} \| +{{N}} \| +- \|"
+                       for name in ("gp", "mlp", "cnn", "torch-mlp", "torch-conv",
+                                    "torch-attention"))))],
 }
 
 

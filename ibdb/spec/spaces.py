@@ -328,7 +328,7 @@ SPACES: KindRegistry[SpaceKind] = KindRegistry("hypothesis space", [
         kind="torch", model=TorchSpace, runner="ibdb.runners.torch_space:TorchRunner",
         version="1",
         sane_space={"name": "sane-torch", "kind": "torch",
-                    "model": "ibdb.runners.torch_model:mlp",
+                    "model": "ibdb.runners.zoo:mlp",
                     "model_args": {"width": 8, "depth": 2, "n_outputs": 3},
                     "optimizer": _SANE_OPTIMIZER},
         loss_columns=_NETWORK_COLUMNS, check="ibdb.runners.torch_model:check_space",

@@ -1,6 +1,6 @@
 """A PyTorch model's own kernels (``empirical_nngp``, ``empirical_ntk``) against ibdb's closed
 forms, on the one network where the two must agree in expectation: ibdb's depth-1 relu mlp
-(``ibdb.runners.torch_model:mlp``) with every weight and bias Gaussian of ibdb's variance,
+(``ibdb.runners.zoo:mlp``) with every weight and bias Gaussian of ibdb's variance,
 ``init_scale^2 / (3 fan_in)``, and the closed form told the ``width`` (so that the output
 layer's bias variance is kept).
 
@@ -49,7 +49,7 @@ from ibdb.stats.estimators import exact_estimates
 from conftest import make_npz, write_spec
 
 CPU = torch.device("cpu")
-MLP = "ibdb.runners.torch_model:mlp"
+MLP = "ibdb.runners.zoo:mlp"
 
 
 def _gaussian_init(d: int, width: int, init_scale: float = 1.0) -> dict:

@@ -15,7 +15,7 @@ from ibdb.core.errors import SpecError
 from ibdb.data.task import load_task
 from ibdb.runners.mlp import MLPRunner
 from ibdb.runners.torch_model import build_module, parameter_laws
-from ibdb.runners.torch_space import ONE_AT_A_TIME, VMAP, TorchRunner
+from ibdb.runners.torch_space import MATMUL, ONE_AT_A_TIME, VMAP, TorchRunner
 from ibdb.spec.sources import Task
 from ibdb.spec.spaces import parse_space
 
@@ -41,6 +41,21 @@ def _space(model: str, **fields):
 
 def small_mlp(width: int = 12) -> nn.Module:
     return nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.Tanh(), nn.Linear(width, 10))
+
+
+class Residual(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner = nn.Linear(64, 64)
+        self.head = nn.Linear(64, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(len(x), -1)
+        return self.head(x + torch.tanh(self.inner(x)))
+
+
+def residual() -> nn.Module:
+    return Residual()
 
 
 def with_batchnorm() -> nn.Module:
@@ -135,7 +150,8 @@ def _test_mse(module: nn.Module, data) -> float:
 # SGD with batch norm: the bias before it gets a gradient of rounding size only (the norm
 # removes it), which Adam would normalise into steps of size lr, different for any two summation
 # orders; SGD keeps it at rounding size.
-@pytest.mark.parametrize(("factory", "mode", "kind"), [(small_mlp, VMAP, "adam"),
+@pytest.mark.parametrize(("factory", "mode", "kind"), [(small_mlp, MATMUL, "adam"),
+                                                       (residual, VMAP, "adam"),
                                                        (with_batchnorm, ONE_AT_A_TIME, "sgd")])
 def test_a_noise_row_is_the_module_trained_alone(digits, factory, mode, kind):
     space = _space(_ref(factory.__name__), fit={"criterion": "train_accuracy",
@@ -213,7 +229,7 @@ def test_a_factory_that_initialises_its_own_way_is_refused(digits):
         TorchRunner(_space(_ref("custom_init")), digits, device=CPU)
     # named under init, it runs
     space = _space(_ref("custom_init"), init={"1.weight": {"law": "normal", "std": 0.5}})
-    assert TorchRunner(space, digits, device=CPU).info["training"] == VMAP
+    assert TorchRunner(space, digits, device=CPU).info["training"] == MATMUL
 
 
 def test_parameters_of_unknown_layers(digits):
@@ -239,7 +255,7 @@ def test_torch_mlp_has_the_law_of_the_builtin_mlp(digits):
     and data-order law, so their test MSEs have one law (two-sample KS, 160 networks each;
     a true difference of the size a wrong init scale makes is far past this test's power)."""
     optimizer = {"kind": "adam", "lr": 0.01, "epochs": 5, "batch_size": 20}
-    torch_space = _space("ibdb.runners.torch_model:mlp",
+    torch_space = _space("ibdb.runners.zoo:mlp",
                          model_args={"width": 16, "depth": 1, "n_outputs": 10},
                          optimizer=optimizer)
     mlp_space = parse_space({"name": "m", "kind": "mlp", "width": 16, "depth": 1,
