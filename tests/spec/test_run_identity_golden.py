@@ -19,7 +19,8 @@ from conftest import write_spec
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = json.loads((ROOT / "tests" / "fixtures" / "example_run_ids.json").read_text())
-NEEDS = {"mnist1d_kernels.yaml": "mnist1d", "mnist1d_spaces.yaml": "mnist1d"}
+NEEDS = {"mnist1d_kernels.yaml": "mnist1d", "mnist1d_spaces.yaml": "mnist1d",
+         "architectures_mnist1d.yaml": "mnist1d", "architectures_mnist1d_kernels.yaml": "mnist1d"}
 
 
 def test_every_example_spec_is_pinned() -> None:
