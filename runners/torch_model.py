@@ -118,7 +118,20 @@ def _build(spec: ModelSpec, factory: Callable[..., Any], input_shape: tuple[int,
         raise SpecError(f"model {spec.model!r} returned {got} for a batch of shape "
                         f"{tuple(probe.shape)}; it must return (N, k) = {expected}: one output "
                         "per class of the task.")
-    for name, param in module.named_parameters():
+    if not out.is_floating_point():
+        raise SpecError(f"model {spec.model!r} returned {out.dtype} outputs; it must return "
+                        "floating-point scores (N, k), which training compares with one-hot "
+                        "targets by the MSE.")
+    params = dict(module.named_parameters())
+    if not params:
+        raise SpecError(f"model {spec.model!r} has no parameters: there is nothing to train "
+                        "or to draw at random, so every hypothesis would be the same.")
+    frozen = [name for name, p in params.items() if not p.requires_grad]
+    if frozen:
+        raise SpecError(f"model {spec.model!r}: parameters {shorten(', '.join(frozen))} have "
+                        "requires_grad False; ibdb trains every parameter. Register a fixed "
+                        "tensor as a buffer (module.register_buffer) to keep it out of training.")
+    for name, param in params.items():
         if isinstance(param, nn.parameter.UninitializedParameter):
             raise SpecError(f"model {spec.model!r}: parameter {name!r} is still "
                             "uninitialised after a forward pass.")

@@ -4,8 +4,12 @@ trained from random initialisations, as the built-in networks are (:mod:`ibdb.ru
 Batched training: the B copies' parameters are rows of one (B, P) tensor, as for the built-in
 networks, and the module runs on them through ``torch.func.functional_call``:
 
+- ``batched matrix products``: a plain ``nn.Sequential`` of Linear layers and elementwise
+  activations (an MLP) runs as one ``baddbmm`` per layer, features first, at the speed of a
+  hand-written batched trainer (BENCHMARKS.md);
 - ``vmap``: one vectorised call over the copies (``torch.func.vmap``), when the module allows it
-  (checked once, on two copies, forward and backward);
+  (checked once, on two copies, forward and backward), each copy's gradient by
+  ``vmap(grad(loss))``;
 - ``one at a time``: otherwise (a module that vmap cannot trace, or one whose buffers training
   updates, such as BatchNorm's running statistics), each copy's forward runs alone, with buffers
   of its own; the optimiser step is still one fused update of all rows.

@@ -43,6 +43,29 @@ def not_a_module(**kw):
 
 def wrong_outputs(**kw):
     return nn.Sequential(nn.Flatten(), nn.LazyLinear(7))
+
+
+class Rounded(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.lin(x.reshape(len(x), -1)).round().long()
+
+
+def integer_outputs(**kw):
+    return Rounded()
+
+
+def no_parameters(**kw):
+    return nn.Sequential(nn.Flatten(), nn.AdaptiveAvgPool1d(10))  # (N, 64) -> (N, 10)
+
+
+def frozen(**kw):
+    net = nn.Sequential(nn.Flatten(), nn.Linear(64, 10))
+    net[1].weight.requires_grad_(False)
+    return net
 '''
 
 SPEC = """
@@ -139,21 +162,50 @@ def test_run_ids_follow_the_model_not_the_label(user):
     assert _run_ids(work, code, _write(work)) == changed
 
 
-@pytest.mark.parametrize(("model", "args", "message"), [
+BAD = [
     ("nowhere.models:make", "{}", r"no module 'nowhere' on the Python path"),
     ("usermodels:missing", "{}", r"'usermodels' has no attribute 'missing'.*make"),
     ("usermodels:raises", "{}", r"factory raised RuntimeError: no GPU budget"),
     ("usermodels:not_a_module", "{}", r"returned a dict, not a torch.nn.Module"),
     ("usermodels:wrong_outputs", "{}", r"returned \(2, 7\) for a batch of shape \(2, 1, 8, 8\).*"
                                        r"\(N, k\) = \(2, 10\)"),
+    ("usermodels:integer_outputs", "{}", r"returned torch.int64 outputs.*floating-point"),
+    ("usermodels:no_parameters", "{}", r"has no parameters"),
+    ("usermodels:frozen", "{}", r"parameters 1.weight have requires_grad False.*buffer"),
     ("usermodels:make", "{width: .nan}", r"model_args of 'usermodels:make' must be JSON"),
     ("usermodels:make; import os", "{}", r"is not 'package.module:factory'"),
-])
-def test_bad_factories_exit_2_and_store_nothing(user, model, args, message):
+]
+
+# Every bad case through the CLI (click's runner) in one Python process with the user's folder
+# on sys.path: one torch start-up for all of them instead of one each.
+RUN_CASES = """
+import json, sys
+from click.testing import CliRunner
+from ibdb.cli import main
+out = []
+for spec, db in json.loads(sys.argv[1]):
+    result = CliRunner().invoke(main, ["--db", db, "--device", "cpu", "run", spec])
+    out.append([result.exit_code, result.output])
+print(json.dumps(out))
+"""
+
+
+def test_bad_factories_exit_2_and_store_nothing(user):
     work, code = user
-    out = _ibdb(work, code, "run", str(_write(work, model=model, args=args)))
-    assert out.returncode == 2, out.stderr
-    assert re.search(message, " ".join(out.stderr.split())), out.stderr
-    assert "Traceback" not in out.stderr
-    assert not (work / "ibdb.duckdb").exists()
-    assert not any((work / "ibdb.shards").glob("*/*")) if (work / "ibdb.shards").exists() else True
+    jobs = []
+    for i, (model, args, _) in enumerate(BAD):
+        folder = work / f"case{i}"
+        folder.mkdir()
+        jobs.append([str(_write(folder, model=model, args=args)), str(folder / "ibdb.duckdb")])
+    env = {**os.environ, "PYTHONPATH": str(code)}
+    done = subprocess.run([sys.executable, "-c", RUN_CASES, json.dumps(jobs)], cwd=work,
+                          env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    for (model, _, message), (exit_code, output), (_, db) in zip(
+            BAD, json.loads(done.stdout.splitlines()[-1]), jobs, strict=True):
+        assert exit_code == 2, (model, output)
+        assert re.search(message, " ".join(output.split())), (model, output)
+        assert "Traceback" not in output
+        assert not Path(db).exists()
+        shards = Path(db).parent / "ibdb.shards"
+        assert not shards.exists() or not any(shards.glob("*/*"))

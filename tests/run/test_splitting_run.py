@@ -111,7 +111,7 @@ def test_splitting_on_a_runner_that_cannot_is_refused_before_anything_runs(tmp_p
     spec = _spec(tmp_path, space=NET)
     got = CliRunner().invoke(main, ["--db", str(tmp_path / "n.duckdb"), "validate", str(spec)])
     assert got.exit_code == 2
-    assert "space 'net' (kind mlp): a budget's splitting block runs on gp, cnn spaces" \
+    assert "space 'net' (kind mlp): a budget's splitting block runs on gp, cnn, torch spaces" \
         in got.output
     assert not (tmp_path / "n.duckdb").exists()
 
