@@ -218,7 +218,7 @@ class _Model:
         for name, shape, law, size in zip(self.names, self.shapes, self.laws, sizes,
                                           strict=True):
             if law.normals:
-                values = law.transform(normals[:, start:start + size], shape)
+                values = law.transform(normals[:, start:start + size])
                 start += size
             else:
                 one = law.values.to(torch.float64).reshape(-1) if law.values is not None \

@@ -26,7 +26,10 @@ training points; E n = 0 for full-batch training, which has no order).
   each parameter tensor row-major, in ``parameter_shapes`` order) through the fixed transform
   w = init_scale / sqrt(fan_in) * (2 Phi(z) - 1) = init_scale / sqrt(fan_in) * erf(z / sqrt 2),
   computed in float64 on the CPU and rounded to float32. For z ~ N(0, 1), 2 Phi(z) - 1 is
-  uniform on (-1, 1), so the weights have the law of ``sample``'s (to float32 rounding).
+  uniform on (-1, 1), so the weights have the law of ``sample``'s (to float32 rounding). (A
+  network whose parameters carry a :class:`ParamLaw`, the torch space's, uses each one's law
+  instead: uniform as here, normal m + s z, or a constant that takes no normals, so P counts
+  the random elements only.)
 - The next E n are the data orders: epoch e visits the training points in the order
   argsort(u_e) of its n normals u_e (a stable sort). The ranks of i.i.d. normals are a uniform
   random permutation, the law of ``sample``'s torch.randperm orders; and a small pCN move of u
@@ -114,9 +117,9 @@ class ParamLaw:
         digest = hashlib.sha256(self.values.double().cpu().numpy().tobytes()).hexdigest()
         return f"constant as built sha256:{digest[:16]}"
 
-    def transform(self, z: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
-        """Float64 values of B parameters (B, prod(shape)) from their normals z (B, prod(shape)),
-        or from none (z is None) for a constant."""
+    def transform(self, z: torch.Tensor) -> torch.Tensor:
+        """Float64 values of a parameter in B networks from its normals z (B, elements); a
+        constant takes none (the caller writes it)."""
         if self.kind == "uniform":
             return torch.special.erf(z / math.sqrt(2.0)).mul_(self.scale)
         if self.kind == "normal":
@@ -349,7 +352,7 @@ class NetworkRunner:
                                   strict=True):
             law = p.law or ParamLaw("uniform", scale=self.space.init_scale / math.sqrt(p.fan_in))
             if law.normals:
-                flat[:, start:stop] = law.transform(z[:, used:used + stop - start], p.shape)
+                flat[:, start:stop] = law.transform(z[:, used:used + stop - start])
                 used += stop - start
             elif law.values is not None:
                 flat[:, start:stop] = law.values.reshape(1, -1).to(torch.float32)
