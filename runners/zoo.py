@@ -88,3 +88,30 @@ def attention(dim: int, heads: int, length: int, n_outputs: int, patch: int = 1)
     """:class:`AttentionBlock`: one transformer block over a signal of ``length`` points, in
     tokens of ``patch`` points."""
     return AttentionBlock(dim, heads, length, n_outputs, patch)
+
+
+class RandomFeatures(nn.Module):
+    """A model linear in its parameters: fixed random relu features of the flattened input
+    (a buffer, drawn once from ``seed``: part of the model, not of a hypothesis) and a trained
+    linear readout without bias. Trained by full-batch gradient descent to interpolation from a
+    Gaussian readout, its test predictions are Gaussian, with the law of a GP posterior whose
+    kernel is the features' inner product (the validation fixture of issue 22)."""
+
+    def __init__(self, n_inputs: int, n_features: int, n_outputs: int, seed: int) -> None:
+        super().__init__()
+        generator = torch.Generator().manual_seed(seed)
+        self.register_buffer("projection", torch.randn(n_inputs, n_features,
+                                                       generator=generator) / math.sqrt(n_inputs))
+        self.readout = nn.Linear(n_features, n_outputs, bias=False)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x.reshape(len(x), -1) @ self.projection)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.readout(self.features(x))
+
+
+def random_features(n_inputs: int, n_features: int, n_outputs: int, seed: int = 0
+                    ) -> nn.Module:
+    """:class:`RandomFeatures`: ``n_features`` fixed random relu features, a linear readout."""
+    return RandomFeatures(n_inputs, n_features, n_outputs, seed)
