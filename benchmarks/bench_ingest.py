@@ -41,6 +41,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+from _timing import Clock  # benchmarks/_timing.py (the script's folder)
 
 # A run id is 16 lowercase hex digits (ibdb.run.shards.RunManifest); a fixed one for the bench.
 RUN_ID = hashlib.sha256(b"benchmarks/bench_ingest.py").hexdigest()[:16]
@@ -82,18 +83,6 @@ def sha256s(paths: list[Path]) -> list[str]:
 
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
         return list(pool.map(one, paths))
-
-
-class Clock:
-    """Wall and process CPU time (all threads) of one timed region."""
-
-    def __enter__(self) -> Clock:
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self._wall
-        self.cpu = time.process_time() - self._cpu
 
 
 def time_ibdb(folder: Path, db: Path, n_rows: int) -> Clock:

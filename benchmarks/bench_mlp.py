@@ -63,12 +63,11 @@ import argparse
 import json
 import math
 import os
-import platform
 import statistics
-import time
 
 import numpy as np
 import torch
+from _timing import Clock, cpu_name  # benchmarks/_timing.py (the script's folder)
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state
 from torch.utils.data import DataLoader, TensorDataset
@@ -96,18 +95,6 @@ def ibdb_runner(data, device):
         "fit": {"criterion": "train_accuracy", "stop_when_fit": False},
     })
     return MLPRunner(space, data, device=torch.device(device))
-
-
-class Clock:
-    """Wall and process CPU time (all threads) of one timed region."""
-
-    def __enter__(self) -> Clock:
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self._wall
-        self.cpu = time.process_time() - self._cpu
 
 
 def _sync(device) -> None:
@@ -353,17 +340,6 @@ def check_same_work(runner, trainers, data, n):
     return report
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hypotheses", type=int, default=None, help="default 256 (64 --quick)")
@@ -421,7 +397,7 @@ def main() -> None:
     torch.set_num_threads(threads)
     best_parallel = (os.cpu_count() or 1) * min(n_base, 32) / clock.wall
     print(json.dumps({
-        "machine": _cpu_name(), "cpus": os.cpu_count(),
+        "machine": cpu_name(), "cpus": os.cpu_count(),
         "torch": torch.__version__, "threads": threads, "device": args.device,
         "optimizer": runner.info["optimizer_implementation"],
         "hypotheses": n_ours, "baseline_networks": n_base, "vmap_networks": n_vmap,

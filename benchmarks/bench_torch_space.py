@@ -56,13 +56,12 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import time
 from collections.abc import Callable
 
 import numpy as np
 import torch
+from _timing import Clock, cpu_name  # benchmarks/_timing.py (the script's folder)
 from torch import nn
 from torch.func import functional_call, grad, stack_module_state
 
@@ -95,9 +94,10 @@ def _trained_space(s: Settings) -> dict:
             "fit": {"criterion": "train_accuracy", "stop_when_fit": False}}
 
 
-def torch_runner(data, s: Settings, device=CPU) -> TorchRunner:
-    space = parse_space({"name": "torch-mlp", "kind": "torch",
-                         "model": "ibdb.runners.zoo:mlp",
+def torch_runner(data, s: Settings, device=CPU,
+                 model: str = "ibdb.runners.zoo:mlp") -> TorchRunner:
+    """ibdb's torch space of ``model`` (a factory of the MLP's arguments)."""
+    space = parse_space({"name": "torch", "kind": "torch", "model": model,
                          "model_args": {"width": s.width, "depth": s.depth,
                                         "n_outputs": int(data.y_train.shape[1]),
                                         "activation": "relu"},
@@ -121,32 +121,10 @@ def wrapped_mlp(**kwargs: object) -> torch.nn.Module:
     return WrappedMLP(**kwargs)
 
 
-def vmap_runner(data, s: Settings, device=CPU) -> TorchRunner:
-    space = parse_space({"name": "torch-vmap", "kind": "torch",
-                         "model": "bench_torch_space:wrapped_mlp",
-                         "model_args": {"width": s.width, "depth": s.depth,
-                                        "n_outputs": int(data.y_train.shape[1]),
-                                        "activation": "relu"},
-                         **_trained_space(s)})
-    return TorchRunner(space, data, device=device)
-
-
 def mlp_runner(data, s: Settings, device=CPU) -> MLPRunner:
     space = parse_space({"name": "mlp", "kind": "mlp", "width": s.width, "depth": s.depth,
                          "activation": "relu", **_trained_space(s)})
     return MLPRunner(space, data, device=device)
-
-
-class Clock:
-    """Wall and process CPU time (all threads) of one timed region."""
-
-    def __enter__(self) -> Clock:
-        self._wall, self._cpu = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self._wall
-        self.cpu = time.process_time() - self._cpu
 
 
 def _summary(out: dict[str, np.ndarray]) -> dict[str, float]:
@@ -347,17 +325,6 @@ def check_same_work(runner: TorchRunner, func: FuncTrainer, bmm: BmmTrainer, n: 
     return report
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 LABELS = {"torch": "(a) ibdb kind torch (mlp factory, batched matrix products)",
           "vmap": "(a2) ibdb kind torch (the same MLP in a Module of its own: vmap(grad))",
           "mlp": "(b) ibdb kind mlp (baddbmm)",
@@ -381,7 +348,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     s = Settings(args)
     data = digits(s)
-    runners = {"torch": torch_runner(data, s), "vmap": vmap_runner(data, s),
+    runners = {"torch": torch_runner(data, s),
+               "vmap": torch_runner(data, s, model="bench_torch_space:wrapped_mlp"),
                "mlp": mlp_runner(data, s)}
     trainers = {"func": FuncTrainer(data, s), "bmm": BmmTrainer(data, s)}
     assert runners["torch"].info["training"] == "batched matrix products", runners["torch"].info
@@ -403,7 +371,7 @@ def main() -> None:
             quality[name].append(q)
     rate = {k: statistics.median(w for w, _ in v) for k, v in rounds.items()}
     cpu = {k: statistics.median(c for _, c in v) for k, v in rounds.items()}
-    print(f"machine: {_cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
+    print(f"machine: {cpu_name()}, {os.cpu_count()} cpus, torch {torch.__version__}, "
           f"{torch.get_num_threads()} thread(s), cpu")
     print(f"task: digits n_train {s.n_train} n_test {s.n_test}; MLP width {s.width} depth "
           f"{s.depth}; Adam lr {LR}, batch {BATCH}, {s.epochs} epochs, no early stop; "

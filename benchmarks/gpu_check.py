@@ -63,13 +63,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from typing import Any
 
 import numpy as np
 import torch
+from _timing import cpu_name  # benchmarks/_timing.py (the script's folder)
 from torch import nn
 
 CASES = ("gp", "mlp", "cnn", "torch-mlp", "torch-conv", "torch-attention")
@@ -241,17 +241,6 @@ def compare(case: str, cpu: dict[str, Any], cuda: dict[str, Any], checked: bool
     return report
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def _row(name: str, cpu: dict[str, Any], cuda: dict[str, Any] | None, check: str,
          ok: bool | None) -> str:
     def part(r: dict[str, Any] | None) -> str:
@@ -292,7 +281,7 @@ def main() -> int:
     gp_data = _digits(*sizes["gp_task"])
     net_data = _digits(*sizes["net_task"])
     header = {
-        "machine": _cpu_name(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
+        "machine": cpu_name(), "cpus": os.cpu_count(), "threads": torch.get_num_threads(),
         "torch": torch.__version__, "cuda": torch.version.cuda,
         "gpu": torch.cuda.get_device_name(0) if has_cuda else None,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,

@@ -40,6 +40,7 @@ from torch import nn
 
 from ibdb.core.errors import SpecError, shorten
 from ibdb.data.task import TaskData
+from ibdb.runners.compatibility import check_network
 from ibdb.runners.sizes import Sizes
 from ibdb.runners.training import ParamLaw
 from ibdb.spec.models import ModelSpec
@@ -270,7 +271,6 @@ def _as_built(spec: ModelSpec, names: list[str], input_shape: tuple[int, ...],
 def check_space(space: Any, data: TaskData) -> None:
     """The plan's check: the model builds and maps the task's examples to k outputs, its
     laws are known, and the batch size fits n_train."""
-    from ibdb.runners.compatibility import check_network
     check_network(space, data)
     module = build_module(space, data.input_shape, data.n_outputs)
     parameter_laws(space, module, data.input_shape, data.n_outputs)

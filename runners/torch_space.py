@@ -56,10 +56,11 @@ class ModuleNetwork(BatchedNetwork):
         self._state: dict[str, torch.Tensor] = {}  # per-copy buffers (one at a time)
         self._units = activations_per_example(module, self.input_shape)
         self._stack = _linear_stack(module)
-        self.mode, self.reason = self._choose_mode()
-        if self.mode == VMAP and self._stack is not None:
+        if self._stack is not None:
             self.mode, self.reason = MATMUL, ("a stack of Linear layers and elementwise "
                                               "activations: one baddbmm per layer")
+        else:
+            self.mode, self.reason = self._choose_mode()
 
     def parameter_shapes(self) -> list[ParamShape]:
         return list(self._shapes)
@@ -86,14 +87,22 @@ class ModuleNetwork(BatchedNetwork):
         if self.mode != VMAP:  # (autograd on the summed losses, through _run)
             return super().gradients(params, x, y, rows)
         self.module.train()
-        dtype, device = params[0].dtype, params[0].device
-        buffers = {n: _like(b, dtype, device) for n, b in self._buffers.items()}
+        one = self._one_copy(params[0])
 
         def loss(p: tuple[torch.Tensor, ...], xb: torch.Tensor, yb: torch.Tensor
                  ) -> torch.Tensor:
-            named = {**dict(zip(self.names, p, strict=True)), **buffers}
-            return (functional_call(self.module, named, (xb,)) - yb).square().mean()
+            return (one(p, xb) - yb).square().mean()
         return vmap(grad(loss))(tuple(p.detach() for p in params), x, y)
+
+    def _one_copy(self, like: torch.Tensor) -> Any:
+        """``f(p, xb)``: the module on one copy's parameters p (in ``names`` order) and inputs
+        xb, with the factory's buffers in ``like``'s dtype and device (what vmap maps)."""
+        buffers = {n: _like(b, like.dtype, like.device) for n, b in self._buffers.items()}
+
+        def one(p: tuple[torch.Tensor, ...], xb: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.module, {**dict(zip(self.names, p, strict=True)),
+                                                 **buffers}, (xb,))
+        return one
 
     def forward_eval(self, params: Sequence[torch.Tensor], x: torch.Tensor,
                      rows: np.ndarray) -> torch.Tensor:
@@ -109,12 +118,7 @@ class ModuleNetwork(BatchedNetwork):
         if self.mode == MATMUL:
             return self._stack_forward(params, x)
         if self.mode == VMAP:
-            buffers = {n: _like(b, dtype, device) for n, b in self._buffers.items()}
-
-            def one(p: tuple[torch.Tensor, ...], xb: torch.Tensor) -> torch.Tensor:
-                return functional_call(self.module, {**dict(zip(self.names, p, strict=True)),
-                                                     **buffers}, (xb,))
-            return vmap(one)(tuple(params), x)
+            return vmap(self._one_copy(params[0]))(tuple(params), x)
         rows = np.arange(len(x)) if rows is None else rows
         outs = []
         for b, row in enumerate(rows.tolist()):
@@ -202,7 +206,6 @@ class TorchRunner(NetworkRunner):
             "model": space.model,
             "training": self.net.mode,
             "training_reason": self.net.reason,
-            "input_shape": list(data.input_shape),
             "parameters_with_noise": self._param_normals,
         })
 

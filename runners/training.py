@@ -328,23 +328,14 @@ class NetworkRunner:
         return self._train(flat, order)
 
     def parameters_from_noise(self, noise: np.ndarray) -> torch.Tensor:
-        """Float32 rows (B, P) of initial parameters w = init_scale / sqrt(fan_in) *
-        erf(z / sqrt 2) (= 2 Phi(z) - 1), computed in float64 on the CPU from ``noise``
-        (B, noise_dim); the padding stays 0."""
+        """Float32 rows (B, P) of initial parameters, each by its law from its normals in
+        ``noise`` (B, noise_dim), computed in float64 on the CPU: a built-in network's w =
+        init_scale / sqrt(fan_in) * erf(z / sqrt 2) (= 2 Phi(z) - 1); the padding stays 0."""
         noise = np.asarray(noise, dtype=np.float64)
         if noise.ndim != 2 or noise.shape[1] != self.noise_dim:
             raise IbdbError(f"{self.kind} evaluate: noise must be (B, {self.noise_dim}) (one "
                             "standard normal per parameter, then one per training point and "
                             f"epoch = noise_dim), not {noise.shape}.")
-        if all(p.law is None for p in self._shapes):  # the built-in networks: one transform
-            noise = noise[:, :self._param_normals]
-            bounds = torch.cat([torch.full((math.prod(p.shape),),
-                                           self.space.init_scale / math.sqrt(p.fan_in),
-                                           dtype=torch.float64) for p in self._shapes])
-            weights = torch.special.erf(torch.as_tensor(noise) / math.sqrt(2.0)).mul_(bounds)
-            flat = torch.zeros((len(noise), self._row), dtype=torch.float32)
-            flat[:, :weights.shape[1]] = weights
-            return flat.to(self._device)
         flat = torch.zeros((len(noise), self._row), dtype=torch.float32)
         z = torch.as_tensor(noise)
         used = 0

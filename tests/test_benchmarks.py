@@ -145,7 +145,7 @@ SMALLEST: dict[str, list[Case]] = {
 
 
 def _scripts() -> list[str]:
-    return sorted(p.name for p in BENCHMARKS.glob("*.py"))
+    return sorted(p.name for p in BENCHMARKS.glob("*.py") if not p.name.startswith("_"))
 
 
 def _cases() -> list:
