@@ -207,25 +207,18 @@ class _Model:
         ``named_parameters`` order, each through its law; constants as they are."""
         import torch
 
+        from ibdb.runners.training import initial_values
+
         sizes = [math.prod(shape) if law.normals else 0
                  for shape, law in zip(self.shapes, self.laws, strict=True)]
         z = np.empty((len(inits), sum(sizes)))
         for row, s in enumerate(inits):
             np.random.default_rng(np.random.SeedSequence([seed, s])).standard_normal(
                 out=z[row])
-        normals = torch.from_numpy(z)
-        out, start = {}, 0
-        for name, shape, law, size in zip(self.names, self.shapes, self.laws, sizes,
-                                          strict=True):
-            if law.normals:
-                values = law.transform(normals[:, start:start + size])
-                start += size
-            else:
-                one = law.values.to(torch.float64).reshape(-1) if law.values is not None \
-                    else torch.full((math.prod(shape),), law.mean, dtype=torch.float64)
-                values = one.expand(len(inits), -1)
-            out[name] = values.reshape(len(inits), *shape).to(device)
-        return out
+        values = initial_values(self.laws, [math.prod(shape) for shape in self.shapes],
+                                torch.from_numpy(z))
+        return {name: v.reshape(len(inits), *shape).to(device)
+                for name, shape, v in zip(self.names, self.shapes, values, strict=True)}
 
     def weights(self, kernel: EmpiricalNTKKernel) -> dict[str, float]:
         """``v_p`` of each parameter the ntk differentiates (see the module doc)."""

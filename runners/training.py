@@ -127,6 +127,22 @@ class ParamLaw:
         raise ValueError("a constant takes no normals")
 
 
+def initial_values(laws: Sequence[ParamLaw], sizes: Sequence[int], z: torch.Tensor
+                   ) -> list[torch.Tensor]:
+    """Float64 values (B, size) of each parameter of B networks by its law, from their standard
+    normals z (B, normals): the random parameters take theirs in order, a constant none."""
+    out, used = [], 0
+    for law, size in zip(laws, sizes, strict=True):
+        if law.normals:
+            out.append(law.transform(z[:, used:used + size]))
+            used += size
+        else:
+            one = law.values.to(torch.float64).reshape(-1) if law.values is not None else \
+                torch.full((size,), law.mean, dtype=torch.float64)
+            out.append(one.expand(len(z), -1))
+    return out
+
+
 @dataclass(frozen=True)
 class ParamShape:
     shape: tuple[int, ...]  # of one network's tensor; the stacked tensor is (B, *shape)
@@ -336,19 +352,14 @@ class NetworkRunner:
             raise IbdbError(f"{self.kind} evaluate: noise must be (B, {self.noise_dim}) (one "
                             "standard normal per parameter, then one per training point and "
                             f"epoch = noise_dim), not {noise.shape}.")
+        laws = [p.law or ParamLaw("uniform", scale=self.space.init_scale / math.sqrt(p.fan_in))
+                for p in self._shapes]
+        sizes = [math.prod(p.shape) for p in self._shapes]
         flat = torch.zeros((len(noise), self._row), dtype=torch.float32)
-        z = torch.as_tensor(noise)
-        used = 0
-        for start, stop, p in zip(self._offsets[:-1], self._offsets[1:], self._shapes,
-                                  strict=True):
-            law = p.law or ParamLaw("uniform", scale=self.space.init_scale / math.sqrt(p.fan_in))
-            if law.normals:
-                flat[:, start:stop] = law.transform(z[:, used:used + stop - start])
-                used += stop - start
-            elif law.values is not None:
-                flat[:, start:stop] = law.values.reshape(1, -1).to(torch.float32)
-            else:
-                flat[:, start:stop] = law.mean
+        for start, stop, values in zip(self._offsets[:-1], self._offsets[1:],
+                                       initial_values(laws, sizes, torch.as_tensor(noise)),
+                                       strict=True):
+            flat[:, start:stop] = values
         return flat.to(self._device)
 
     def generators(self, seeds: np.ndarray) -> list[torch.Generator]:
