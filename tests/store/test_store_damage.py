@@ -427,7 +427,8 @@ def test_check_names_folders_and_files_that_ingest_would_refuse(copy):
     (shards / "0123456789abcdef").mkdir()  # a run folder without run.json
     (shards / run_id / "losses-000000200-000000299-0123456789abcdef.parquet").mkdir()
     (shards / run_id / "spectrum-fedcba9876543210.parquet").symlink_to(shards / "nowhere")
-    shutil.copy(next((shards / run_id).glob("losses-*.parquet")),
+    # (the real shard, not the folder named like one above: glob's order is the file system's)
+    shutil.copy(next(p for p in (shards / run_id).glob("losses-*.parquet") if p.is_file()),
                 shards / run_id / "copy of losses.parquet")
     (shards / ".submitit").mkdir()  # an executor's own folder is none of check's business
     rows_before = rows(db)
